@@ -1,0 +1,35 @@
+"""gpugrad: a small tensor autodiff engine on NumPy (CPU) and CuPy (NVIDIA GPUs).
+
+    import gpugrad as gg
+    x = gg.arange(4.0).requires_grad_()
+    y = 2 * gg.dot(x, x)
+    y.backward()
+    x.grad              # tensor([ 0.,  4.,  8., 12.])
+"""
+
+from . import linalg, testing
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .backend import Device
+from .backend import Device as device
+from .creation import (
+    arange, as_tensor, eye, from_numpy, full, full_like, linspace, ones, ones_like, tensor, zeros,
+    zeros_like,
+)
+from .dtypes import bool_, float16, float32, float64, int32, int64
+from .func import grad, stop_gradient, value_and_grad
+from .ops import *  # noqa: F403 - the NumPy-like op namespace
+from .ops import __all__ as _op_names
+from .random import manual_seed, rand, randint, randn
+from .tensor import Tensor
+
+bool = bool_  # noqa: A001 - gg.bool, as torch.bool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "Device", "device", "tensor", "as_tensor", "from_numpy", "arange", "zeros", "ones",
+    "full", "zeros_like", "ones_like", "full_like", "eye", "linspace", "randn", "rand", "randint",
+    "manual_seed", "grad", "value_and_grad", "stop_gradient", "no_grad", "enable_grad",
+    "set_grad_enabled", "is_grad_enabled", "float16", "float32", "float64", "int32", "int64",
+    "bool", "linalg", "testing", *_op_names,
+]

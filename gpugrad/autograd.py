@@ -1,0 +1,234 @@
+"""The tape: graph nodes, grad mode, and the reverse walk that applies the chain rule.
+
+A tensor computed by a differentiable op from inputs that require grad carries a
+``Node``: the op, the arrays its VJP rule needs, the op's parameters, and one
+parent per input (the input's own Node, the input tensor itself when it is a
+leaf, or None when no gradient flows there). ``backward`` walks these nodes in
+reverse topological order without recursion. This module never names numpy or
+cupy: array modules come from the backend, op rules from the registry.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from .backend import namespace
+
+if TYPE_CHECKING:
+    from .ops.registry import OpDef
+    from .tensor import Tensor
+
+
+# ----------------------------------------------------------------------------- grad mode
+
+class _GradMode(threading.local):
+    enabled = True
+
+
+grad_mode = _GradMode()
+
+
+def is_grad_enabled() -> bool:
+    return grad_mode.enabled
+
+
+class set_grad_enabled:
+    """Context manager and decorator that turns gradient recording on or off."""
+
+    def __init__(self, mode: bool) -> None:
+        self.mode = bool(mode)
+        self.prev: list[bool] = []
+
+    def __enter__(self) -> None:
+        self.prev.append(grad_mode.enabled)
+        grad_mode.enabled = self.mode
+
+    def __exit__(self, *exc: object) -> None:
+        grad_mode.enabled = self.prev.pop()
+
+    def __call__(self, fn: Callable) -> Callable:
+        mode = self.mode
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with set_grad_enabled(mode):
+                return fn(*args, **kwargs)
+
+        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
+        wrapper.__doc__ = getattr(fn, "__doc__", None)
+        return wrapper
+
+
+class no_grad(set_grad_enabled):
+    """Ops run inside ``with gg.no_grad():`` record nothing and need no memory for backward."""
+
+    def __init__(self) -> None:
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    """Turn recording back on inside a ``no_grad`` block."""
+
+    def __init__(self) -> None:
+        super().__init__(True)
+
+
+# ----------------------------------------------------------------------------- nodes
+
+_RELEASED = object()   # marks a node whose saved arrays were freed by a backward pass
+
+
+class Node:
+    """One recorded op application: the op, what its VJP needs, and where gradients go."""
+
+    __slots__ = ("op", "out", "inputs", "params", "parents", "dtype", "__weakref__")
+
+    def __init__(self, op: OpDef, out: Any, inputs: tuple, params: dict,
+                 parents: tuple, dtype: Any) -> None:
+        self.op = op
+        self.out = out          # the output array if the rule needs it, else None
+        self.inputs = inputs    # one entry per input: the array if the rule needs it, else None
+        self.params = params
+        self.parents = parents  # Node | leaf Tensor | None, one per input
+        self.dtype = dtype      # gradients arriving here are cast to this dtype
+
+    def __repr__(self) -> str:
+        return f"<{self.op.name}Backward>"
+
+    @property
+    def name(self) -> str:
+        return f"{self.op.name}Backward"
+
+
+# ----------------------------------------------------------------------------- the reverse walk
+
+def _count_consumers(roots: Sequence[Node]) -> dict[Node, int]:
+    """How many recorded uses each reachable node has (iterative DFS, no recursion)."""
+    pending: dict[Node, int] = {}
+    stack = list(roots)
+    for r in roots:
+        pending.setdefault(r, 0)
+    while stack:
+        node = stack.pop()
+        for parent in node.parents:
+            if type(parent) is Node:
+                if parent in pending:
+                    pending[parent] += 1
+                else:
+                    pending[parent] = 1
+                    stack.append(parent)
+    return pending
+
+
+def run_backward(
+    roots: Sequence[Tensor],
+    root_grads: Sequence[Any],
+    *,
+    retain_graph: bool = False,
+    capture: Sequence[Tensor] | None = None,
+) -> list[Any] | None:
+    """Propagate ``root_grads`` (arrays) from ``roots`` back through the tape.
+
+    With ``capture=None`` gradients accumulate into the ``.grad`` of leaf tensors.
+    Otherwise nothing is accumulated and the gradient arriving at each tensor of
+    ``capture`` is returned (None where none arrives), as ``gg.grad`` needs.
+    """
+    from .tensor import Tensor  # noqa: PLC0415 - autograd sits below tensor
+
+    grads: dict[Any, Any] = {}
+    start: list[Node] = []
+    for root, g in zip(roots, root_grads):
+        target = root._node if root._node is not None else root
+        if target in grads:
+            grads[target] = grads[target] + g
+        else:
+            grads[target] = g
+        if type(target) is Node:
+            start.append(target)
+
+    wanted: dict[int, Any] | None = None
+    if capture is not None:
+        wanted = {id(t._node if t._node is not None else t): None for t in capture}
+
+    pending = _count_consumers(start)
+    ready = [n for n in start if pending[n] == 0]
+
+    def deliver(parent: Any, g: Any) -> None:
+        if g.dtype != (parent.dtype if type(parent) is Node else parent.data.dtype):
+            g = g.astype(parent.dtype)
+        if parent in grads:
+            grads[parent] = grads[parent] + g
+        else:
+            grads[parent] = g
+
+    while ready:
+        node = ready.pop()
+        g = grads.pop(node, None)
+        if wanted is not None and id(node) in wanted:
+            wanted[id(node)] = g
+        if g is not None:
+            if node.inputs is _RELEASED:
+                raise RuntimeError(
+                    f"backward through {node.name} a second time: its saved arrays were freed by the "
+                    "first backward. Pass retain_graph=True to the first backward() (or gg.grad) "
+                    "if you need to backpropagate through the same graph again."
+                )
+            op = node.op
+            in_grads = op.run_vjp(g, node)
+            if not retain_graph:
+                node.out = None
+                node.inputs = _RELEASED
+        else:
+            in_grads = None
+        for i, parent in enumerate(node.parents):
+            if parent is None:
+                continue
+            gi = in_grads[i] if in_grads is not None else None
+            if type(parent) is Node:
+                if gi is not None:
+                    deliver(parent, gi)
+                pending[parent] -= 1
+                if pending[parent] == 0:
+                    ready.append(parent)
+            elif gi is not None:
+                deliver(parent, gi)
+
+    # what is left in `grads` are the leaves
+    if wanted is not None:
+        for key, g in grads.items():
+            if type(key) is not Node and id(key) in wanted:
+                wanted[id(key)] = g
+        found = (wanted[id(t._node if t._node is not None else t)] for t in capture)
+        return [None if g is None else namespace(g).asarray(g) for g in found]
+    for leaf, g in grads.items():
+        if type(leaf) is Node:
+            continue
+        _accumulate(leaf, g, Tensor)
+    return None
+
+
+def _accumulate(leaf: Tensor, g: Any, tensor_cls: type) -> None:
+    """Add ``g`` into ``leaf.grad`` (a fresh array on first use, so .grad never aliases anything)."""
+    if g.shape != leaf.data.shape:
+        raise RuntimeError(
+            f"internal error: gradient of shape {g.shape} for a leaf of shape {leaf.data.shape}"
+        )
+    if leaf.grad is None:
+        leaf.grad = tensor_cls._wrap(namespace(g).array(g))     # a copy, and an array even for 0-d
+    else:
+        leaf.grad.data = leaf.grad.data + g
+
+
+def iter_graph(root: Node) -> Iterator[Node]:
+    """Every node reachable from ``root`` (each once)."""
+    seen = {root}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        for p in node.parents:
+            if type(p) is Node and p not in seen:
+                seen.add(p)
+                stack.append(p)

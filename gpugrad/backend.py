@@ -1,0 +1,153 @@
+"""The array layer: which array library holds a tensor's data, and on which device.
+
+NumPy serves the CPU. CuPy (the CUDA backend) is imported lazily, only when a
+user asks for a CUDA device, so `import gpugrad` needs neither CuPy nor a GPU.
+This module and kernels.py are the only places that may import cupy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_cupy: Any = None          # the cupy module once a CUDA device has been requested
+_cupy_error: str | None = None
+
+
+class Device:
+    """A device: ``Device("cpu")``, ``Device("cuda")`` or ``Device("cuda:1")``."""
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, spec: str | Device = "cpu", index: int | None = None) -> None:
+        if isinstance(spec, Device):
+            self.type, self.index = spec.type, spec.index
+            return
+        if not isinstance(spec, str):
+            raise TypeError(f"device must be a string like 'cpu' or 'cuda:0', got {spec!r}")
+        kind, _, num = spec.partition(":")
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device {spec!r}; use 'cpu', 'cuda' or 'cuda:N'")
+        if num:
+            if not num.isdigit():
+                raise ValueError(f"bad device index in {spec!r}; use 'cuda:N' with N >= 0")
+            index = int(num)
+        if kind == "cpu":
+            if index not in (None, 0):
+                raise ValueError(f"the cpu device has no index, got {spec!r}")
+            index = None
+        elif index is None:
+            index = 0
+        self.type, self.index = kind, index
+
+    def __repr__(self) -> str:
+        return f"device(type='{self.type}')" if self.index is None else \
+            f"device(type='{self.type}', index={self.index})"
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            try:
+                other = Device(other)
+            except (TypeError, ValueError):
+                return False
+        return isinstance(other, Device) and (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.index))
+
+
+CPU = Device("cpu")
+
+
+def as_device(device: str | Device | None) -> Device:
+    """Normalise a device spelling; None means the CPU."""
+    if device is None:
+        return CPU
+    return device if isinstance(device, Device) else Device(device)
+
+
+def load_cupy() -> Any:
+    """Import CuPy and check that a CUDA device is usable; raise RuntimeError saying why not."""
+    global _cupy, _cupy_error
+    if _cupy is not None:
+        return _cupy
+    if _cupy_error is None:
+        try:
+            import cupy  # noqa: PLC0415 - lazy by design
+            count = cupy.cuda.runtime.getDeviceCount()
+            if count < 1:
+                raise RuntimeError("the CUDA runtime reports 0 devices")
+        except Exception as e:  # ImportError, CUDARuntimeError, driver errors...
+            _cupy_error = f"{type(e).__name__}: {e}"
+        else:
+            _cupy = cupy
+            return cupy
+    raise RuntimeError(
+        f"no CUDA device was found ({_cupy_error}). gpugrad needs CuPy and an NVIDIA "
+        "driver for 'cuda': pip install 'gpugrad[cuda12]' (or [cuda13]); use device='cpu' otherwise"
+    )
+
+
+def namespace(data: Any) -> Any:
+    """The array module (numpy or cupy) that owns ``data``."""
+    if _cupy is not None and isinstance(data, _cupy.ndarray):
+        return _cupy
+    return np
+
+
+def device_of(data: Any) -> Device:
+    if _cupy is not None and isinstance(data, _cupy.ndarray):
+        return Device("cuda", data.device.id)
+    return CPU
+
+
+def common_namespace(op_name: str, datas: list[Any]) -> Any:
+    """The one array module of an op's operands; a clear error if they live on different devices."""
+    if _cupy is None:          # fast path: no CUDA array can exist yet
+        return np
+    devices = {device_of(d) for d in datas if isinstance(d, (np.ndarray, _cupy.ndarray))}
+    if len(devices) > 1:
+        shown = ", ".join(f"{device_of(d)} {tuple(d.shape)}" for d in datas if hasattr(d, "shape"))
+        raise RuntimeError(
+            f"{op_name}: tensors on different devices ({shown}); move them to one device with .to(...)"
+        )
+    if devices and next(iter(devices)).type == "cuda":
+        return _cupy
+    return np
+
+
+def to_device(data: Any, device: Device) -> Any:
+    """Copy an array to ``device`` (no copy when it is already there)."""
+    if device.type == "cpu":
+        if namespace(data) is np:
+            return data
+        return data.get()
+    cp = load_cupy()
+    if device.index >= cp.cuda.runtime.getDeviceCount():
+        raise RuntimeError(f"device {device} does not exist: {cp.cuda.runtime.getDeviceCount()} CUDA device(s)")
+    if isinstance(data, cp.ndarray) and data.device.id == device.index:
+        return data
+    with cp.cuda.Device(device.index):
+        return cp.asarray(data)
+
+
+def to_numpy(data: Any) -> np.ndarray:
+    return data.get() if _cupy is not None and isinstance(data, _cupy.ndarray) else np.asarray(data)
+
+
+def array_on(device: Device) -> Any:
+    """The array module for creating arrays on ``device``."""
+    return np if device.type == "cpu" else load_cupy()
+
+
+def scatter_add(target: Any, index: tuple, values: Any) -> None:
+    """target[index] += values, where repeated indices add up (unbuffered)."""
+    if namespace(target) is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx  # noqa: PLC0415 - only reached with CUDA arrays
+        cupyx.scatter_add(target, index, values)

@@ -1,0 +1,5 @@
+"""``gg.linalg``: the linear-algebra namespace, as numpy.linalg."""
+
+from .ops.linalg import norm
+
+__all__ = ["norm"]

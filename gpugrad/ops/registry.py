@@ -1,0 +1,178 @@
+"""The op table: each primitive declared once, with its forward, its VJP and its test samples.
+
+    @defop(save=("out",), samples=unary(-4, 4))
+    def tanh(xp, x):
+        return xp.tanh(x)
+
+    @tanh.vjp
+    def _(xp, g, out, x):
+        return (g * (1 - out * out),)
+
+Forward and VJP are written against ``xp``, the array namespace (numpy or
+cupy), so no op is written twice. ``save`` names what the VJP needs ("out" or
+input names); everything else reaches the rule as None, so the tape keeps
+only what backward reads. Calling the OpDef applies the op to tensors and
+records it on the tape.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Node, grad_mode
+from ..tensor import Tensor
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+class OpDef:
+    """A primitive op: forward(xp, *inputs, **params) and vjp(xp, g, out, *inputs, **params)."""
+
+    __slots__ = ("name", "forward", "vjp_rule", "save_out", "save_inputs", "save_all_inputs",
+                 "differentiable", "broadcast", "float_inputs", "samples", "vjp_takes_needs",
+                 "fused")
+
+    def __init__(self, forward: Callable, *, save: Sequence[str], samples: Callable | None,
+                 differentiable: bool, broadcast: bool, float_inputs: bool,
+                 fused: str | None) -> None:
+        self.name = forward.__name__.lstrip("_")
+        self.forward = forward
+        self.vjp_rule: Callable | None = None
+        self.vjp_takes_needs = False
+        self.differentiable = differentiable
+        self.broadcast = broadcast
+        self.float_inputs = float_inputs
+        self.samples = samples
+        self.fused = fused
+        sig = list(inspect.signature(forward).parameters.values())[1:]   # drop xp
+        positional = [p for p in sig if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        varargs = [p for p in sig if p.kind == p.VAR_POSITIONAL]
+        names = [p.name for p in positional]
+        unknown = set(save) - set(names) - {"out"} - {p.name for p in varargs}
+        if unknown:
+            raise TypeError(f"defop {self.name}: save names {sorted(unknown)} are not inputs")
+        self.save_out = "out" in save
+        self.save_inputs = tuple(i for i, n in enumerate(names) if n in save)
+        self.save_all_inputs = bool(varargs) and varargs[0].name in save
+
+    def vjp(self, rule: Callable) -> Callable:
+        """Decorator: register the VJP rule, ``rule(xp, g, out, *inputs, **params) -> tuple``."""
+        self.vjp_rule = rule
+        self.vjp_takes_needs = "needs" in inspect.signature(rule).parameters
+        return rule
+
+    def __call__(self, *args: Any, **params: Any) -> Tensor:
+        return apply(self, args, params)
+
+    def __repr__(self) -> str:
+        return f"<op {self.name}>"
+
+    def run_vjp(self, g: Any, node: Node) -> tuple:
+        """Run the VJP rule for one recorded application (first-order, on arrays)."""
+        xp = backend.namespace(g)
+        if self.vjp_takes_needs:
+            needs = tuple(p is not None for p in node.parents)
+            return self.vjp_rule(xp, g, node.out, *node.inputs, needs=needs, **node.params)
+        return self.vjp_rule(xp, g, node.out, *node.inputs, **node.params)
+
+
+def defop(*, save: Sequence[str] = (), samples: Callable | None = None,
+          differentiable: bool = True, broadcast: bool = False, float_inputs: bool = False,
+          fused: str | None = None) -> Callable[[Callable], OpDef]:
+    """Declare a primitive op.
+
+    broadcast: the op broadcasts its inputs like a NumPy ufunc; the engine records
+        an explicit ``broadcast_to`` for each input whose shape differs from the
+        output, so VJP rules see equal shapes and never unbroadcast.
+    float_inputs: integer or bool inputs are cast to the default float dtype first
+        (``gg.exp(gg.arange(3))`` is float32, as in PyTorch and JAX).
+    differentiable: False for ops whose outputs carry no gradient (comparisons, argmax).
+    """
+    def wrap(forward: Callable) -> OpDef:
+        op = OpDef(forward, save=save, samples=samples, differentiable=differentiable,
+                   broadcast=broadcast, float_inputs=float_inputs, fused=fused)
+        if op.name in REGISTRY:
+            raise ValueError(f"op {op.name!r} is defined twice")
+        REGISTRY[op.name] = op
+        return op
+    return wrap
+
+
+# ----------------------------------------------------------------------------- applying an op
+
+def _describe(args: Sequence[Any]) -> str:
+    parts = []
+    for a in args:
+        data = a.data if isinstance(a, Tensor) else a
+        if hasattr(data, "shape") and hasattr(data, "dtype"):
+            parts.append(f"{tuple(data.shape)} {data.dtype}")
+        else:
+            parts.append(type(a).__name__)
+    return ", ".join(parts)
+
+
+def op_error(op_name: str, args: Sequence[Any], err: Exception) -> Exception:
+    """Re-raise a library error with the op's name and its operands' shapes and dtypes."""
+    msg = str(err)
+    if "could not be broadcast" in msg:
+        msg = "shapes cannot be broadcast together"
+    return type(err)(f"{op_name}: {msg} (operands: {_describe(args)})")
+
+
+def apply(op: OpDef, args: Sequence[Any], params: dict) -> Tensor:
+    """Run ``op`` on ``args`` (tensors or constants) and record it if a gradient is needed."""
+    datas = []
+    needs_grad = False
+    for a in args:
+        if isinstance(a, Tensor):
+            datas.append(a.data)
+            if a._requires_grad:
+                needs_grad = True
+        else:
+            datas.append(a)
+    xp = backend.common_namespace(op.name, datas)
+    if op.float_inputs:
+        for i, d in enumerate(datas):
+            if hasattr(d, "dtype") and d.dtype.kind in "biu":
+                datas[i] = d.astype(np.float32)
+    try:
+        out = op.forward(xp, *datas, **params)
+    except (ValueError, TypeError, IndexError) as err:
+        raise op_error(op.name, args, err) from None
+    if type(out) is not xp.ndarray:          # numpy returns scalars for 0-d results
+        out = xp.asarray(out)
+    if not (needs_grad and op.differentiable and grad_mode.enabled):
+        return Tensor._wrap(out)
+
+    if op.broadcast:
+        args = _broadcast_inputs(args, out.shape)
+        datas = [a.data if isinstance(a, Tensor) else d for a, d in zip(args, datas)]
+    parents = tuple(
+        (a._node if a._node is not None else a) if isinstance(a, Tensor) and a._requires_grad else None
+        for a in args
+    )
+    if op.save_all_inputs:
+        saved = tuple(datas)
+    elif op.save_inputs:
+        keep = op.save_inputs
+        saved = tuple(d if i in keep else None for i, d in enumerate(datas))
+    else:
+        saved = (None,) * len(datas)
+    node = Node(op, out if op.save_out else None, saved, params, parents, out.dtype)
+    return Tensor._wrap(out, node)
+
+
+def _broadcast_inputs(args: Sequence[Any], shape: tuple) -> list[Any]:
+    """Route each grad-requiring input whose shape differs from the output through broadcast_to."""
+    from .shape import _broadcast_to  # noqa: PLC0415 - defined with the registry
+
+    out = list(args)
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor) and a._requires_grad and a.data.shape != shape:
+            out[i] = _broadcast_to(a, shape=shape)
+    return out

@@ -1,0 +1,56 @@
+"""Random tensors from one seeded generator (``gg.manual_seed``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .creation import _finish, parse_size
+from .dtypes import as_dtype, default_float
+from .tensor import Tensor
+
+_generator = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed gpugrad's random number generator, so runs repeat exactly."""
+    global _generator
+    _generator = np.random.default_rng(seed)
+
+
+def generator() -> np.random.Generator:
+    return _generator
+
+
+def _draw(kind: str, shape: tuple, dtype: Any) -> np.ndarray:
+    dtype = as_dtype(dtype) or default_float
+    if dtype.kind != "f":
+        raise TypeError(f"{kind}: random floats need a float dtype, got {dtype}")
+    draw_dtype = dtype if dtype in (np.float32, np.float64) else np.float32
+    if kind == "randn":
+        arr = _generator.standard_normal(shape, dtype=draw_dtype)
+    else:
+        arr = _generator.random(shape, dtype=draw_dtype)
+    return np.asarray(arr).astype(dtype, copy=False)
+
+
+def randn(*shape: Any, size: Any = None, dtype: Any = None, device: Any = None,
+          requires_grad: bool = False) -> Tensor:
+    """Standard normal samples: ``randn(2, 3)``, ``randn((2, 3))`` or ``randn(size=())``."""
+    return _finish(_draw("randn", parse_size(shape, size, "randn"), dtype), device, requires_grad)
+
+
+def rand(*shape: Any, size: Any = None, dtype: Any = None, device: Any = None,
+         requires_grad: bool = False) -> Tensor:
+    """Uniform samples in [0, 1)."""
+    return _finish(_draw("rand", parse_size(shape, size, "rand"), dtype), device, requires_grad)
+
+
+def randint(low: int, high: int | None = None, size: Any = (), *, dtype: Any = None,
+            device: Any = None) -> Tensor:
+    """Integers drawn uniformly from [low, high) (int64 by default)."""
+    if high is None:
+        low, high = 0, low
+    arr = _generator.integers(low, high, size=parse_size((size,), None, "randint"))
+    return _finish(np.asarray(arr).astype(as_dtype(dtype) or np.int64), device, False)
