@@ -12,7 +12,17 @@ from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import Device
 from .backend import Device as device
 from .creation import (
-    arange, as_tensor, eye, from_numpy, full, full_like, linspace, ones, ones_like, tensor, zeros,
+    arange,
+    as_tensor,
+    eye,
+    from_numpy,
+    full,
+    full_like,
+    linspace,
+    ones,
+    ones_like,
+    tensor,
+    zeros,
     zeros_like,
 )
 from .dtypes import bool_, float16, float32, float64, int32, int64

@@ -127,8 +127,9 @@ def to_device(data: Any, device: Device) -> Any:
             return data
         return data.get()
     cp = load_cupy()
-    if device.index >= cp.cuda.runtime.getDeviceCount():
-        raise RuntimeError(f"device {device} does not exist: {cp.cuda.runtime.getDeviceCount()} CUDA device(s)")
+    count = cp.cuda.runtime.getDeviceCount()
+    if device.index >= count:
+        raise RuntimeError(f"device {device} does not exist: there are {count} CUDA device(s)")
     if isinstance(data, cp.ndarray) and data.device.id == device.index:
         return data
     with cp.cuda.Device(device.index):

@@ -106,8 +106,8 @@ def full(size: Any, fill_value: Any, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
-    return _finish(np.full(parse_size((size,), None, "full"), fill_value, dtype=_fill_dtype(fill_value, dtype)),
-                   device, requires_grad)
+    arr = np.full(parse_size((size,), None, "full"), fill_value, dtype=_fill_dtype(fill_value, dtype))
+    return _finish(arr, device, requires_grad)
 
 
 def _like(x: Any, fill: Any, dtype: Any, device: Any, requires_grad: bool, name: str) -> Tensor:

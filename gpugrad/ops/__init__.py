@@ -2,20 +2,83 @@
 
 from .convert import astype, clone, copy, to_device
 from .elementwise import (
-    abs, absolute, add, clamp, clip, cos, div, divide, equal, exp, expm1, greater, greater_equal,
-    isfinite, isinf, isnan, less, less_equal, log, log1p, logical_and, logical_not, logical_or,
-    maximum, minimum, mul, multiply, negative, not_equal, pow, power, relu, sigmoid, sign, sin,
-    sqrt, square, sub, subtract, tanh, where,
+    abs,
+    absolute,
+    add,
+    clamp,
+    clip,
+    cos,
+    div,
+    divide,
+    equal,
+    exp,
+    expm1,
+    greater,
+    greater_equal,
+    isfinite,
+    isinf,
+    isnan,
+    less,
+    less_equal,
+    log,
+    log1p,
+    logical_and,
+    logical_not,
+    logical_or,
+    maximum,
+    minimum,
+    mul,
+    multiply,
+    negative,
+    not_equal,
+    pow,
+    power,
+    relu,
+    sigmoid,
+    sign,
+    sin,
+    sqrt,
+    square,
+    sub,
+    subtract,
+    tanh,
+    where,
 )
-from .index import getitem, plain_index
+from .index import getitem
+from .index import plain_index as plain_index
 from .linalg import dot, matmul, norm
 from .reduce import (
-    all, amax, amin, any, argmax, argmin, logsumexp, max, mean, min, prod, std, sum, var,
+    all,
+    amax,
+    amin,
+    any,
+    argmax,
+    argmin,
+    logsumexp,
+    max,
+    mean,
+    min,
+    prod,
+    std,
+    sum,
+    var,
 )
-from .registry import REGISTRY, OpDef, defop
+from .registry import REGISTRY as REGISTRY
+from .registry import OpDef as OpDef
+from .registry import defop as defop
 from .shape import (
-    broadcast_to, cat, concatenate, expand_dims, flatten, permute, reshape, squeeze, stack,
-    swapaxes, transpose, unsqueeze,
+    broadcast_to,
+    cat,
+    concatenate,
+    expand_dims,
+    flatten,
+    permute,
+    reshape,
+    squeeze,
+    stack,
+    swapaxes,
+    transpose,
+    unsqueeze,
 )
 
 __all__ = [

@@ -141,7 +141,8 @@ def broadcast_to(x: Any, shape: Any) -> Tensor:
 def expand_dims(x: Any, axis: int | Sequence[int]) -> Tensor:
     """Insert size-1 axes at ``axis`` (positions in the result)."""
     old = shape_of(x)
-    axes = normalize_axes("expand_dims", axis, len(old) + (len(axis) if isinstance(axis, (tuple, list)) else 1))
+    added = len(axis) if isinstance(axis, (tuple, list)) else 1
+    axes = normalize_axes("expand_dims", axis, len(old) + added)
     rest = iter(old)
     return _reshape(x, shape=tuple(1 if i in axes else next(rest) for i in range(len(old) + len(axes))))
 

@@ -1,0 +1,312 @@
+"""The tape engine: accumulation, leaves, retain_graph, no_grad, long chains, memory."""
+
+import gc
+import sys
+import tracemalloc
+import weakref
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+
+
+def test_gradient_of_two_x_dot_x_is_four_x():
+    x = gg.arange(4.0)
+    x.requires_grad_()
+    y = 2 * gg.dot(x, x)
+    assert y.item() == 28.0
+    y.backward()
+    assert x.grad.tolist() == [0.0, 4.0, 8.0, 12.0]
+    assert (x.grad == 4 * x).all()
+    assert x.grad.dtype == gg.float32
+
+
+def test_gradients_accumulate_until_reset():
+    x = gg.arange(4.0, requires_grad=True)
+    x.sum().backward()
+    x.sum().backward()
+    assert x.grad.tolist() == [2.0] * 4
+    x.grad.zero_()
+    x.sum().backward()
+    assert x.grad.tolist() == [1.0] * 4
+    x.grad = None
+    (x * x).sum().backward()
+    assert x.grad.tolist() == [0.0, 2.0, 4.0, 6.0]
+
+
+def test_grad_never_aliases_other_arrays():
+    x = gg.ones(3, requires_grad=True)
+    w = gg.ones(3, requires_grad=True)
+    seed = gg.ones(3)
+    (x + w).backward(gradient=seed)
+    x.grad.zero_()
+    assert w.grad.tolist() == [1.0] * 3 and seed.tolist() == [1.0] * 3
+
+
+def test_non_scalar_backward_needs_a_gradient():
+    x = gg.arange(4.0, requires_grad=True)
+    y = x * x
+    with pytest.raises(RuntimeError, match="gradient"):
+        y.backward()
+    y.backward(gradient=gg.ones_like(y))
+    assert x.grad.tolist() == [0.0, 2.0, 4.0, 6.0]
+
+
+def test_weighted_backward():
+    x = gg.arange(3.0, requires_grad=True)
+    (x * x).backward(gradient=gg.tensor([1.0, 10.0, 100.0]))
+    assert x.grad.tolist() == [0.0, 20.0, 400.0]
+
+
+def test_detach_and_stop_gradient_are_constants():
+    x = gg.arange(4.0, requires_grad=True)
+    y = x * x
+    u = y.detach()
+    (u * x).sum().backward()
+    assert (x.grad == u).all()
+    x.grad = None
+    v = gg.stop_gradient(y)
+    assert not v.requires_grad and v.is_leaf
+    (v * x).sum().backward()
+    assert (x.grad == y.detach()).all()
+
+
+def test_leaves_and_non_leaves():
+    x = gg.ones(2, requires_grad=True)
+    y = x * 2
+    z = y.sum()
+    z.backward()
+    assert x.is_leaf and not y.is_leaf and y.grad is None and x.grad is not None
+    assert y.grad_fn is not None and x.grad_fn is None
+
+
+def test_retain_graph():
+    x = gg.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    assert x.grad.tolist() == [4.0, 8.0]
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        y.backward()
+
+
+def test_shared_subexpression_gets_all_contributions():
+    x = gg.tensor(3.0, requires_grad=True)
+    a = x * x          # used twice below
+    y = a * a + a      # x^4 + x^2
+    y.backward()
+    assert x.grad.item() == 4 * 27 + 6
+
+
+def test_no_grad_and_enable_grad():
+    x = gg.ones(2, requires_grad=True)
+    with gg.no_grad():
+        y = x * 2
+        with gg.enable_grad():
+            z = x * 2
+    assert not y.requires_grad and y.grad_fn is None
+    assert z.requires_grad
+    assert gg.is_grad_enabled()
+
+    @gg.no_grad()
+    def f(t):
+        return t * 3
+    assert not f(x).requires_grad
+    with gg.set_grad_enabled(False):
+        assert not gg.is_grad_enabled()
+
+
+def test_integer_tensors_cannot_require_grad():
+    with pytest.raises(TypeError, match="floating-point"):
+        gg.arange(3).requires_grad_()
+    with pytest.raises(TypeError, match="floating-point"):
+        gg.tensor([1, 2], requires_grad=True)
+
+
+def test_backward_on_a_tensor_without_grad_is_an_error():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        gg.ones(2).sum().backward()
+
+
+def test_gradients_through_broadcasting():
+    x = gg.ones((2, 3), requires_grad=True)
+    b = gg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    s = gg.tensor(2.0, requires_grad=True)
+    ((x * b + s) * s).sum().backward()
+    assert b.grad.shape == (3,) and b.grad.tolist() == [4.0, 4.0, 4.0]
+    assert s.grad.item() == pytest.approx(((1 * np.array([1, 2, 3]) + 2).sum() * 2 + 2 * 6))
+
+
+def test_indexing_gradient_accumulates_repeated_indices():
+    x = gg.arange(5.0, requires_grad=True)
+    x[[0, 2, 2, 4, 0, 0]].sum().backward()
+    assert x.grad.tolist() == [3.0, 0.0, 2.0, 0.0, 1.0]
+    x.grad = None
+    x[x > 2].sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+    x.grad = None
+    x[1:4:2].sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+
+
+def test_max_splits_gradient_among_ties():
+    x = gg.tensor([1.0, 3.0, 3.0], requires_grad=True)
+    x.max().backward()
+    assert x.grad.tolist() == [0.0, 0.5, 0.5]
+    y = gg.tensor([2.0, 2.0], requires_grad=True)
+    gg.maximum(y[0], y[1]).backward()
+    assert y.grad.tolist() == [0.5, 0.5]
+
+
+def test_prod_gradient_with_zeros():
+    x = gg.tensor([2.0, 0.0, 3.0], requires_grad=True)
+    x.prod().backward()
+    assert x.grad.tolist() == [0.0, 6.0, 0.0]
+
+
+def test_norm_gradient_at_zero_is_zero():
+    x = gg.zeros(3, requires_grad=True)
+    gg.linalg.norm(x).backward()
+    assert x.grad.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_relu_and_abs_subgradients_at_zero():
+    x = gg.zeros(2, requires_grad=True)
+    (gg.relu(x) + gg.abs(x)).sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0]
+
+
+def test_power_with_zero_base():
+    x = gg.tensor([0.0, 2.0], requires_grad=True)
+    p = gg.tensor(2.0, requires_grad=True)
+    (x ** p).sum().backward()
+    assert x.grad.tolist() == [0.0, 4.0]
+    assert p.grad.item() == pytest.approx(4 * np.log(2))
+
+
+def test_control_flow_from_the_chapter():
+    def f(a):
+        b = a * 2
+        while gg.linalg.norm(b) < 1000:
+            b = b * 2
+        c = b if b.sum() > 0 else 100 * b
+        return c
+
+    for seed in range(5):
+        gg.manual_seed(seed)
+        a = gg.randn(size=())
+        d = f(a)
+        d_grad = gg.grad(f)(a)
+        assert abs(d_grad.item() - (d / a).item()) <= 1e-5 * abs(d_grad.item())
+
+
+def test_long_chain_has_no_recursion_limit():
+    x = gg.tensor(1.0, requires_grad=True)
+    y = x
+    for _ in range(100_000):
+        y = y * 1.0
+    assert sys.getrecursionlimit() < 100_000
+    y.backward()
+    assert x.grad.item() == 1.0
+
+
+def test_backward_time_is_linear_in_graph_size():
+    import time
+
+    def run(n):
+        x = gg.tensor(1.0, requires_grad=True)
+        y = x
+        for _ in range(n):
+            y = y + 1.0
+        t0 = time.perf_counter()
+        y.backward()
+        return time.perf_counter() - t0
+
+    run(1000)
+    small = min(run(5_000) for _ in range(3))
+    large = min(run(40_000) for _ in range(3))
+    # 8x the nodes: a linear walk takes ~8x; a quadratic one would take ~64x
+    assert large < 25 * small
+
+
+def test_saved_arrays_are_released_by_backward():
+    x = gg.randn(1000, requires_grad=True)
+    y = gg.tanh(x)
+    node = y.grad_fn
+    out_ref = weakref.ref(node)
+    z = y.sum()
+    z.backward()
+    assert node.out is None
+    del y, z, node
+    gc.collect()
+    assert out_ref() is None
+
+
+def test_graph_is_freed_without_the_garbage_collector():
+    gc.disable()
+    try:
+        x = gg.randn(10, requires_grad=True)
+        y = gg.exp(x * 2).sum()
+        ref = weakref.ref(y.grad_fn)
+        y.backward()
+        del y
+        assert ref() is None          # no reference cycles: refcounting alone frees the graph
+    finally:
+        gc.enable()
+
+
+def test_memory_is_flat_over_training_like_steps():
+    w = gg.randn(64, 64, requires_grad=True)
+    x = gg.randn(32, 64)
+
+    def step():
+        loss = gg.tanh(x @ w).square().mean()
+        loss.backward()
+        with gg.no_grad():
+            w.sub_(0.01 * w.grad)
+        w.grad = None
+
+    for _ in range(50):
+        step()
+    tracemalloc.start()
+    for _ in range(300):
+        step()
+    gc.collect()
+    first, _ = tracemalloc.get_traced_memory()
+    for _ in range(2000):
+        step()
+    gc.collect()
+    second, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert second - first < 16 * 1024, f"memory grew by {second - first} bytes over 2000 steps"
+
+
+def test_gradients_keep_each_leafs_dtype():
+    a = gg.ones(2, dtype=gg.float32, requires_grad=True)
+    b = gg.ones(2, dtype=gg.float64, requires_grad=True)
+    (a * b).sum().backward()
+    assert a.grad.dtype == gg.float32 and b.grad.dtype == gg.float64
+    h = gg.ones(2, dtype=gg.float16, requires_grad=True)
+    (h.to(gg.float32) * 3).sum().backward()
+    assert h.grad.dtype == gg.float16 and h.grad.tolist() == [3.0, 3.0]
+
+
+def test_in_place_on_a_leaf_that_requires_grad_is_an_error():
+    w = gg.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        w.add_(1.0)
+    with gg.no_grad():
+        w.add_(1.0)
+    assert w.tolist() == [2.0, 2.0]
+
+
+def test_clone_and_detach_clone():
+    a = gg.randn(size=())
+    b = a.detach().clone().requires_grad_()
+    (b * 3).backward()
+    assert b.grad.item() == 3.0 and a.grad is None
+    c = gg.ones(2, requires_grad=True)
+    d = c.clone()
+    (d * d).sum().backward()
+    assert c.grad.tolist() == [2.0, 2.0]
