@@ -121,6 +121,28 @@ def _count_consumers(roots: Sequence[Node]) -> dict[Node, int]:
     return pending
 
 
+def _nodes_leading_to(start: Sequence[Node], pending: dict[Node, int], targets: set[int]) -> set[Node]:
+    """The reachable nodes from which some target (a node or leaf, by id) can be reached."""
+    order = []                                  # roots first, every node after all its consumers
+    counts = dict(pending)
+    ready = [n for n in start if counts[n] == 0]
+    while ready:
+        node = ready.pop()
+        order.append(node)
+        for parent in node.parents:
+            if type(parent) is Node:
+                counts[parent] -= 1
+                if counts[parent] == 0:
+                    ready.append(parent)
+    needed: set[Node] = set()
+    for node in reversed(order):                # parents are decided before their consumers
+        if id(node) in targets or any(
+                (p in needed) if type(p) is Node else (p is not None and id(p) in targets)
+                for p in node.parents):
+            needed.add(node)
+    return needed
+
+
 def run_backward(
     roots: Sequence[Tensor],
     root_grads: Sequence[Any],
@@ -132,7 +154,9 @@ def run_backward(
 
     With ``capture=None`` gradients accumulate into the ``.grad`` of leaf tensors.
     Otherwise nothing is accumulated and the gradient arriving at each tensor of
-    ``capture`` is returned (None where none arrives), as ``gg.grad`` needs.
+    ``capture`` is returned (None where none arrives), as ``gg.grad`` needs; only
+    the nodes on a path to those tensors run, so other graphs (of tensors that the
+    differentiated function closed over) are neither computed nor freed.
     """
     from .tensor import Tensor  # noqa: PLC0415 - autograd sits below tensor
 
@@ -153,6 +177,7 @@ def run_backward(
 
     pending = _count_consumers(start)
     ready = [n for n in start if pending[n] == 0]
+    needed = None if wanted is None else _nodes_leading_to(start, pending, set(wanted))
 
     def deliver(parent: Any, g: Any) -> None:
         if g.dtype != (parent.dtype if type(parent) is Node else parent.data.dtype):
@@ -167,12 +192,12 @@ def run_backward(
         g = grads.pop(node, None)
         if wanted is not None and id(node) in wanted:
             wanted[id(node)] = g
-        if g is not None:
+        if g is not None and (needed is None or node in needed):
             if node.inputs is _RELEASED:
                 raise RuntimeError(
                     f"backward through {node.name} a second time: its saved arrays were freed by the "
-                    "first backward. Pass retain_graph=True to the first backward() (or gg.grad) "
-                    "if you need to backpropagate through the same graph again."
+                    "first backward. Pass retain_graph=True to the first backward() if you need to "
+                    "backpropagate through the same graph again."
                 )
             op = node.op
             in_grads = op.run_vjp(g, node)

@@ -273,6 +273,17 @@ class Tensor:
         xp.clip(self.data, min, max, out=self.data)
         return self
 
+    def _augmented(self, other: Any, in_place: str, op: Any) -> Tensor:
+        """``t += other`` and friends: in place off the tape; recorded (out of place) on it."""
+        if self._requires_grad and grad_mode.enabled:
+            return op(self, other)          # Python rebinds the name to the recorded result
+        return getattr(self, in_place)(other)
+
+    def __iadd__(self, other: Any) -> Tensor: return self._augmented(other, "add_", _ops.add)
+    def __isub__(self, other: Any) -> Tensor: return self._augmented(other, "sub_", _ops.subtract)
+    def __imul__(self, other: Any) -> Tensor: return self._augmented(other, "mul_", _ops.multiply)
+    def __itruediv__(self, other: Any) -> Tensor: return self._augmented(other, "div_", _ops.divide)
+
     def __setitem__(self, index: Any, value: Any) -> None:
         self._check_inplace("__setitem__")
         if self._node is not None:
@@ -353,6 +364,12 @@ class Tensor:
     def pow(self, other: Any) -> Tensor: return _ops.power(self, other)
     def matmul(self, other: Any) -> Tensor: return _ops.matmul(self, other)
     def dot(self, other: Any) -> Tensor: return _ops.dot(self, other)
+
+    def isclose(self, other: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False) -> Tensor:
+        return _ops.isclose(self, other, rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+    def allclose(self, other: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False) -> bool:
+        return _ops.allclose(self, other, rtol=rtol, atol=atol, equal_nan=equal_nan)
 
     def sum(self, axis: Any = None, keepdims: bool = False, **kw: Any) -> Tensor:
         return _ops.sum(self, axis, keepdims, **kw)

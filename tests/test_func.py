@@ -85,3 +85,13 @@ def test_grad_through_data_dependent_control_flow():
     d_grad = gg.grad(f)(a)
     np.testing.assert_allclose(d_grad.item(), (d / a).item(), rtol=1e-6)
     assert gg.grad(f)(gg.tensor(-0.5)).item() == pytest.approx(100 * 2048)
+
+
+def test_grad_leaves_graphs_it_closes_over_intact():
+    x = gg.arange(4.0).requires_grad_()
+    w = x * x                                   # computed outside, with its own graph
+    g = gg.grad(lambda a: (a * w).sum())(gg.ones(4))
+    assert g.tolist() == [0.0, 1.0, 4.0, 9.0]
+    assert x.grad is None                       # grad() never accumulates into .grad
+    w.sum().backward()                          # w's graph was neither run nor freed
+    assert x.grad.tolist() == [0.0, 2.0, 4.0, 6.0]

@@ -203,3 +203,26 @@ def test_in_place_ops_without_grad():
     assert t.tolist() == [1.0, 5.0, 1.0]
     t.copy_(gg.tensor([3.0, 2.0, 1.0]))
     assert t.zero_().tolist() == [0.0, 0.0, 0.0]
+
+
+def test_augmented_assignment():
+    x = gg.arange(4.0, requires_grad=True)
+    (x * x).sum().backward()
+    with gg.no_grad():
+        x -= 0.5 * x.grad              # in place: x stays the same leaf
+    assert x.requires_grad and x.is_leaf and x.tolist() == [0.0, 0.0, 0.0, 0.0]
+    y = x * 1.0
+    y += 2.0                           # recorded: gradients still flow
+    y *= 3.0
+    y.sum().backward()
+    assert x.grad.tolist() == [3.0, 5.0, 7.0, 9.0]
+    t = gg.ones(2)
+    t /= 4
+    assert t.tolist() == [0.25, 0.25]
+
+
+def test_isclose_and_allclose():
+    a = gg.tensor([1.0, 2.0])
+    assert gg.allclose(a, a + 1e-9) and a.allclose(gg.tensor([1.0, 2.0]))
+    assert not gg.allclose(a, a + 1)
+    assert gg.isclose(a, gg.tensor([1.0, 3.0])).tolist() == [True, False]

@@ -5,6 +5,7 @@ from .elementwise import (
     abs,
     absolute,
     add,
+    allclose,
     clamp,
     clip,
     cos,
@@ -15,6 +16,7 @@ from .elementwise import (
     expm1,
     greater,
     greater_equal,
+    isclose,
     isfinite,
     isinf,
     isnan,
@@ -83,8 +85,8 @@ from .shape import (
 
 __all__ = [
     "astype", "clone", "copy", "to_device",
-    "abs", "absolute", "add", "clamp", "clip", "cos", "div", "divide", "equal", "exp", "expm1",
-    "greater", "greater_equal", "isfinite", "isinf", "isnan", "less", "less_equal", "log", "log1p",
+    "abs", "absolute", "add", "allclose", "clamp", "clip", "cos", "div", "divide", "equal", "exp", "expm1",
+    "greater", "greater_equal", "isclose", "isfinite", "isinf", "isnan", "less", "less_equal", "log", "log1p",
     "logical_and", "logical_not", "logical_or", "maximum", "minimum", "mul", "multiply", "negative",
     "not_equal", "pow", "power", "relu", "sigmoid", "sign", "sin", "sqrt", "square", "sub",
     "subtract", "tanh", "where",

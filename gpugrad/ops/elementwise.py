@@ -298,6 +298,11 @@ isinf = _nondiff("isinf", lambda xp: xp.isinf)
 isfinite = _nondiff("isfinite", lambda xp: xp.isfinite)
 
 
+@defop(differentiable=False)
+def _isclose(xp, x, y, *, rtol, atol, equal_nan):
+    return xp.isclose(x, y, rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+
 # ----------------------------------------------------------------------------- public wrappers
 
 abs = absolute   # noqa: A001 - NumPy's name
@@ -324,3 +329,13 @@ clamp = clip
 def where(condition: Any, x: Any, y: Any) -> Tensor:
     """Elementwise ``x if condition else y``; the gradient flows to the branch that was taken."""
     return _where(condition, x, y)
+
+
+def isclose(x: Any, y: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False) -> Tensor:
+    """Elementwise |x - y| <= atol + rtol * |y| (a bool tensor), as numpy.isclose."""
+    return _isclose(x, y, rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+
+def allclose(x: Any, y: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False) -> bool:
+    """True when every element is close (a Python bool), as numpy.allclose and torch.allclose."""
+    return bool(isclose(x, y, rtol=rtol, atol=atol, equal_nan=equal_nan).data.all())
