@@ -10,6 +10,7 @@ cupy: array modules come from the backend, op rules from the registry.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,7 @@ class enable_grad(set_grad_enabled):
 # ----------------------------------------------------------------------------- nodes
 
 _RELEASED = object()   # marks a node whose saved arrays were freed by a backward pass
+_NO_GRADS = itertools.repeat(None)
 
 
 class Node:
@@ -176,50 +178,49 @@ def run_backward(
         wanted = {id(t._node if t._node is not None else t): None for t in capture}
 
     pending = _count_consumers(start)
-    ready = [n for n in start if pending[n] == 0]
     needed = None if wanted is None else _nodes_leading_to(start, pending, set(wanted))
-
-    def deliver(parent: Any, g: Any) -> None:
-        if g.dtype != (parent.dtype if type(parent) is Node else parent.data.dtype):
-            g = g.astype(parent.dtype)
-        if parent in grads:
-            grads[parent] = grads[parent] + g
-        else:
-            grads[parent] = g
+    ready = [(n, grads.pop(n, None)) for n in start if pending[n] == 0]
 
     while ready:
-        node = ready.pop()
-        g = grads.pop(node, None)
-        if wanted is not None and id(node) in wanted:
-            wanted[id(node)] = g
-        if g is not None and (needed is None or node in needed):
-            if node.inputs is _RELEASED:
-                raise RuntimeError(
-                    f"backward through {node.name} a second time: its saved arrays were freed by the "
-                    "first backward. Pass retain_graph=True to the first backward() if you need to "
-                    "backpropagate through the same graph again."
-                )
-            op = node.op
-            in_grads = op.run_vjp(g, node)
-            if not retain_graph:
-                node.out = None
-                node.inputs = _RELEASED
-        else:
+        node, g = ready.pop()
+        while node is not None:             # follow a chain without touching `ready`
+            if wanted is not None and id(node) in wanted:
+                wanted[id(node)] = g
             in_grads = None
-        for i, parent in enumerate(node.parents):
-            if parent is None:
-                continue
-            gi = in_grads[i] if in_grads is not None else None
-            if type(parent) is Node:
+            if g is not None and (needed is None or node in needed):
+                if node.inputs is _RELEASED:
+                    raise RuntimeError(
+                        f"backward through {node.name} a second time: its saved arrays were freed by "
+                        "the first backward. Pass retain_graph=True to the first backward() if you "
+                        "need to backpropagate through the same graph again.")
+                in_grads = node.op.run_vjp(g, node)
+                if not retain_graph:
+                    node.out = None
+                    node.inputs = _RELEASED
+            next_node = next_grad = None
+            for parent, gi in zip(node.parents, _NO_GRADS if in_grads is None else in_grads):
+                if parent is None:
+                    continue
+                total = grads.pop(parent, None)
                 if gi is not None:
-                    deliver(parent, gi)
-                pending[parent] -= 1
-                if pending[parent] == 0:
-                    ready.append(parent)
-            elif gi is not None:
-                deliver(parent, gi)
+                    dtype = parent.dtype if type(parent) is Node else parent.data.dtype
+                    if gi.dtype != dtype:
+                        gi = gi.astype(dtype)
+                    total = gi if total is None else total + gi
+                if type(parent) is Node:
+                    left = pending[parent] - 1
+                    pending[parent] = left
+                    if not left:                     # its last consumer is done: it can run
+                        if next_node is None:
+                            next_node, next_grad = parent, total
+                        else:
+                            ready.append((parent, total))
+                        continue
+                if total is not None:
+                    grads[parent] = total
+            node, g = next_node, next_grad
 
-    # what is left in `grads` are the leaves
+    # what is left in `grads` are the leaves' gradients
     if wanted is not None:
         for key, g in grads.items():
             if type(key) is not Node and id(key) in wanted:

@@ -13,6 +13,7 @@ import numpy as np
 
 _cupy: Any = None          # the cupy module once a CUDA device has been requested
 _cupy_error: str | None = None
+cuda_active = False        # True once CuPy is loaded: until then every array is a NumPy array
 
 
 class Device:
@@ -72,7 +73,7 @@ def as_device(device: str | Device | None) -> Device:
 
 def load_cupy() -> Any:
     """Import CuPy and check that a CUDA device is usable; raise RuntimeError saying why not."""
-    global _cupy, _cupy_error
+    global _cupy, _cupy_error, cuda_active
     if _cupy is not None:
         return _cupy
     if _cupy_error is None:
@@ -85,6 +86,7 @@ def load_cupy() -> Any:
             _cupy_error = f"{type(e).__name__}: {e}"
         else:
             _cupy = cupy
+            cuda_active = True
             return cupy
     raise RuntimeError(
         f"no CUDA device was found ({_cupy_error}). gpugrad needs CuPy and an NVIDIA "

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import backend
+from .. import backend, dtypes
 from ..autograd import Node, grad_mode
 from ..tensor import Tensor
 
@@ -58,7 +58,8 @@ class OpDef:
             raise TypeError(f"defop {self.name}: save names {sorted(unknown)} are not inputs")
         self.save_out = "out" in save
         self.save_inputs = tuple(i for i, n in enumerate(names) if n in save)
-        self.save_all_inputs = bool(varargs) and varargs[0].name in save
+        self.save_all_inputs = (bool(varargs) and varargs[0].name in save) or (
+            not varargs and bool(names) and len(self.save_inputs) == len(names))
 
     def vjp(self, rule: Callable) -> Callable:
         """Decorator: register the VJP rule, ``rule(xp, g, out, *inputs, **params) -> tuple``."""
@@ -67,7 +68,60 @@ class OpDef:
         return rule
 
     def __call__(self, *args: Any, **params: Any) -> Tensor:
-        return apply(self, args, params)
+        """Run the op on ``args`` (tensors or constants); record it if a gradient is needed.
+
+        This is the per-op hot path: one pass over the arguments, no node and no
+        bookkeeping at all when no input requires grad.
+        """
+        datas = []
+        parents = []
+        needs_grad = False
+        for a in args:
+            if isinstance(a, Tensor):
+                datas.append(a.data)
+                if a._requires_grad:
+                    needs_grad = True
+                    parents.append(a if a._node is None else a._node)
+                    continue
+            else:
+                datas.append(a)
+            parents.append(None)
+        xp = backend.common_namespace(self.name, datas) if backend.cuda_active else np
+        if self.float_inputs:
+            for i, d in enumerate(datas):
+                dtype = getattr(d, "dtype", None)
+                if dtype is not None and dtype.kind in "biu":
+                    datas[i] = d.astype(dtypes.default_float)
+        try:
+            out = self.forward(xp, *datas, **params)
+        except (ValueError, TypeError, IndexError) as err:
+            raise op_error(self.name, args, err) from None
+        if type(out) is not xp.ndarray:          # numpy returns scalars for 0-d results
+            out = xp.asarray(out)
+        result = object.__new__(Tensor)
+        result.data = out
+        result.grad = None
+        if not (needs_grad and self.differentiable and grad_mode.enabled):
+            result._requires_grad = False
+            result._node = None
+            return result
+
+        if self.broadcast:                       # explicit broadcast_to nodes: rules see equal shapes
+            shape = out.shape
+            for i, a in enumerate(args):
+                if parents[i] is not None and a.data.shape != shape:
+                    wide = _broadcast_to(a, shape=shape)
+                    parents[i], datas[i] = wide._node, wide.data
+        if self.save_all_inputs:
+            saved = tuple(datas)
+        elif self.save_inputs:
+            keep = self.save_inputs
+            saved = tuple([d if i in keep else None for i, d in enumerate(datas)])
+        else:
+            saved = (None,) * len(datas)
+        result._requires_grad = True
+        result._node = Node(self, out if self.save_out else None, saved, params, tuple(parents), out.dtype)
+        return result
 
     def __repr__(self) -> str:
         return f"<op {self.name}>"
@@ -124,55 +178,4 @@ def op_error(op_name: str, args: Sequence[Any], err: Exception) -> Exception:
     return type(err)(f"{op_name}: {msg} (operands: {_describe(args)})")
 
 
-def apply(op: OpDef, args: Sequence[Any], params: dict) -> Tensor:
-    """Run ``op`` on ``args`` (tensors or constants) and record it if a gradient is needed."""
-    datas = []
-    needs_grad = False
-    for a in args:
-        if isinstance(a, Tensor):
-            datas.append(a.data)
-            if a._requires_grad:
-                needs_grad = True
-        else:
-            datas.append(a)
-    xp = backend.common_namespace(op.name, datas)
-    if op.float_inputs:
-        for i, d in enumerate(datas):
-            if hasattr(d, "dtype") and d.dtype.kind in "biu":
-                datas[i] = d.astype(np.float32)
-    try:
-        out = op.forward(xp, *datas, **params)
-    except (ValueError, TypeError, IndexError) as err:
-        raise op_error(op.name, args, err) from None
-    if type(out) is not xp.ndarray:          # numpy returns scalars for 0-d results
-        out = xp.asarray(out)
-    if not (needs_grad and op.differentiable and grad_mode.enabled):
-        return Tensor._wrap(out)
-
-    if op.broadcast:
-        args = _broadcast_inputs(args, out.shape)
-        datas = [a.data if isinstance(a, Tensor) else d for a, d in zip(args, datas)]
-    parents = tuple(
-        (a._node if a._node is not None else a) if isinstance(a, Tensor) and a._requires_grad else None
-        for a in args
-    )
-    if op.save_all_inputs:
-        saved = tuple(datas)
-    elif op.save_inputs:
-        keep = op.save_inputs
-        saved = tuple(d if i in keep else None for i, d in enumerate(datas))
-    else:
-        saved = (None,) * len(datas)
-    node = Node(op, out if op.save_out else None, saved, params, parents, out.dtype)
-    return Tensor._wrap(out, node)
-
-
-def _broadcast_inputs(args: Sequence[Any], shape: tuple) -> list[Any]:
-    """Route each grad-requiring input whose shape differs from the output through broadcast_to."""
-    from .shape import _broadcast_to  # noqa: PLC0415 - defined with the registry
-
-    out = list(args)
-    for i, a in enumerate(args):
-        if isinstance(a, Tensor) and a._requires_grad and a.data.shape != shape:
-            out[i] = _broadcast_to(a, shape=shape)
-    return out
+from .shape import _broadcast_to  # noqa: E402 - shape ops are themselves defined with defop
