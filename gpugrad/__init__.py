@@ -7,8 +7,7 @@
     x.grad              # tensor([ 0.,  4.,  8., 12.])
 """
 
-from . import linalg, testing
-from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from . import autograd, linalg, testing
 from .backend import Device
 from .backend import Device as device
 from .creation import (
@@ -26,7 +25,8 @@ from .creation import (
     zeros_like,
 )
 from .dtypes import bool_, float16, float32, float64, int32, int64
-from .func import grad, stop_gradient, value_and_grad
+from .engine import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .func import grad, hessian, jacobian, jvp, stop_gradient, value_and_grad, vjp
 from .ops import *  # noqa: F403 - the NumPy-like op namespace
 from .ops import __all__ as _op_names
 from .random import manual_seed, rand, randint, randn
@@ -39,7 +39,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "Device", "device", "tensor", "as_tensor", "from_numpy", "arange", "zeros", "ones",
     "full", "zeros_like", "ones_like", "full_like", "eye", "linspace", "randn", "rand", "randint",
-    "manual_seed", "grad", "value_and_grad", "stop_gradient", "no_grad", "enable_grad",
+    "manual_seed", "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "stop_gradient",
+    "no_grad", "enable_grad",
     "set_grad_enabled", "is_grad_enabled", "float16", "float32", "float64", "int32", "int64",
-    "bool", "linalg", "testing", *_op_names,
+    "bool", "autograd", "linalg", "testing", *_op_names,
 ]

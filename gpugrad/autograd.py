@@ -1,259 +1,203 @@
-"""The tape: graph nodes, grad mode, and the reverse walk that applies the chain rule.
+"""``gg.autograd``: PyTorch's autograd API on gpugrad's engine.
 
-A tensor computed by a differentiable op from inputs that require grad carries a
-``Node``: the op, the arrays its VJP rule needs, the op's parameters, and one
-parent per input (the input's own Node, the input tensor itself when it is a
-leaf, or None when no gradient flows there). ``backward`` walks these nodes in
-reverse topological order without recursion. This module never names numpy or
-cupy: array modules come from the backend, op rules from the registry.
+    gg.autograd.grad(outputs, inputs, grad_outputs=None, retain_graph=None,
+                     create_graph=False, allow_unused=False) -> tuple
+    gg.autograd.backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False)
+    class MyOp(gg.autograd.Function): forward(ctx, ...) / backward(ctx, grad) / MyOp.apply(...)
 """
 
 from __future__ import annotations
 
-import itertools
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
-from .backend import namespace
-
-if TYPE_CHECKING:
-    from .ops.registry import OpDef
-    from .tensor import Tensor
+from . import backend
+from .engine import Node, enable_grad, grad_mode, no_grad, run_backward
+from .tensor import Tensor, _root_gradient
 
 
-# ----------------------------------------------------------------------------- grad mode
-
-class _GradMode(threading.local):
-    enabled = True
-
-
-grad_mode = _GradMode()
-
-
-def is_grad_enabled() -> bool:
-    return grad_mode.enabled
+def _as_list(x: Any, name: str) -> list[Any]:
+    if isinstance(x, Tensor):
+        return [x]
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    raise TypeError(f"{name} must be a Tensor or a sequence of Tensors, got {type(x).__name__}")
 
 
-class set_grad_enabled:
-    """Context manager and decorator that turns gradient recording on or off."""
-
-    def __init__(self, mode: bool) -> None:
-        self.mode = bool(mode)
-        self.prev: list[bool] = []
-
-    def __enter__(self) -> None:
-        self.prev.append(grad_mode.enabled)
-        grad_mode.enabled = self.mode
-
-    def __exit__(self, *exc: object) -> None:
-        grad_mode.enabled = self.prev.pop()
-
-    def __call__(self, fn: Callable) -> Callable:
-        mode = self.mode
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with set_grad_enabled(mode):
-                return fn(*args, **kwargs)
-
-        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
-        wrapper.__doc__ = getattr(fn, "__doc__", None)
-        return wrapper
+def _seeds(op: str, outputs: list[Tensor], grad_outputs: Any, create_graph: bool) -> list[Any]:
+    """The gradient to start from at each output: Tensors with create_graph, arrays otherwise."""
+    given = [None] * len(outputs) if grad_outputs is None else _as_list(grad_outputs, "grad_outputs")
+    if len(given) != len(outputs):
+        raise ValueError(f"{op}: {len(given)} grad_outputs for {len(outputs)} outputs")
+    seeds = []
+    for out, g in zip(outputs, given):
+        if not isinstance(out, Tensor) or not out.requires_grad:
+            raise RuntimeError(f"{op}: an output does not require grad (it was computed from no input "
+                               "that requires grad, or under gg.no_grad())")
+        if create_graph and isinstance(g, Tensor):
+            _root_gradient(op, out, g.detach())          # validates shape, dtype, device
+            seeds.append(g if g.dtype == out.dtype else g.astype(out.dtype))
+            continue
+        arr = _root_gradient(op, out, g)
+        seeds.append(Tensor._wrap(arr) if create_graph else arr)
+    return seeds
 
 
-class no_grad(set_grad_enabled):
-    """Ops run inside ``with gg.no_grad():`` record nothing and need no memory for backward."""
+def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
+         grad_outputs: Any = None, retain_graph: bool | None = None, create_graph: bool = False,
+         allow_unused: bool = False) -> tuple[Tensor | None, ...]:
+    """The gradients of ``outputs`` with respect to ``inputs``, returned (not accumulated).
 
-    def __init__(self) -> None:
-        super().__init__(False)
+    With ``create_graph`` the gradients are recorded, so they can be differentiated again.
+    """
+    outs = _as_list(outputs, "outputs")
+    ins = _as_list(inputs, "inputs")
+    for i, t in enumerate(ins):
+        if not isinstance(t, Tensor) or not t.requires_grad:
+            raise RuntimeError(f"autograd.grad: input {i} does not require grad")
+    retain = create_graph if retain_graph is None else retain_graph
+    found = run_backward(outs, _seeds("autograd.grad", outs, grad_outputs, create_graph),
+                         retain_graph=retain, capture=ins, create_graph=create_graph)
+    result: list[Tensor | None] = []
+    for i, g in enumerate(found):
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(
+                    f"autograd.grad: input {i} was not used to compute the outputs, so it has no "
+                    "gradient; pass allow_unused=True to get None for it")
+            result.append(None)
+        else:
+            result.append(g if create_graph else Tensor._wrap(g))
+    return tuple(result)
 
 
-class enable_grad(set_grad_enabled):
-    """Turn recording back on inside a ``no_grad`` block."""
-
-    def __init__(self) -> None:
-        super().__init__(True)
-
-
-# ----------------------------------------------------------------------------- nodes
-
-_RELEASED = object()   # marks a node whose saved arrays were freed by a backward pass
-_NO_GRADS = itertools.repeat(None)
+def backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
+             retain_graph: bool | None = None, create_graph: bool = False) -> None:
+    """Accumulate the gradients of ``tensors`` into the ``.grad`` of the leaves they depend on."""
+    outs = _as_list(tensors, "tensors")
+    retain = create_graph if retain_graph is None else retain_graph
+    run_backward(outs, _seeds("backward", outs, grad_tensors, create_graph),
+                 retain_graph=retain, create_graph=create_graph)
 
 
-class Node:
-    """One recorded op application: the op, what its VJP needs, and where gradients go."""
+# ----------------------------------------------------------------------------- custom functions
 
-    __slots__ = ("op", "out", "inputs", "params", "parents", "dtype", "__weakref__")
+class FunctionCtx:
+    """What ``forward`` leaves for ``backward``: saved tensors and any attributes you set."""
 
-    def __init__(self, op: OpDef, out: Any, inputs: tuple, params: dict,
-                 parents: tuple, dtype: Any) -> None:
-        self.op = op
-        self.out = out          # the output array if the rule needs it, else None
-        self.inputs = inputs    # one entry per input: the array if the rule needs it, else None
-        self.params = params
-        self.parents = parents  # Node | leaf Tensor | None, one per input
-        self.dtype = dtype      # gradients arriving here are cast to this dtype
+    def __init__(self, needs_input_grad: tuple[bool, ...]) -> None:
+        self.needs_input_grad = needs_input_grad
+        self._saved: tuple[Any, ...] = ()
+        self._output: Tensor | None = None     # set while backward runs with create_graph
 
-    def __repr__(self) -> str:
-        return f"<{self.op.name}Backward>"
+    def save_for_backward(self, *tensors: Any) -> None:
+        self._saved = tensors
 
     @property
-    def name(self) -> str:
-        return f"{self.op.name}Backward"
+    def saved_tensors(self) -> tuple[Any, ...]:
+        if self._saved is None:
+            raise RuntimeError("saved_tensors were freed by an earlier backward; pass retain_graph=True")
+        out = self._output
+        return tuple(out if (out is not None and t is _OUTPUT) else t for t in self._saved)
 
 
-# ----------------------------------------------------------------------------- the reverse walk
-
-def _count_consumers(roots: Sequence[Node]) -> dict[Node, int]:
-    """How many recorded uses each reachable node has (iterative DFS, no recursion)."""
-    pending: dict[Node, int] = {}
-    stack = list(roots)
-    for r in roots:
-        pending.setdefault(r, 0)
-    while stack:
-        node = stack.pop()
-        for parent in node.parents:
-            if type(parent) is Node:
-                if parent in pending:
-                    pending[parent] += 1
-                else:
-                    pending[parent] = 1
-                    stack.append(parent)
-    return pending
+class _OutputMarker:
+    def __repr__(self) -> str:
+        return "<the forward's output>"
 
 
-def _nodes_leading_to(start: Sequence[Node], pending: dict[Node, int], targets: set[int]) -> set[Node]:
-    """The reachable nodes from which some target (a node or leaf, by id) can be reached."""
-    order = []                                  # roots first, every node after all its consumers
-    counts = dict(pending)
-    ready = [n for n in start if counts[n] == 0]
-    while ready:
-        node = ready.pop()
-        order.append(node)
-        for parent in node.parents:
-            if type(parent) is Node:
-                counts[parent] -= 1
-                if counts[parent] == 0:
-                    ready.append(parent)
-    needed: set[Node] = set()
-    for node in reversed(order):                # parents are decided before their consumers
-        if id(node) in targets or any(
-                (p in needed) if type(p) is Node else (p is not None and id(p) in targets)
-                for p in node.parents):
-            needed.add(node)
-    return needed
+_OUTPUT = _OutputMarker()
 
 
-def run_backward(
-    roots: Sequence[Tensor],
-    root_grads: Sequence[Any],
-    *,
-    retain_graph: bool = False,
-    capture: Sequence[Tensor] | None = None,
-) -> list[Any] | None:
-    """Propagate ``root_grads`` (arrays) from ``roots`` back through the tape.
+class _FunctionOp:
+    """Makes a user's Function look like a registry op to the engine."""
 
-    With ``capture=None`` gradients accumulate into the ``.grad`` of leaf tensors.
-    Otherwise nothing is accumulated and the gradient arriving at each tensor of
-    ``capture`` is returned (None where none arrives), as ``gg.grad`` needs; only
-    the nodes on a path to those tensors run, so other graphs (of tensors that the
-    differentiated function closed over) are neither computed nor freed.
+    def __init__(self, fn_cls: type) -> None:
+        self.fn_cls = fn_cls
+        self.name = fn_cls.__name__
+
+    def _call_backward(self, ctx: FunctionCtx, g: Tensor, n_inputs: int) -> tuple:
+        grads = self.fn_cls.backward(ctx, g)
+        if not isinstance(grads, tuple):
+            grads = (grads,)
+        if len(grads) != n_inputs:
+            raise RuntimeError(f"{self.name}.backward returned {len(grads)} gradient(s) but forward "
+                               f"took {n_inputs} input(s); return None for inputs without one")
+        return grads
+
+    def run_vjp(self, g: Any, node: Node) -> tuple:
+        ctx = node.inputs[0]
+        with no_grad():
+            ctx._output = Tensor._wrap(node.out)
+            try:
+                grads = self._call_backward(ctx, Tensor._wrap(g), len(node.parents))
+            finally:
+                ctx._output = None
+        return tuple(None if gi is None else _data_of(gi) for gi in grads)
+
+    def run_vjp_graph(self, g: Tensor, node: Node) -> tuple:
+        ctx = node.inputs[0]
+        with enable_grad():
+            ctx._output = Tensor._wrap(node.out, node)
+            try:
+                return tuple(gi if gi is None or isinstance(gi, Tensor) else Tensor(gi)
+                             for gi in self._call_backward(ctx, g, len(node.parents)))
+            finally:
+                ctx._output = None
+
+
+def _data_of(g: Any) -> Any:
+    return g.data if isinstance(g, Tensor) else backend.namespace(g).asarray(g)
+
+
+class Function:
+    """A differentiable op written by the user, as ``torch.autograd.Function``::
+
+        class Cube(gg.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return x ** 3
+
+            @staticmethod
+            def backward(ctx, g):
+                (x,) = ctx.saved_tensors
+                return 3 * x ** 2 * g
+
+        y = Cube.apply(x)
+
+    ``forward`` runs without recording; ``backward`` gets one gradient and returns one
+    per input of ``forward`` (None where there is none). Written in gpugrad ops, the
+    backward works with ``create_graph=True`` too. One output Tensor per Function.
     """
-    from .tensor import Tensor  # noqa: PLC0415 - autograd sits below tensor
 
-    grads: dict[Any, Any] = {}
-    start: list[Node] = []
-    for root, g in zip(roots, root_grads):
-        target = root._node if root._node is not None else root
-        if target in grads:
-            grads[target] = grads[target] + g
-        else:
-            grads[target] = g
-        if type(target) is Node:
-            start.append(target)
+    @staticmethod
+    def forward(ctx: FunctionCtx, *args: Any, **kwargs: Any) -> Tensor:
+        raise NotImplementedError("a Function subclass must define forward(ctx, ...)")
 
-    wanted: dict[int, Any] | None = None
-    if capture is not None:
-        wanted = {id(t._node if t._node is not None else t): None for t in capture}
+    @staticmethod
+    def backward(ctx: FunctionCtx, *grad_outputs: Tensor) -> Any:
+        raise NotImplementedError("a Function subclass must define backward(ctx, grad)")
 
-    pending = _count_consumers(start)
-    needed = None if wanted is None else _nodes_leading_to(start, pending, set(wanted))
-    ready = [(n, grads.pop(n, None)) for n in start if pending[n] == 0]
-
-    while ready:
-        node, g = ready.pop()
-        while node is not None:             # follow a chain without touching `ready`
-            if wanted is not None and id(node) in wanted:
-                wanted[id(node)] = g
-            in_grads = None
-            if g is not None and (needed is None or node in needed):
-                if node.inputs is _RELEASED:
-                    raise RuntimeError(
-                        f"backward through {node.name} a second time: its saved arrays were freed by "
-                        "the first backward. Pass retain_graph=True to the first backward() if you "
-                        "need to backpropagate through the same graph again.")
-                in_grads = node.op.run_vjp(g, node)
-                if not retain_graph:
-                    node.out = None
-                    node.inputs = _RELEASED
-            next_node = next_grad = None
-            for parent, gi in zip(node.parents, _NO_GRADS if in_grads is None else in_grads):
-                if parent is None:
-                    continue
-                total = grads.pop(parent, None)
-                if gi is not None:
-                    dtype = parent.dtype if type(parent) is Node else parent.data.dtype
-                    if gi.dtype != dtype:
-                        gi = gi.astype(dtype)
-                    total = gi if total is None else total + gi
-                if type(parent) is Node:
-                    left = pending[parent] - 1
-                    pending[parent] = left
-                    if not left:                     # its last consumer is done: it can run
-                        if next_node is None:
-                            next_node, next_grad = parent, total
-                        else:
-                            ready.append((parent, total))
-                        continue
-                if total is not None:
-                    grads[parent] = total
-            node, g = next_node, next_grad
-
-    # what is left in `grads` are the leaves' gradients
-    if wanted is not None:
-        for key, g in grads.items():
-            if type(key) is not Node and id(key) in wanted:
-                wanted[id(key)] = g
-        found = (wanted[id(t._node if t._node is not None else t)] for t in capture)
-        return [None if g is None else namespace(g).asarray(g) for g in found]
-    for leaf, g in grads.items():
-        if type(leaf) is Node:
-            continue
-        _accumulate(leaf, g, Tensor)
-    return None
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
+        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        ctx = FunctionCtx(needs)
+        with no_grad():
+            out = cls.forward(ctx, *args, **kwargs)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"{cls.__name__}.forward must return one Tensor, got {type(out).__name__}")
+        result = Tensor._wrap(out.data)
+        if not (any(needs) and grad_mode.enabled) or out.dtype.kind != "f":
+            return result
+        ctx._saved = tuple(_OUTPUT if t is out else t for t in ctx._saved)
+        op = cls.__dict__.get("_gpugrad_op") or _FunctionOp(cls)
+        cls._gpugrad_op = op
+        parents = tuple((a if a._node is None else a._node) if need else None
+                        for a, need in zip(args, needs))
+        result._node = Node(op, out.data, (ctx,), {}, parents, out.dtype)   # type: ignore[arg-type]
+        result._requires_grad = True
+        return result
 
 
-def _accumulate(leaf: Tensor, g: Any, tensor_cls: type) -> None:
-    """Add ``g`` into ``leaf.grad`` (a fresh array on first use, so .grad never aliases anything)."""
-    if g.shape != leaf.data.shape:
-        raise RuntimeError(
-            f"internal error: gradient of shape {g.shape} for a leaf of shape {leaf.data.shape}"
-        )
-    if leaf.grad is None:
-        leaf.grad = tensor_cls._wrap(namespace(g).array(g))     # a copy, and an array even for 0-d
-    else:
-        leaf.grad.data = leaf.grad.data + g
-
-
-def iter_graph(root: Node) -> Iterator[Node]:
-    """Every node reachable from ``root`` (each once)."""
-    seen = {root}
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        yield node
-        for p in node.parents:
-            if type(p) is Node and p not in seen:
-                seen.add(p)
-                stack.append(p)
+__all__ = ["grad", "backward", "Function", "FunctionCtx", "no_grad", "enable_grad"]

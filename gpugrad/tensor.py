@@ -6,19 +6,20 @@ no arithmetic happens in this file.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
 
 from . import backend
-from .autograd import Node, grad_mode, run_backward
 from .dtypes import is_floating
+from .engine import Node, grad_mode, run_backward
 
 
 class Tensor:
     """An n-dimensional array that can record the ops applied to it for reverse-mode autodiff."""
 
-    __slots__ = ("data", "_requires_grad", "grad", "_node", "__weakref__")
+    __slots__ = ("data", "_requires_grad", "grad", "_node", "_hooks", "__weakref__")
     __array_ufunc__ = None      # numpy defers to our reflected operators: np.float32(2) * t is a Tensor
 
     def __init__(self, data: Any, dtype: Any = None, device: Any = None,
@@ -28,6 +29,7 @@ class Tensor:
         self._requires_grad = False
         self.grad: Tensor | None = None
         self._node: Node | None = None
+        self._hooks: list | None = None
         if requires_grad:
             self.requires_grad_()
 
@@ -39,6 +41,7 @@ class Tensor:
         t._requires_grad = node is not None
         t.grad = None
         t._node = node
+        t._hooks = None
         return t
 
     # ------------------------------------------------------------------ autodiff state
@@ -75,17 +78,52 @@ class Tensor:
 
     def backward(self, gradient: Any = None, retain_graph: bool | None = None,
                  create_graph: bool = False) -> None:
-        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (weighted by ``gradient``)."""
-        if create_graph:
-            raise NotImplementedError(
-                "backward: create_graph=True (higher-order gradients) is not supported yet")
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (weighted by ``gradient``).
+
+        With ``create_graph`` the accumulated gradients are themselves recorded, so
+        they can be differentiated again; the graph is then retained by default.
+        """
         if not self._requires_grad:
             raise RuntimeError(
                 "backward: this tensor does not require grad and has no grad_fn, so there is nothing "
                 "to differentiate. Call .requires_grad_() on the inputs before computing it, and "
                 "do not compute it under gg.no_grad()")
+        if create_graph:
+            from .autograd import backward  # noqa: PLC0415
+            backward([self], None if gradient is None else [gradient], retain_graph, True)
+            return
         run_backward([self], [_root_gradient("backward", self, gradient)],
                      retain_graph=bool(retain_graph))
+
+    def register_hook(self, hook: Any) -> RemovableHandle:
+        """Call ``hook(grad)`` when this tensor's gradient is computed; it may return a replacement."""
+        if not self._requires_grad:
+            raise RuntimeError("register_hook: this tensor does not require grad, so no gradient "
+                               "will ever reach it")
+        if self._node is None:
+            if self._hooks is None:
+                self._hooks = []
+            hooks = self._hooks
+        else:
+            if self._node.hooks is None:
+                self._node.hooks = []
+            hooks = self._node.hooks
+        hooks.append(hook)
+        return RemovableHandle(hooks, hook)
+
+    def retain_grad(self) -> None:
+        """Keep this non-leaf tensor's gradient in ``.grad`` after backward (leaves always do)."""
+        if self._node is None or any(getattr(h, "retains_grad", False) for h in self._node.hooks or ()):
+            return
+        me = weakref.ref(self)
+
+        def keep(g: Tensor) -> None:
+            t = me()
+            if t is not None:
+                t.grad = g.detach() if t.grad is None else t.grad + g.detach()
+
+        keep.retains_grad = True  # type: ignore[attr-defined]
+        self._node.hooks = (self._node.hooks or []) + [keep]
 
     def detach(self) -> Tensor:
         """The same data as a new leaf that does not require grad: a constant for backward."""
@@ -444,6 +482,18 @@ class Tensor:
         lead = len(sizes) - self.ndim
         shape = tuple(self.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(sizes))
         return _ops.broadcast_to(self, shape)
+
+
+class RemovableHandle:
+    """Returned by ``register_hook``; ``.remove()`` unregisters the hook."""
+
+    def __init__(self, hooks: list, hook: Any) -> None:
+        self._hooks = hooks
+        self._hook = hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
 
 
 def _root_gradient(op_name: str, out: Tensor, gradient: Any) -> Any:

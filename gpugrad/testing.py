@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import backend
-from .autograd import no_grad, run_backward
+from .engine import enable_grad, no_grad, run_backward
 from .tensor import Tensor
 
 
@@ -135,3 +135,30 @@ def gradcheck(fn: Callable[..., Tensor], *inputs: Any, eps: float = 1e-6, atol: 
             raise GradcheckError(f"gradcheck failed for input {i} of shape {inputs[i].shape}: "
                                  f"{problem}\n{_jacobians(fn, inputs, i, eps)}")
     return True
+
+
+def gradgradcheck(fn: Callable[..., Tensor], *inputs: Any, eps: float = 1e-6, atol: float = 1e-5,
+                  rtol: float = 1e-3, seed: int = 0, raise_exception: bool = True) -> bool:
+    """Check second derivatives: gradcheck of (inputs, v) -> vᵀ d fn / d inputs, computed with
+    ``create_graph=True``, so the backward pass itself is differentiated by the engine."""
+    from . import autograd  # noqa: PLC0415
+    from .ops import concatenate, reshape  # noqa: PLC0415
+
+    positions = _checked_inputs(inputs)
+    with no_grad():
+        out = fn(*inputs)
+    rng = np.random.default_rng(seed + 1)
+    v = Tensor(rng.standard_normal(out.shape), requires_grad=True)
+
+    def first_order(*args: Any) -> Tensor:
+        xs, cotangent = args[:-1], args[-1]
+        with enable_grad():
+            result = fn(*xs)
+            grads = autograd.grad(result, [xs[i] for i in positions], grad_outputs=cotangent,
+                                  create_graph=True, allow_unused=True)
+        flat = [reshape(g, (-1,)) if g is not None else
+                Tensor(np.zeros(int(np.prod(xs[i].shape)))) for g, i in zip(grads, positions)]
+        return concatenate(flat)
+
+    return gradcheck(first_order, *inputs, v, eps=eps, atol=atol, rtol=rtol, seed=seed,
+                     raise_exception=raise_exception)

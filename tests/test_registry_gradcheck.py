@@ -15,11 +15,16 @@ NO_SAMPLES = {
     "to_device": "moves between CPU and GPU; checked by the CUDA tests",
 }
 
+# ops whose VJP cannot run on Tensors (create_graph), and why
+NO_HIGHER_ORDER = {
+    "prod": "its rule builds exclusive products with cumprod/flip on arrays",
+}
 
-def _cases():
+
+def _cases(higher_order=False):
     rng = np.random.default_rng(1234)
     for name, op in sorted(REGISTRY.items()):
-        if not op.differentiable or op.samples is None:
+        if not op.differentiable or op.samples is None or (higher_order and not op.higher_order):
             continue
         for sample in op.samples(rng):
             yield pytest.param(op, sample, id=f"{name}[{sample.name}]")
@@ -39,6 +44,24 @@ def _as_inputs(sample):
 def test_gradcheck(op, sample):
     inputs = _as_inputs(sample)
     assert gg.testing.gradcheck(lambda *xs: op(*xs, **sample.params), *inputs)
+
+
+@pytest.mark.parametrize("op,sample", list(_cases(higher_order=True)))
+def test_gradgradcheck(op, sample):
+    """Second order: the VJP rule itself, run on Tensors with create_graph, differentiates right."""
+    inputs = _as_inputs(sample)
+    assert gg.testing.gradgradcheck(lambda *xs: op(*xs, **sample.params), *inputs)
+
+
+def test_ops_without_higher_order_are_listed():
+    assert {n for n, op in REGISTRY.items() if op.differentiable and not op.higher_order} == \
+        set(NO_HIGHER_ORDER)
+
+
+def test_create_graph_through_prod_says_it_is_unsupported():
+    x = gg.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(NotImplementedError, match="prod: create_graph"):
+        gg.autograd.grad(x.prod(), x, create_graph=True)
 
 
 @pytest.mark.parametrize("op,sample", list(_cases()))

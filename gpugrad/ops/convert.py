@@ -24,6 +24,17 @@ def _(xp, g, out, x, *, dtype):
 
 
 @defop(samples=samples(lambda rng: Sample([uniform(rng, -2, 2, (2, 3))])))
+def alias(xp, x):
+    """The same array as a new graph node (no copy): how gg.grad stays attached to an outer graph."""
+    return x
+
+
+@alias.vjp
+def _(xp, g, out, x):
+    return (g,)
+
+
+@defop(samples=samples(lambda rng: Sample([uniform(rng, -2, 2, (2, 3))])))
 def clone(xp, x):
     return x.copy()
 
@@ -43,6 +54,8 @@ def _to_device(xp, x, *, device, source):
 
 @_to_device.vjp
 def _(xp, g, out, x, *, device, source):
+    if isinstance(g, Tensor):                 # create_graph: a recorded move back
+        return (to_device(g, source),)
     return (backend.to_device(g, source),)
 
 

@@ -40,12 +40,28 @@ def _getitem(xp, x, *, index):
 
 @_getitem.vjp
 def _(xp, g, out, x, *, index):
-    gx = xp.zeros(x.shape, dtype=g.dtype)
+    if isinstance(g, Tensor):                 # create_graph: the scatter must itself be recorded
+        return (_unindex(g, index=index, shape=x.shape),)
+    return (_unindex.forward(xp, g, index=index, shape=x.shape),)
+
+
+@defop(samples=samples(
+    lambda rng: Sample([uniform(rng, -2, 2, (3,))], {"index": (slice(1, 4),), "shape": (5,)}),
+    lambda rng: Sample([uniform(rng, -2, 2, (4,))], {"index": (np.array([0, 2, 2, 0]),), "shape": (3,)}),
+))
+def _unindex(xp, g, *, index, shape):
+    """The adjoint of getitem: zeros of ``shape`` with ``g`` added at ``index`` (repeats add up)."""
+    gx = xp.zeros(shape, dtype=g.dtype)
     if _basic(index):
         gx[index] = g
     else:
         backend.scatter_add(gx, index, g)
-    return (gx,)
+    return gx
+
+
+@_unindex.vjp
+def _(xp, g, out, x, *, index, shape):
+    return (g[index],)                        # gather is the adjoint of scatter-add
 
 
 def plain_index(index: Any) -> tuple:

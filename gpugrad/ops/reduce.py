@@ -67,7 +67,9 @@ _max.vjp(_extreme_vjp)
 _min.vjp(_extreme_vjp)
 
 
-@defop(save=("x",), samples=_reduce_samples(0.5, 1.5))
+# NOTE: prod's rule builds exclusive products with cumprod/flip on arrays, which gpugrad
+# does not differentiate, so prod has no create_graph (higher-order) support.
+@defop(save=("x",), samples=_reduce_samples(0.5, 1.5), higher_order=False)
 def _prod(xp, x, *, axis, keepdims):
     return xp.prod(x, axis=axis, keepdims=keepdims)
 

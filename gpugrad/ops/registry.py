@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend, dtypes
-from ..autograd import Node, grad_mode
+from ..engine import Node, grad_mode
 from ..tensor import Tensor
 
 REGISTRY: dict[str, OpDef] = {}
@@ -35,11 +35,11 @@ class OpDef:
 
     __slots__ = ("name", "forward", "vjp_rule", "save_out", "save_inputs", "save_all_inputs",
                  "differentiable", "broadcast", "float_inputs", "samples", "vjp_takes_needs",
-                 "fused")
+                 "fused", "higher_order")
 
     def __init__(self, forward: Callable, *, save: Sequence[str], samples: Callable | None,
                  differentiable: bool, broadcast: bool, float_inputs: bool,
-                 fused: str | None) -> None:
+                 fused: str | None, higher_order: bool) -> None:
         self.name = forward.__name__.lstrip("_")
         self.forward = forward
         self.vjp_rule: Callable | None = None
@@ -49,6 +49,7 @@ class OpDef:
         self.float_inputs = float_inputs
         self.samples = samples
         self.fused = fused
+        self.higher_order = higher_order
         sig = list(inspect.signature(forward).parameters.values())[1:]   # drop xp
         positional = [p for p in sig if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         varargs = [p for p in sig if p.kind == p.VAR_POSITIONAL]
@@ -101,6 +102,7 @@ class OpDef:
         result = object.__new__(Tensor)
         result.data = out
         result.grad = None
+        result._hooks = None
         if not (needs_grad and self.differentiable and grad_mode.enabled):
             result._requires_grad = False
             result._node = None
@@ -134,10 +136,41 @@ class OpDef:
             return self.vjp_rule(xp, g, node.out, *node.inputs, needs=needs, **node.params)
         return self.vjp_rule(xp, g, node.out, *node.inputs, **node.params)
 
+    def run_vjp_graph(self, g: Tensor, node: Node) -> tuple:
+        """Run the same VJP rule on Tensors, through gpugrad's namespace, recording it (create_graph).
+
+        Saved arrays become Tensors attached to the graph where they came from (the
+        output to this node, each input to its parent), so the result can be
+        differentiated again with respect to them.
+        """
+        if not self.higher_order:
+            raise NotImplementedError(
+                f"{self.name}: create_graph=True (higher-order gradients) is not supported for this op; "
+                "its VJP rule uses array operations that gpugrad cannot differentiate")
+        import gpugrad  # noqa: PLC0415 - the package namespace is the rules' xp here
+
+        out = None if node.out is None else Tensor._wrap(node.out, node)
+        inputs = tuple(_as_graph_tensor(d, p) for d, p in zip(node.inputs, node.parents))
+        if self.vjp_takes_needs:
+            needs = tuple(p is not None for p in node.parents)
+            return self.vjp_rule(gpugrad, g, out, *inputs, needs=needs, **node.params)
+        return self.vjp_rule(gpugrad, g, out, *inputs, **node.params)
+
+
+def _as_graph_tensor(saved: Any, parent: Any) -> Any:
+    """A saved input as a Tensor that leads back to where it came from in the graph."""
+    if saved is None or not hasattr(saved, "dtype"):
+        return saved                        # not saved, or a Python scalar constant
+    if parent is None:
+        return Tensor._wrap(saved)          # a constant
+    if type(parent) is Node:
+        return Tensor._wrap(saved, parent)  # the output of the parent node
+    return parent                           # the leaf tensor itself
+
 
 def defop(*, save: Sequence[str] = (), samples: Callable | None = None,
           differentiable: bool = True, broadcast: bool = False, float_inputs: bool = False,
-          fused: str | None = None) -> Callable[[Callable], OpDef]:
+          fused: str | None = None, higher_order: bool = True) -> Callable[[Callable], OpDef]:
     """Declare a primitive op.
 
     broadcast: the op broadcasts its inputs like a NumPy ufunc; the engine records
@@ -146,10 +179,12 @@ def defop(*, save: Sequence[str] = (), samples: Callable | None = None,
     float_inputs: integer or bool inputs are cast to the default float dtype first
         (``gg.exp(gg.arange(3))`` is float32, as in PyTorch and JAX).
     differentiable: False for ops whose outputs carry no gradient (comparisons, argmax).
+    higher_order: False when the VJP rule cannot run on Tensors (create_graph raises for it).
     """
     def wrap(forward: Callable) -> OpDef:
         op = OpDef(forward, save=save, samples=samples, differentiable=differentiable,
-                   broadcast=broadcast, float_inputs=float_inputs, fused=fused)
+                   broadcast=broadcast, float_inputs=float_inputs, fused=fused,
+                   higher_order=higher_order)
         if op.name in REGISTRY:
             raise ValueError(f"op {op.name!r} is defined twice")
         REGISTRY[op.name] = op

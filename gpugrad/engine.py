@@ -1,0 +1,296 @@
+"""The tape: graph nodes, grad mode, and the reverse walk that applies the chain rule.
+
+A tensor computed by a differentiable op from inputs that require grad carries a
+``Node``: the op, the arrays its VJP rule needs, the op's parameters, and one
+parent per input (the input's own Node, the input tensor itself when it is a
+leaf, or None when no gradient flows there). ``backward`` walks these nodes in
+reverse topological order without recursion. This module never names numpy or
+cupy: array modules come from the backend, op rules from the registry.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .backend import namespace
+
+if TYPE_CHECKING:
+    from .ops.registry import OpDef
+    from .tensor import Tensor
+
+
+# ----------------------------------------------------------------------------- grad mode
+
+class _GradMode(threading.local):
+    enabled = True
+
+
+grad_mode = _GradMode()
+
+
+def is_grad_enabled() -> bool:
+    return grad_mode.enabled
+
+
+class set_grad_enabled:
+    """Context manager and decorator that turns gradient recording on or off."""
+
+    def __init__(self, mode: bool) -> None:
+        self.mode = bool(mode)
+        self.prev: list[bool] = []
+
+    def __enter__(self) -> None:
+        self.prev.append(grad_mode.enabled)
+        grad_mode.enabled = self.mode
+
+    def __exit__(self, *exc: object) -> None:
+        grad_mode.enabled = self.prev.pop()
+
+    def __call__(self, fn: Callable) -> Callable:
+        mode = self.mode
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with set_grad_enabled(mode):
+                return fn(*args, **kwargs)
+
+        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
+        wrapper.__doc__ = getattr(fn, "__doc__", None)
+        return wrapper
+
+
+class no_grad(set_grad_enabled):
+    """Ops run inside ``with gg.no_grad():`` record nothing and need no memory for backward."""
+
+    def __init__(self) -> None:
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    """Turn recording back on inside a ``no_grad`` block."""
+
+    def __init__(self) -> None:
+        super().__init__(True)
+
+
+# ----------------------------------------------------------------------------- nodes
+
+_RELEASED = object()   # marks a node whose saved arrays were freed by a backward pass
+_NO_GRADS = itertools.repeat(None)
+
+
+class Node:
+    """One recorded op application: the op, what its VJP needs, and where gradients go."""
+
+    __slots__ = ("op", "out", "inputs", "params", "parents", "dtype", "hooks", "__weakref__")
+
+    def __init__(self, op: OpDef, out: Any, inputs: tuple, params: dict,
+                 parents: tuple, dtype: Any) -> None:
+        self.op = op
+        self.out = out          # the output array if the rule needs it, else None
+        self.inputs = inputs    # one entry per input: the array if the rule needs it, else None
+        self.params = params
+        self.parents = parents  # Node | leaf Tensor | None, one per input
+        self.dtype = dtype      # gradients arriving here are cast to this dtype
+        self.hooks: list[Callable] | None = None   # Tensor.register_hook on the output
+
+    def __repr__(self) -> str:
+        return f"<{self.op.name}Backward>"
+
+    @property
+    def name(self) -> str:
+        return f"{self.op.name}Backward"
+
+
+# ----------------------------------------------------------------------------- the reverse walk
+
+def _count_consumers(roots: Sequence[Node]) -> dict[Node, int]:
+    """How many recorded uses each reachable node has (iterative DFS, no recursion)."""
+    pending: dict[Node, int] = {}
+    stack = list(roots)
+    for r in roots:
+        pending.setdefault(r, 0)
+    while stack:
+        node = stack.pop()
+        for parent in node.parents:
+            if type(parent) is Node:
+                if parent in pending:
+                    pending[parent] += 1
+                else:
+                    pending[parent] = 1
+                    stack.append(parent)
+    return pending
+
+
+def _nodes_leading_to(start: Sequence[Node], pending: dict[Node, int], targets: set[int]) -> set[Node]:
+    """The reachable nodes from which some target (a node or leaf, by id) can be reached."""
+    order = []                                  # roots first, every node after all its consumers
+    counts = dict(pending)
+    ready = [n for n in start if counts[n] == 0]
+    while ready:
+        node = ready.pop()
+        order.append(node)
+        for parent in node.parents:
+            if type(parent) is Node:
+                counts[parent] -= 1
+                if counts[parent] == 0:
+                    ready.append(parent)
+    needed: set[Node] = set()
+    for node in reversed(order):                # parents are decided before their consumers
+        if id(node) in targets or any(
+                (p in needed) if type(p) is Node else (p is not None and id(p) in targets)
+                for p in node.parents):
+            needed.add(node)
+    return needed
+
+
+def run_backward(
+    roots: Sequence[Tensor],
+    root_grads: Sequence[Any],
+    *,
+    retain_graph: bool = False,
+    capture: Sequence[Tensor] | None = None,
+    create_graph: bool = False,
+) -> list[Any] | None:
+    """Propagate ``root_grads`` from ``roots`` back through the tape.
+
+    First-order (the default), gradients are arrays and rules run on arrays. With
+    ``create_graph`` they are Tensors and every rule runs on Tensors through
+    gpugrad's own namespace, so the backward pass is itself recorded and can be
+    differentiated again (``root_grads`` must then be Tensors).
+
+    With ``capture=None`` gradients accumulate into the ``.grad`` of leaf tensors.
+    Otherwise nothing is accumulated and the gradient arriving at each tensor of
+    ``capture`` is returned (None where none arrives), as ``gg.grad`` needs; only
+    the nodes on a path to those tensors run, so other graphs (of tensors that the
+    differentiated function closed over) are neither computed nor freed.
+    """
+    if create_graph:
+        with set_grad_enabled(True):
+            return _walk(roots, root_grads, retain_graph, capture, True)
+    return _walk(roots, root_grads, retain_graph, capture, False)
+
+
+def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool,
+          capture: Sequence[Tensor] | None, graph: bool) -> list[Any] | None:
+    from .tensor import Tensor  # noqa: PLC0415 - the engine sits below tensor
+
+    grads: dict[Any, Any] = {}
+    start: list[Node] = []
+    for root, g in zip(roots, root_grads):
+        target = root._node if root._node is not None else root
+        if target in grads:
+            grads[target] = grads[target] + g
+        else:
+            grads[target] = g
+        if type(target) is Node:
+            start.append(target)
+
+    wanted: dict[int, Any] | None = None
+    if capture is not None:
+        wanted = {id(t._node if t._node is not None else t): None for t in capture}
+
+    pending = _count_consumers(start)
+    needed = None if wanted is None else _nodes_leading_to(start, pending, set(wanted))
+    ready = [(n, grads.pop(n, None)) for n in start if pending[n] == 0]
+
+    while ready:
+        node, g = ready.pop()
+        while node is not None:             # follow a chain without touching `ready`
+            if g is not None and node.hooks:
+                g = _run_hooks(node.hooks, g, graph)
+            if wanted is not None and id(node) in wanted:
+                wanted[id(node)] = g
+            in_grads = None
+            if g is not None and (needed is None or node in needed):
+                if node.inputs is _RELEASED:
+                    raise RuntimeError(
+                        f"backward through {node.name} a second time: its saved arrays were freed by "
+                        "the first backward. Pass retain_graph=True to the first backward() if you "
+                        "need to backpropagate through the same graph again.")
+                in_grads = node.op.run_vjp_graph(g, node) if graph else node.op.run_vjp(g, node)
+                if not retain_graph:
+                    node.out = None
+                    node.inputs = _RELEASED
+            next_node = next_grad = None
+            for parent, gi in zip(node.parents, _NO_GRADS if in_grads is None else in_grads):
+                if parent is None:
+                    continue
+                total = grads.pop(parent, None)
+                if gi is not None:
+                    dtype = parent.dtype if type(parent) is Node else parent.data.dtype
+                    if gi.dtype != dtype:
+                        gi = gi.astype(dtype)
+                    total = gi if total is None else total + gi
+                if type(parent) is Node:
+                    left = pending[parent] - 1
+                    pending[parent] = left
+                    if not left:                     # its last consumer is done: it can run
+                        if next_node is None:
+                            next_node, next_grad = parent, total
+                        else:
+                            ready.append((parent, total))
+                        continue
+                if total is not None:
+                    grads[parent] = total
+            node, g = next_node, next_grad
+
+    # what is left in `grads` are the leaves' gradients
+    for leaf, g in list(grads.items()):
+        if type(leaf) is not Node and leaf._hooks:
+            grads[leaf] = _run_hooks(leaf._hooks, g, graph)
+    if wanted is not None:
+        for key, g in grads.items():
+            if type(key) is not Node and id(key) in wanted:
+                wanted[id(key)] = g
+        found = [wanted[id(t._node if t._node is not None else t)] for t in capture]
+        return found if graph else [None if g is None else namespace(g).asarray(g) for g in found]
+    for leaf, g in grads.items():
+        if type(leaf) is not Node:
+            _accumulate(leaf, g, Tensor, graph)
+    return None
+
+
+def _run_hooks(hooks: list[Callable], g: Any, graph: bool) -> Any:
+    """Call each hook with the gradient as a Tensor; a hook may return a replacement."""
+    from .tensor import Tensor  # noqa: PLC0415
+
+    for hook in list(hooks):
+        t = g if graph else Tensor._wrap(g)
+        replaced = hook(t)
+        if replaced is not None:
+            if not isinstance(replaced, Tensor) or replaced.shape != t.shape:
+                raise RuntimeError(f"hook {getattr(hook, '__name__', hook)!r} must return None or a "
+                                   f"Tensor of shape {t.shape}, got {replaced!r}")
+            g = replaced if graph else replaced.data
+    return g
+
+
+def _accumulate(leaf: Tensor, g: Any, tensor_cls: type, graph: bool) -> None:
+    """Add ``g`` into ``leaf.grad``: a fresh array on first use (so .grad never aliases anything),
+    or, with create_graph, a recorded sum whose graph can be differentiated again."""
+    if tuple(g.shape) != leaf.data.shape:
+        raise RuntimeError(
+            f"internal error: gradient of shape {g.shape} for a leaf of shape {leaf.data.shape}"
+        )
+    if graph:
+        leaf.grad = g if leaf.grad is None else leaf.grad + g
+    elif leaf.grad is None:
+        leaf.grad = tensor_cls._wrap(namespace(g).array(g))     # a copy, and an array even for 0-d
+    else:
+        leaf.grad.data = leaf.grad.data + g
+
+
+def iter_graph(root: Node) -> Iterator[Node]:
+    """Every node reachable from ``root`` (each once)."""
+    seen = {root}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        for p in node.parents:
+            if type(p) is Node and p not in seen:
+                seen.add(p)
+                stack.append(p)
