@@ -25,7 +25,14 @@ from .creation import (
     zeros_like,
 )
 from .dtypes import bool_, float16, float32, float64, int32, int64
-from .engine import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .engine import (
+    detect_anomaly,
+    enable_grad,
+    is_anomaly_enabled,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
+)
 from .func import grad, hessian, jacobian, jvp, stop_gradient, value_and_grad, vjp
 from .ops import *  # noqa: F403 - the NumPy-like op namespace
 from .ops import __all__ as _op_names
@@ -40,7 +47,7 @@ __all__ = [
     "Tensor", "Device", "device", "tensor", "as_tensor", "from_numpy", "arange", "zeros", "ones",
     "full", "zeros_like", "ones_like", "full_like", "eye", "linspace", "randn", "rand", "randint",
     "manual_seed", "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "stop_gradient",
-    "no_grad", "enable_grad",
+    "no_grad", "enable_grad", "detect_anomaly", "is_anomaly_enabled",
     "set_grad_enabled", "is_grad_enabled", "float16", "float32", "float64", "int32", "int64",
     "bool", "autograd", "linalg", "testing", *_op_names,
 ]

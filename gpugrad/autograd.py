@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import backend
-from .engine import Node, enable_grad, grad_mode, no_grad, run_backward
+from .engine import Node, detect_anomaly, enable_grad, grad_mode, no_grad, run_backward
 from .tensor import Tensor, _root_gradient
 
 
@@ -200,4 +200,4 @@ class Function:
         return result
 
 
-__all__ = ["grad", "backward", "Function", "FunctionCtx", "no_grad", "enable_grad"]
+__all__ = ["grad", "backward", "Function", "FunctionCtx", "no_grad", "enable_grad", "detect_anomaly"]

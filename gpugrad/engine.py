@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import versions
 from .backend import namespace
 
 if TYPE_CHECKING:
@@ -26,9 +27,11 @@ if TYPE_CHECKING:
 
 class _GradMode(threading.local):
     enabled = True
+    anomaly = False
 
 
 grad_mode = _GradMode()
+anomaly_threads = 0      # how many threads are inside detect_anomaly (0: no op pays for it)
 
 
 def is_grad_enabled() -> bool:
@@ -75,6 +78,48 @@ class enable_grad(set_grad_enabled):
         super().__init__(True)
 
 
+class detect_anomaly:
+    """Check every op's output and every backward gradient for NaN/Inf, in this thread.
+
+    The error names the op, the tensor's shape and the source line that created the
+    op. Costs nothing while no thread uses it; while on, each op checks its result.
+    """
+
+    def __init__(self, check_nan: bool = True) -> None:
+        self.check_nan = check_nan
+        self.prev: list[bool] = []
+
+    def __enter__(self) -> None:
+        global anomaly_threads
+        self.prev.append(grad_mode.anomaly)
+        if self.check_nan and not grad_mode.anomaly:
+            anomaly_threads += 1
+        grad_mode.anomaly = grad_mode.anomaly or self.check_nan
+
+    def __exit__(self, *exc: object) -> None:
+        global anomaly_threads
+        was = self.prev.pop()
+        if grad_mode.anomaly and not was:
+            anomaly_threads -= 1
+        grad_mode.anomaly = was
+
+
+def is_anomaly_enabled() -> bool:
+    return grad_mode.anomaly
+
+
+def check_finite(what: str, array: Any, where: str | None) -> None:
+    """detect_anomaly's test: raise if a float array holds NaN or Inf."""
+    data = array
+    if getattr(data, "dtype", None) is None or data.dtype.kind not in "fc":
+        return
+    xp = namespace(data)
+    if not bool(xp.isfinite(data).all()):
+        kind = "NaN" if bool(xp.isnan(data).any()) else "Inf"
+        raise RuntimeError(f"detect_anomaly: {what} of shape {tuple(data.shape)} contains {kind}"
+                           + (f"; the op was created at {where}" if where else ""))
+
+
 # ----------------------------------------------------------------------------- nodes
 
 _RELEASED = object()   # marks a node whose saved arrays were freed by a backward pass
@@ -84,7 +129,8 @@ _NO_GRADS = itertools.repeat(None)
 class Node:
     """One recorded op application: the op, what its VJP needs, and where gradients go."""
 
-    __slots__ = ("op", "out", "inputs", "params", "parents", "dtype", "hooks", "__weakref__")
+    __slots__ = ("op", "out", "inputs", "params", "parents", "dtype", "hooks", "versions", "where",
+                 "__weakref__")
 
     def __init__(self, op: OpDef, out: Any, inputs: tuple, params: dict,
                  parents: tuple, dtype: Any) -> None:
@@ -95,6 +141,8 @@ class Node:
         self.parents = parents  # Node | leaf Tensor | None, one per input
         self.dtype = dtype      # gradients arriving here are cast to this dtype
         self.hooks: list[Callable] | None = None   # Tensor.register_hook on the output
+        self.versions: tuple[int, ...] | None = None   # saved arrays' versions (gpugrad.versions)
+        self.where: str | None = None                  # creating source line, under detect_anomaly
 
     def __repr__(self) -> str:
         return f"<{self.op.name}Backward>"
@@ -210,7 +258,14 @@ def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool
                         f"backward through {node.name} a second time: its saved arrays were freed by "
                         "the first backward. Pass retain_graph=True to the first backward() if you "
                         "need to backpropagate through the same graph again.")
+                if versions.active():
+                    versions.check(node)
                 in_grads = node.op.run_vjp_graph(g, node) if graph else node.op.run_vjp(g, node)
+                if anomaly_threads and grad_mode.anomaly:
+                    for k, gi in enumerate(in_grads):
+                        if gi is not None:
+                            check_finite(f"the gradient {node.name} computed for input {k}",
+                                         gi.data if graph else gi, node.where)
                 if not retain_graph:
                     node.out = None
                     node.inputs = _RELEASED
@@ -254,10 +309,15 @@ def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool
 
 
 def _run_hooks(hooks: list[Callable], g: Any, graph: bool) -> Any:
-    """Call each hook with the gradient as a Tensor; a hook may return a replacement."""
+    """Call each hook with the gradient as a Tensor; a hook may return a replacement.
+
+    retain_grad's hook runs last, so ``.grad`` shows the gradient after the user's hooks.
+    """
     from .tensor import Tensor  # noqa: PLC0415
 
-    for hook in list(hooks):
+    ordered = [h for h in hooks if not getattr(h, "retains_grad", False)]
+    ordered += [h for h in hooks if getattr(h, "retains_grad", False)]
+    for hook in ordered:
         t = g if graph else Tensor._wrap(g)
         replaced = hook(t)
         if replaced is not None:

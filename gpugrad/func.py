@@ -23,7 +23,7 @@ from .engine import enable_grad, grad_mode, run_backward
 from .ops import reshape, stack
 from .ops.convert import alias
 from .tensor import Tensor
-from .tree import flatten, unflatten
+from .tree import flatten, tree_map, unflatten
 
 
 def stop_gradient(x: Any) -> Tensor:
@@ -158,6 +158,8 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0,
         grads = inputs.regroup(_gradients([out], [_seed(out, graph)], inputs, graph, retain_graph=graph))
         grad_value = grads[0] if isinstance(argnums, int) else tuple(grads)
         value = out if graph else out.detach()
+        if has_aux and not graph:           # aux is data, not part of any graph the caller can use
+            aux = tree_map(lambda v: v.detach() if isinstance(v, Tensor) else v, aux)
         return ((value, aux), grad_value) if has_aux else (value, grad_value)
 
     transformed.__name__ = name
@@ -266,7 +268,9 @@ def _recorded(tree: Any) -> bool:
 def jacobian(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     """Reverse-mode Jacobian: for x of shape S and f(x) of shape T, a Tensor of shape T + S.
 
-    With a tuple ``argnums``, a tuple of Jacobians (one per argument).
+    With a tuple ``argnums``, a tuple of Jacobians (one per argument). ``f`` may return
+    a pytree of Tensors; the result then has that structure, with the per-argument
+    Jacobians inside (as ``jax.jacrev``).
     """
     name = f"jacobian({getattr(f, '__name__', 'f')})"
 
@@ -280,31 +284,36 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
             return f(*full)
 
         out, vjp_fn = vjp(restricted, *[args[n] for n in nums])
-        if not isinstance(out, Tensor):
-            raise TypeError(f"{name}: f must return a single Tensor")
-        xp = backend.namespace(out.data)
-        rows: list[list[Tensor]] = [[] for _ in nums]
-        for k in range(out.numel()):
-            basis = xp.zeros(out.numel(), dtype=out.dtype)
-            basis[k] = 1
-            for i, g in enumerate(vjp_fn(Tensor._wrap(basis.reshape(out.shape)))):
-                rows[i].append(g)
-        jacs = []
-        for i, n in enumerate(nums):
-            shape = tuple(getattr(args[n], "shape", ()))
-            if rows[i]:
-                jac = reshape(stack(rows[i]), out.shape + shape)
-            else:
-                jac = Tensor._wrap(xp.zeros(out.shape + shape, dtype=out.dtype))
-            jacs.append(jac)
-        return jacs[0] if isinstance(argnums, int) else tuple(jacs)
+        outs, spec = flatten(out)
+        zeros = [Tensor._wrap(backend.namespace(o.data).zeros_like(o.data)) for o in outs]
+        per_output = []
+        for k, o in enumerate(outs):
+            xp = backend.namespace(o.data)
+            rows: list[list[Tensor]] = [[] for _ in nums]
+            for j in range(o.numel()):
+                basis = xp.zeros(o.numel(), dtype=o.dtype)
+                basis[j] = 1
+                cotangent = list(zeros)
+                cotangent[k] = Tensor._wrap(basis.reshape(o.shape))
+                for i, g in enumerate(vjp_fn(unflatten(spec, cotangent))):
+                    rows[i].append(g)
+            jacs = []
+            for i, n in enumerate(nums):
+                shape = tuple(getattr(args[n], "shape", ()))
+                jacs.append(reshape(stack(rows[i]), o.shape + shape) if rows[i] else
+                            Tensor._wrap(xp.zeros(o.shape + shape, dtype=o.dtype)))
+            per_output.append(jacs[0] if isinstance(argnums, int) else tuple(jacs))
+        return unflatten(spec, per_output)
 
     transformed.__name__ = name
     return transformed
 
 
 def hessian(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
-    """The Hessian of scalar-valued ``f``: the Jacobian of its gradient (shape S + S)."""
+    """The Hessian of scalar-valued ``f``: the Jacobian of its gradient (shape S + S).
+
+    With a tuple ``argnums``, nested tuples: ``H[i][j]`` is d²f / d arg_i d arg_j.
+    """
     return jacobian(grad(f, argnums), argnums)
 
 

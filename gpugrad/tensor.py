@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backend
+from . import backend, versions
 from .dtypes import is_floating
 from .engine import Node, grad_mode, run_backward
 
@@ -122,8 +122,10 @@ class Tensor:
             if t is not None:
                 t.grad = g.detach() if t.grad is None else t.grad + g.detach()
 
-        keep.retains_grad = True  # type: ignore[attr-defined]
-        self._node.hooks = (self._node.hooks or []) + [keep]
+        keep.retains_grad = True  # type: ignore[attr-defined]   (the engine runs it last)
+        if self._node.hooks is None:
+            self._node.hooks = []
+        self._node.hooks.append(keep)
 
     def detach(self) -> Tensor:
         """The same data as a new leaf that does not require grad: a constant for backward."""
@@ -267,49 +269,44 @@ class Tensor:
                 f"{name}: in-place change of a tensor that requires grad would make its gradients "
                 "wrong; wrap it in `with gg.no_grad():`, or compute a new tensor instead")
 
-    def zero_(self) -> Tensor:
-        self._check_inplace("zero_")
-        self.data[...] = 0
+    def _inplace(self, name: str, fn: Any) -> Tensor:
+        """Run ``fn(data)`` that changes the data in place, and record the change."""
+        self._check_inplace(name)
+        try:
+            fn(self.data)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"{name}: {err} (tensor {self.shape} {self.dtype})") from None
+        versions.bump(self.data, name)
         return self
+
+    def zero_(self) -> Tensor:
+        return self._inplace("zero_", lambda d: d.fill(0))
 
     def fill_(self, value: float) -> Tensor:
-        self._check_inplace("fill_")
-        self.data[...] = value
-        return self
+        return self._inplace("fill_", lambda d: d.fill(value))
 
     def copy_(self, src: Any) -> Tensor:
-        self._check_inplace("copy_")
-        src_data = src.data if isinstance(src, Tensor) else src
-        self.data[...] = src_data
-        return self
+        src = src.data if isinstance(src, Tensor) else src
+        return self._inplace("copy_", lambda d: d.__setitem__(Ellipsis, src))
 
     def add_(self, other: Any, alpha: float = 1.0) -> Tensor:
-        self._check_inplace("add_")
         other = other.data if isinstance(other, Tensor) else other
-        self.data += other if alpha == 1 else alpha * other
-        return self
+        return self._inplace("add_", lambda d: d.__iadd__(other if alpha == 1 else alpha * other))
 
     def sub_(self, other: Any, alpha: float = 1.0) -> Tensor:
-        self._check_inplace("sub_")
         other = other.data if isinstance(other, Tensor) else other
-        self.data -= other if alpha == 1 else alpha * other
-        return self
+        return self._inplace("sub_", lambda d: d.__isub__(other if alpha == 1 else alpha * other))
 
     def mul_(self, other: Any) -> Tensor:
-        self._check_inplace("mul_")
-        self.data *= other.data if isinstance(other, Tensor) else other
-        return self
+        other = other.data if isinstance(other, Tensor) else other
+        return self._inplace("mul_", lambda d: d.__imul__(other))
 
     def div_(self, other: Any) -> Tensor:
-        self._check_inplace("div_")
-        self.data /= other.data if isinstance(other, Tensor) else other
-        return self
+        other = other.data if isinstance(other, Tensor) else other
+        return self._inplace("div_", lambda d: d.__itruediv__(other))
 
     def clamp_(self, min: float | None = None, max: float | None = None) -> Tensor:
-        self._check_inplace("clamp_")
-        xp = backend.namespace(self.data)
-        xp.clip(self.data, min, max, out=self.data)
-        return self
+        return self._inplace("clamp_", lambda d: backend.namespace(d).clip(d, min, max, out=d))
 
     def _augmented(self, other: Any, in_place: str, op: Any) -> Tensor:
         """``t += other`` and friends: in place off the tape; recorded (out of place) on it."""
@@ -323,11 +320,12 @@ class Tensor:
     def __itruediv__(self, other: Any) -> Tensor: return self._augmented(other, "div_", _ops.divide)
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        self._check_inplace("__setitem__")
-        if self._node is not None:
+        if self._node is not None and grad_mode.enabled:
             raise RuntimeError("__setitem__: assigning into a tensor computed by a recorded op is not "
                                "supported; build the result with gg.where or gg.concatenate")
-        self.data[_ops.plain_index(index)] = value.data if isinstance(value, Tensor) else value
+        value = value.data if isinstance(value, Tensor) else value
+        index = _ops.plain_index(index)
+        self._inplace("__setitem__", lambda d: d.__setitem__(index, value))
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:

@@ -259,3 +259,46 @@ def test_retain_grad():
 def test_hook_on_a_tensor_without_grad_is_an_error():
     with pytest.raises(RuntimeError, match="does not require grad"):
         gg.ones(2).register_hook(lambda g: g)
+
+
+def test_hessian_with_tuple_argnums_is_nested():
+    def f(x, y):
+        return (x ** 2).sum() * y.sum()
+
+    (hxx, hxy), (hyx, hyy) = gg.hessian(f, argnums=(0, 1))(f64(1.0, 2.0), f64(3.0))
+    np.testing.assert_allclose(hxx.numpy(), 6 * np.eye(2))
+    np.testing.assert_allclose(hxy.numpy(), [[2.0], [4.0]])
+    np.testing.assert_allclose(hyx.numpy(), [[2.0, 4.0]])
+    assert hyy.numpy().tolist() == [[0.0]]
+
+
+def test_jacobian_of_a_tuple_output():
+    jac_a, jac_b = gg.jacobian(lambda x: (x * 2, x.sum()))(f64(1.0, 2.0))
+    np.testing.assert_allclose(jac_a.numpy(), 2 * np.eye(2))
+    np.testing.assert_allclose(jac_b.numpy(), [1.0, 1.0])
+
+
+def test_removing_a_hook_after_retain_grad():
+    x = f64(1.0, 2.0)
+    x.requires_grad_()
+    y = x * x
+    handle = y.register_hook(lambda g: g * 100)
+    y.retain_grad()
+    handle.remove()
+    y.sum().backward()
+    assert y.grad.tolist() == [1.0, 1.0] and x.grad.tolist() == [2.0, 4.0]
+
+
+def test_retain_grad_sees_the_gradient_after_user_hooks():
+    x = f64(1.0, 2.0)
+    x.requires_grad_()
+    y = x * x
+    y.retain_grad()
+    y.register_hook(lambda g: g * 2)
+    y.sum().backward()
+    assert y.grad.tolist() == [2.0, 2.0]                 # as PyTorch
+
+
+def test_aux_is_detached_at_top_level():
+    (_, aux), _ = gg.value_and_grad(lambda x: (x.sum(), {"double": x * 2}), has_aux=True)(gg.ones(2))
+    assert not aux["double"].requires_grad

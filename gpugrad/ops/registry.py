@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import backend, dtypes
+from .. import backend, dtypes, engine, versions
 from ..engine import Node, grad_mode
 from ..tensor import Tensor
 
@@ -99,6 +99,8 @@ class OpDef:
             raise op_error(self.name, args, err) from None
         if type(out) is not xp.ndarray:          # numpy returns scalars for 0-d results
             out = xp.asarray(out)
+        if engine.anomaly_threads and grad_mode.anomaly:
+            engine.check_finite(f"the output of {self.name}", out, versions.user_frame())
         result = object.__new__(Tensor)
         result.data = out
         result.grad = None
@@ -121,8 +123,13 @@ class OpDef:
             saved = tuple([d if i in keep else None for i, d in enumerate(datas)])
         else:
             saved = (None,) * len(datas)
+        node = Node(self, out if self.save_out else None, saved, params, tuple(parents), out.dtype)
+        if versions.active():
+            node.versions = versions.snapshot((node.out, *saved))
+        if engine.anomaly_threads and grad_mode.anomaly:
+            node.where = versions.user_frame()
         result._requires_grad = True
-        result._node = Node(self, out if self.save_out else None, saved, params, tuple(parents), out.dtype)
+        result._node = node
         return result
 
     def __repr__(self) -> str:
