@@ -336,11 +336,11 @@ def _accumulate(leaf: Tensor, g: Any, tensor_cls: type, graph: bool) -> None:
             f"internal error: gradient of shape {g.shape} for a leaf of shape {leaf.data.shape}"
         )
     if graph:
-        leaf.grad = g if leaf.grad is None else leaf.grad + g
-    elif leaf.grad is None:
-        leaf.grad = tensor_cls._wrap(namespace(g).array(g))     # a copy, and an array even for 0-d
+        leaf._grad = g if leaf._grad is None else leaf._grad + g
+    elif leaf._grad is None:
+        leaf._grad = tensor_cls._wrap(namespace(g).array(g))     # a copy, and an array even for 0-d
     else:
-        leaf.grad.data = leaf.grad.data + g
+        leaf._grad.data = leaf._grad.data + g
 
 
 def iter_graph(root: Node) -> Iterator[Node]:

@@ -6,6 +6,7 @@ no arithmetic happens in this file.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Any
 
@@ -19,7 +20,7 @@ from .engine import Node, grad_mode, run_backward
 class Tensor:
     """An n-dimensional array that can record the ops applied to it for reverse-mode autodiff."""
 
-    __slots__ = ("data", "_requires_grad", "grad", "_node", "_hooks", "__weakref__")
+    __slots__ = ("data", "_requires_grad", "_grad", "_node", "_hooks", "__weakref__")
     __array_ufunc__ = None      # numpy defers to our reflected operators: np.float32(2) * t is a Tensor
 
     def __init__(self, data: Any, dtype: Any = None, device: Any = None,
@@ -27,7 +28,7 @@ class Tensor:
         from .creation import as_array  # noqa: PLC0415
         self.data = as_array(data, dtype, device)
         self._requires_grad = False
-        self.grad: Tensor | None = None
+        self._grad: Tensor | None = None
         self._node: Node | None = None
         self._hooks: list | None = None
         if requires_grad:
@@ -39,7 +40,7 @@ class Tensor:
         t = object.__new__(Tensor)
         t.data = data
         t._requires_grad = node is not None
-        t.grad = None
+        t._grad = None
         t._node = node
         t._hooks = None
         return t
@@ -67,6 +68,31 @@ class Tensor:
                 f"{self.data.dtype}; convert it first, e.g. t.to(gg.float32).requires_grad_()")
         self._requires_grad = bool(requires_grad)
         return self
+
+    @property
+    def grad(self) -> Tensor | None:
+        """The accumulated gradient (leaves, and non-leaves after ``retain_grad()``)."""
+        if self._grad is None and self._node is not None and not self._retains_grad():
+            warnings.warn(
+                "reading .grad of a non-leaf tensor: it stays None because backward fills .grad only "
+                "for leaves. Call .retain_grad() on it before backward if you need it, or read "
+                "the leaf's .grad instead", UserWarning, stacklevel=2)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"grad: expected a Tensor or None, got {type(value).__name__}")
+            if value.shape != self.shape or value.dtype != self.dtype or value.device != self.device:
+                raise ValueError(
+                    f"grad: assigned a gradient of shape {value.shape}, {value.dtype} on {value.device} "
+                    f"to a tensor of shape {self.shape}, {self.dtype} on {self.device}; they must match")
+        self._grad = value
+
+    def _retains_grad(self) -> bool:
+        hooks = self._node.hooks if self._node is not None else None
+        return bool(hooks) and any(getattr(h, "retains_grad", False) for h in hooks)
 
     @property
     def is_leaf(self) -> bool:
@@ -113,14 +139,14 @@ class Tensor:
 
     def retain_grad(self) -> None:
         """Keep this non-leaf tensor's gradient in ``.grad`` after backward (leaves always do)."""
-        if self._node is None or any(getattr(h, "retains_grad", False) for h in self._node.hooks or ()):
+        if self._node is None or self._retains_grad():
             return
         me = weakref.ref(self)
 
         def keep(g: Tensor) -> None:
             t = me()
             if t is not None:
-                t.grad = g.detach() if t.grad is None else t.grad + g.detach()
+                t._grad = g.detach() if t._grad is None else t._grad + g.detach()
 
         keep.retains_grad = True  # type: ignore[attr-defined]   (the engine runs it last)
         if self._node.hooks is None:
@@ -507,6 +533,9 @@ def _root_gradient(op_name: str, out: Tensor, gradient: Any) -> Any:
             raise TypeError(f"{op_name}: the output is {out.data.dtype}; only floating-point outputs "
                             "can be differentiated")
         return backend.namespace(out.data).ones_like(out.data)
+    if isinstance(gradient, Tensor) and gradient.dtype != out.data.dtype:
+        raise TypeError(f"{op_name}: gradient is {gradient.dtype} but the output is {out.data.dtype}; "
+                        f"pass gradient.to({str(out.data.dtype)!r})")
     g = gradient.data if isinstance(gradient, Tensor) else gradient
     xp = backend.namespace(out.data)
     if backend.namespace(g) is not xp and hasattr(g, "shape") and not np.isscalar(g):

@@ -103,7 +103,7 @@ class OpDef:
             engine.check_finite(f"the output of {self.name}", out, versions.user_frame())
         result = object.__new__(Tensor)
         result.data = out
-        result.grad = None
+        result._grad = None
         result._hooks = None
         if not (needs_grad and self.differentiable and grad_mode.enabled):
             result._requires_grad = False
