@@ -533,7 +533,7 @@ def _root_gradient(op_name: str, out: Tensor, gradient: Any) -> Any:
             raise TypeError(f"{op_name}: the output is {out.data.dtype}; only floating-point outputs "
                             "can be differentiated")
         return backend.namespace(out.data).ones_like(out.data)
-    if isinstance(gradient, Tensor) and gradient.dtype != out.data.dtype:
+    if isinstance(gradient, Tensor) and is_floating(gradient.dtype) and gradient.dtype != out.data.dtype:
         raise TypeError(f"{op_name}: gradient is {gradient.dtype} but the output is {out.data.dtype}; "
                         f"pass gradient.to({str(out.data.dtype)!r})")
     g = gradient.data if isinstance(gradient, Tensor) else gradient
