@@ -7,7 +7,7 @@
     x.grad              # tensor([ 0.,  4.,  8., 12.])
 """
 
-from . import autograd, linalg, testing
+from . import autograd, data, linalg, optim, testing
 from .backend import Device
 from .backend import Device as device
 from .creation import (
@@ -37,6 +37,7 @@ from .func import grad, hessian, jacobian, jvp, stop_gradient, value_and_grad, v
 from .ops import *  # noqa: F403 - the NumPy-like op namespace
 from .ops import __all__ as _op_names
 from .random import manual_seed, rand, randint, randn
+from .serialization import load, save
 from .tensor import Tensor
 
 bool = bool_  # noqa: A001 - gg.bool, as torch.bool
@@ -49,5 +50,5 @@ __all__ = [
     "manual_seed", "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "stop_gradient",
     "no_grad", "enable_grad", "detect_anomaly", "is_anomaly_enabled",
     "set_grad_enabled", "is_grad_enabled", "float16", "float32", "float64", "int32", "int64",
-    "bool", "autograd", "linalg", "testing", *_op_names,
+    "bool", "autograd", "data", "linalg", "optim", "testing", "save", "load", *_op_names,
 ]

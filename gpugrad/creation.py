@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ def as_array(data: Any, dtype: Any = None, device: Any = None) -> Any:
         from_numpy = isinstance(data, (np.ndarray, np.generic))
         try:
             arr = np.array(data, dtype=dtype)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:
             raise TypeError(f"tensor: cannot make a tensor from {type(data).__name__}: {err}") from None
         if dtype is None and not from_numpy and arr.dtype == np.float64:
             arr = arr.astype(default_float)
@@ -57,8 +58,8 @@ def parse_size(size: Sequence[Any], size_kw: Any, name: str) -> tuple[int, ...]:
     if len(size) == 1 and size[0] == ():
         size = ()
     try:
-        shape = tuple(int(s) for s in size)
-    except (TypeError, ValueError):
+        shape = tuple(operator.index(s) for s in size)
+    except TypeError:
         raise TypeError(f"{name}: size must be ints, got {size!r}") from None
     if any(s < 0 for s in shape):
         raise ValueError(f"{name}: negative dimension in size {shape}")

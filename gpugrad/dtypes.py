@@ -33,6 +33,9 @@ def as_dtype(dtype: Any) -> np.dtype | None:
             raise TypeError(f"unknown dtype {dtype!r}; use one of {sorted(_ALIASES)}") from None
     if dtype is float:
         return default_float
+    if not isinstance(dtype, (np.dtype, type)) and hasattr(dtype, "shape"):
+        # np.dtype() would quietly take a tensor's or an array's dtype
+        raise TypeError(f"expected a dtype such as gg.float32, got a {type(dtype).__name__}")
     try:
         dt = np.dtype(dtype)
     except TypeError:

@@ -62,6 +62,8 @@ def _(xp, g, out, x, *, device, source):
 def astype(x: Any, dtype: Any) -> Tensor:
     """Cast to ``dtype``; differentiable between float dtypes, a constant otherwise."""
     dtype = as_dtype(dtype)
+    if dtype is None:
+        raise TypeError("astype: give a dtype, e.g. gg.float32")
     if not isinstance(x, Tensor):
         x = Tensor(x)
     if x.data.dtype == dtype:

@@ -18,7 +18,7 @@ def _pair(a: tuple, b: tuple):
     _pair((3, 4), (4, 2)), _pair((4,), (4,)), _pair((4,), (4, 2)), _pair((3, 4), (4,)),
     _pair((2, 3, 4), (4, 5)), _pair((2, 1, 3, 4), (5, 4, 2)), _pair((3,), (2, 3, 4))))
 def matmul(xp, x, y):
-    if x.ndim == 0 or y.ndim == 0:
+    if getattr(x, "ndim", 0) == 0 or getattr(y, "ndim", 0) == 0:
         raise ValueError("0-d operands are not matrices; use multiply (*) to scale")
     if x.shape[-1] != y.shape[-2 if y.ndim > 1 else 0]:
         raise ValueError(f"inner dimensions differ: {tuple(x.shape)} @ {tuple(y.shape)}")

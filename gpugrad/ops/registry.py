@@ -84,8 +84,10 @@ class OpDef:
                     needs_grad = True
                     parents.append(a if a._node is None else a._node)
                     continue
+            elif type(a) in _SCALARS or hasattr(a, "dtype"):
+                datas.append(a)                 # a Python number or an array: a constant
             else:
-                datas.append(a)
+                datas.append(_constant(self.name, len(datas), a))
             parents.append(None)
         xp = backend.common_namespace(self.name, datas) if backend.cuda_active else np
         if self.float_inputs:
@@ -162,6 +164,22 @@ class OpDef:
             needs = tuple(p is not None for p in node.parents)
             return self.vjp_rule(gpugrad, g, out, *inputs, needs=needs, **node.params)
         return self.vjp_rule(gpugrad, g, out, *inputs, **node.params)
+
+
+_SCALARS = {int, float, bool}
+
+
+def _constant(op_name: str, position: int, value: Any) -> Any:
+    """A list or tuple operand as an array; anything else that is not numeric is a TypeError."""
+    if isinstance(value, (list, tuple)):
+        try:
+            arr = np.asarray(value)
+        except ValueError as err:
+            raise ValueError(f"{op_name}: operand {position} is a ragged sequence: {err}") from None
+        if arr.dtype.kind in "fiub":
+            return arr
+    raise TypeError(f"{op_name}: operand {position} is {type(value).__name__}; expected a Tensor, an "
+                    "array or a number")
 
 
 def _as_graph_tensor(saved: Any, parent: Any) -> Any:

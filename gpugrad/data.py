@@ -1,0 +1,205 @@
+"""Datasets and batching: Dataset, TensorDataset, Subset, random_split and DataLoader."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import backend
+from .random import generator as _gg_generator
+from .tensor import Tensor
+
+
+class Dataset:
+    """A map-style dataset: ``len(ds)`` samples, ``ds[i]`` is one sample (e.g. a tuple of Tensors).
+
+    A subclass may also define ``__getitems__(indices)`` returning a whole batch (a tuple
+    of batched Tensors); DataLoader then calls it once per batch instead of stacking samples.
+    """
+
+    def __getitem__(self, index: int) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement __getitem__")
+
+    def __len__(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} must implement __len__")
+
+
+class TensorDataset(Dataset):
+    """Samples are rows of tensors that share their first dimension: ``ds[i] = (x[i], y[i])``."""
+
+    _batch_by_slice = True      # __getitems__ also takes a slice (sequential batches are views, copied)
+
+    def __init__(self, *tensors: Tensor | np.ndarray) -> None:
+        if not tensors:
+            raise ValueError("TensorDataset: give at least one tensor, e.g. TensorDataset(x, y)")
+        converted = []
+        for i, t in enumerate(tensors):
+            if not isinstance(t, Tensor):
+                if not hasattr(t, "shape"):
+                    raise TypeError(f"TensorDataset: argument {i} is a {type(t).__name__}; give Tensors "
+                                    "(or NumPy arrays)")
+                t = Tensor._wrap(t)
+            if t.ndim == 0:
+                raise ValueError(f"TensorDataset: argument {i} is 0-d; every tensor needs a first "
+                                 "dimension that indexes the samples")
+            converted.append(t)
+        n = converted[0].shape[0]
+        if any(t.shape[0] != n for t in converted):
+            shapes = ", ".join(str(t.shape) for t in converted)
+            raise ValueError(f"TensorDataset: tensors must have the same size in their first dimension "
+                             f"(the number of samples), got shapes {shapes}")
+        self.tensors: tuple[Tensor, ...] = tuple(converted)
+
+    def __len__(self) -> int:
+        return self.tensors[0].shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        n = len(self)
+        i = int(index)
+        if not -n <= i < n:
+            raise IndexError(f"TensorDataset: index {index} is out of range for {n} samples")
+        return tuple(Tensor._wrap(t.data[i, ...]) for t in self.tensors)
+
+    def __getitems__(self, indices: Any) -> tuple[Tensor, ...]:
+        """A batch: each tensor indexed by ``indices`` (an int array or a slice) in one gather."""
+        out = []
+        for t in self.tensors:
+            idx = indices
+            if isinstance(indices, np.ndarray) and backend.namespace(t.data) is not np:
+                idx = backend.namespace(t.data).asarray(indices)
+            batch = t.data[idx]
+            out.append(Tensor._wrap(batch.copy() if isinstance(indices, slice) else batch))
+        return tuple(out)
+
+
+class Subset(Dataset):
+    """The samples of ``dataset`` at ``indices``, in that order."""
+
+    _batch_by_slice = True
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int] | np.ndarray) -> None:
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[int(self.indices[index])]
+
+    def __getitems__(self, indices: Any) -> Any:
+        mapped = self.indices[indices]
+        if hasattr(self.dataset, "__getitems__"):
+            return self.dataset.__getitems__(mapped)
+        return collate([self.dataset[int(i)] for i in mapped])
+
+
+def random_split(dataset: Dataset, lengths: Sequence[int | float], seed: int | None = None) -> list[Subset]:
+    """Split into non-overlapping random subsets of the given lengths (or fractions summing to 1)."""
+    n = len(dataset)
+    lengths = list(lengths)
+    if lengths and all(isinstance(x, float) for x in lengths) and math.isclose(sum(lengths), 1.0):
+        counts = [int(math.floor(n * f)) for f in lengths]
+        for i in range(n - sum(counts)):             # leftovers go round-robin, as in PyTorch
+            counts[i % len(counts)] += 1
+        lengths = counts
+    if any(not isinstance(x, numbers.Integral) or x < 0 for x in lengths) or sum(lengths) != n:
+        raise ValueError(f"random_split: lengths {lengths} must be non-negative ints summing to the "
+                         f"dataset's size {n}, or fractions summing to 1")
+    rng = np.random.default_rng(seed if seed is not None else _draw_seed())
+    perm = rng.permutation(n)
+    bounds = np.cumsum([0, *lengths])
+    return [Subset(dataset, perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def collate(samples: list[Any]) -> Any:
+    """Stack a list of samples into one batch, keeping their structure (tuple, list, dict, tensor)."""
+    first = samples[0]
+    if isinstance(first, (tuple, list)):
+        if any(len(s) != len(first) for s in samples):
+            raise ValueError(f"DataLoader: samples in a batch have different lengths: "
+                             f"{sorted({len(s) for s in samples})}")
+        fields = [collate([s[i] for s in samples]) for i in range(len(first))]
+        return fields if isinstance(first, list) else tuple(fields)
+    if isinstance(first, dict):
+        return {k: collate([s[k] for s in samples]) for k in first}
+    if isinstance(first, Tensor) or hasattr(first, "shape"):
+        arrays = [s.data if isinstance(s, Tensor) else s for s in samples]
+        shapes = {tuple(a.shape) for a in arrays}
+        if len(shapes) > 1:
+            raise ValueError(f"DataLoader: cannot stack samples of different shapes {sorted(shapes)}; "
+                             "pad them to one shape in the dataset")
+        xp = backend.namespace(arrays[0])
+        return Tensor._wrap(xp.stack(arrays))
+    if isinstance(first, (numbers.Number, np.generic)):
+        return Tensor(list(samples))
+    raise TypeError(f"DataLoader: cannot batch samples of type {type(first).__name__}; a sample should be "
+                    "a Tensor, array, number, or a tuple/list/dict of those")
+
+
+def _draw_seed() -> int:
+    """A seed drawn from gpugrad's generator, so gg.manual_seed makes shuffling repeat."""
+    return int(_gg_generator().integers(2**63))
+
+
+class DataLoader:
+    """Iterate over ``dataset`` in batches: each batch has the structure of a sample, with Tensors stacked."""
+
+    def __init__(self, dataset: Dataset, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
+                 seed: int | None = None, device: Any = None) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise TypeError(f"DataLoader: dataset must have __len__ and __getitem__, got "
+                            f"{type(dataset).__name__}")
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.seed = seed
+        self.device = backend.as_device(device) if device is not None else None
+        # with a seed: one generator for the loader's life, a new permutation each epoch
+        self._rng = np.random.default_rng(seed) if seed is not None else None
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _order(self) -> np.ndarray | None:
+        """This epoch's sample order (None: sequential)."""
+        if not self.shuffle:
+            return None
+        rng = self._rng if self._rng is not None else np.random.default_rng(_draw_seed())
+        return rng.permutation(len(self.dataset))
+
+    def __iter__(self) -> Iterator[Any]:
+        n = len(self.dataset)
+        order = self._order()
+        fetch_batch = getattr(self.dataset, "__getitems__", None)
+        by_slice = fetch_batch is not None and getattr(self.dataset, "_batch_by_slice", False)
+        for b in range(len(self)):
+            start, stop = b * self.batch_size, min((b + 1) * self.batch_size, n)
+            if order is not None:
+                indices: Any = order[start:stop]
+            elif by_slice:
+                indices = slice(start, stop)
+            else:
+                indices = np.arange(start, stop)
+            if fetch_batch is not None:
+                batch = fetch_batch(indices)
+            else:
+                batch = collate([self.dataset[int(i)] for i in indices])
+            yield self._to_device(batch) if self.device is not None else batch
+
+    def _to_device(self, batch: Any) -> Any:
+        if isinstance(batch, Tensor):
+            return Tensor._wrap(backend.to_device(batch.data, self.device))
+        if isinstance(batch, (tuple, list)):
+            return type(batch)(self._to_device(b) for b in batch)
+        if isinstance(batch, dict):
+            return {k: self._to_device(v) for k, v in batch.items()}
+        return batch
