@@ -129,7 +129,7 @@ _NO_GRADS = itertools.repeat(None)
 class Node:
     """One recorded op application: the op, what its VJP needs, and where gradients go."""
 
-    __slots__ = ("op", "out", "inputs", "params", "parents", "dtype", "hooks", "versions", "where",
+    __slots__ = ("op", "out", "inputs", "params", "parents", "dtype", "hooks", "saved_at", "where",
                  "__weakref__")
 
     def __init__(self, op: OpDef, out: Any, inputs: tuple, params: dict,
@@ -141,7 +141,7 @@ class Node:
         self.parents = parents  # Node | leaf Tensor | None, one per input
         self.dtype = dtype      # gradients arriving here are cast to this dtype
         self.hooks: list[Callable] | None = None   # Tensor.register_hook on the output
-        self.versions: tuple[int, ...] | None = None   # saved arrays' versions (gpugrad.versions)
+        self.saved_at = versions.tick                  # for the in-place check (gpugrad.versions)
         self.where: str | None = None                  # creating source line, under detect_anomaly
 
     def __repr__(self) -> str:
@@ -258,7 +258,7 @@ def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool
                         f"backward through {node.name} a second time: its saved arrays were freed by "
                         "the first backward. Pass retain_graph=True to the first backward() if you "
                         "need to backpropagate through the same graph again.")
-                if versions.active():
+                if node.saved_at != versions.tick:         # something changed in place since
                     versions.check(node)
                 in_grads = node.op.run_vjp_graph(g, node) if graph else node.op.run_vjp(g, node)
                 if anomaly_threads and grad_mode.anomaly:

@@ -126,8 +126,6 @@ class OpDef:
         else:
             saved = (None,) * len(datas)
         node = Node(self, out if self.save_out else None, saved, params, tuple(parents), out.dtype)
-        if versions.active():
-            node.versions = versions.snapshot((node.out, *saved))
         if engine.anomaly_threads and grad_mode.anomaly:
             node.where = versions.user_frame()
         result._requires_grad = True
