@@ -250,7 +250,8 @@ class Tensor:
     def to(self, *args: Any, dtype: Any = None, device: Any = None) -> Tensor:
         """``t.to(gg.float64)``, ``t.to("cuda")`` or ``t.to("cuda", gg.float16)``; differentiable."""
         for a in args:
-            if isinstance(a, (str, backend.Device)):
+            is_device = isinstance(a, str) and a.partition(":")[0] in ("cpu", "cuda")
+            if is_device or isinstance(a, backend.Device):
                 device = a
             else:
                 dtype = a

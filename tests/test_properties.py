@@ -107,7 +107,8 @@ def run(m, inputs, steps):
             x = values[step[2]]
             ndim = x.ndim if m is gg else x.dim()
             axes = tuple(a for a in range(ndim) if step[3] >> a & 1)
-            out = _reduce(step[1], m, x, axes, step[4])
+            kind = step[1] if all(x.shape[a] for a in axes) else "sum"   # mean of nothing is NaN
+            out = _reduce(kind, m, x, axes, step[4])
         elif kind == "shape":
             x = values[step[2]]
             ndim = x.ndim if m is gg else x.dim()

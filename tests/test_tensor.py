@@ -226,3 +226,9 @@ def test_isclose_and_allclose():
     assert gg.allclose(a, a + 1e-9) and a.allclose(gg.tensor([1.0, 2.0]))
     assert not gg.allclose(a, a + 1)
     assert gg.isclose(a, gg.tensor([1.0, 3.0])).tolist() == [True, False]
+
+
+def test_to_accepts_dtype_names_and_device_strings():
+    t = gg.ones(2)
+    assert t.to("float64").dtype == gg.float64 and t.to("cpu").device == "cpu"
+    assert t.to("cpu", "float16").dtype == gg.float16

@@ -82,6 +82,7 @@ from .shape import (
     transpose,
     unsqueeze,
 )
+from .special import erf
 
 __all__ = [
     "astype", "clone", "copy", "to_device",
@@ -90,7 +91,7 @@ __all__ = [
     "logical_and", "logical_not", "logical_or", "maximum", "minimum", "mul", "multiply", "negative",
     "not_equal", "pow", "power", "relu", "sigmoid", "sign", "sin", "sqrt", "square", "sub",
     "subtract", "tanh", "where",
-    "getitem", "dot", "matmul", "norm",
+    "erf", "getitem", "dot", "matmul", "norm",
     "all", "amax", "amin", "any", "argmax", "argmin", "logsumexp", "max", "mean", "min", "prod",
     "std", "sum", "var",
     "broadcast_to", "cat", "concatenate", "expand_dims", "flatten", "permute", "reshape",

@@ -1,0 +1,351 @@
+"""Neural-network functions (PyTorch's ``torch.nn.functional``) as composites of gpugrad ops.
+
+None of these has its own VJP rule: each is built from primitives, so it is
+differentiable to any order. Class dimensions follow PyTorch: ``dim=1`` for inputs
+of shape (N, C, ...), ``dim=0`` for an unbatched (C,) input.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .. import backend, ops, random
+from ..ops import erf
+from ..tensor import Tensor
+
+__all__ = [
+    "relu", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "softplus", "logsigmoid", "softmax",
+    "log_softmax", "linear", "dropout", "layer_norm", "one_hot", "nll_loss", "cross_entropy",
+    "mse_loss", "l1_loss", "binary_cross_entropy_with_logits", "erf",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _tensor(x: Any) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def _check_reduction(op: str, reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return ops.mean(loss)
+    if reduction == "sum":
+        return ops.sum(loss)
+    return loss
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+def relu(x: Tensor) -> Tensor:
+    """max(x, 0); gradient 0 at x == 0."""
+    return ops.relu(x)
+
+
+def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
+    """x for x > 0, negative_slope * x otherwise."""
+    return ops.where(ops.greater(x, 0), x, ops.multiply(x, negative_slope))
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_SQRT_HALF = math.sqrt(0.5)
+
+
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """x * Phi(x) with the exact normal CDF (``approximate='none'``) or its tanh approximation."""
+    x = _tensor(x)
+    if approximate == "none":
+        return 0.5 * x * (1.0 + erf(x * _SQRT_HALF))             # Phi(x) = (1 + erf(x / sqrt 2)) / 2
+    if approximate == "tanh":
+        inner = _SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))
+        return 0.5 * x * (1.0 + ops.tanh(inner))
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """1 / (1 + exp(-x)), computed without overflow."""
+    return ops.sigmoid(x)
+
+
+def tanh(x: Tensor) -> Tensor:
+    return ops.tanh(x)
+
+
+def silu(x: Tensor) -> Tensor:
+    """x * sigmoid(x) (also called swish)."""
+    return x * ops.sigmoid(x)
+
+
+def logsigmoid(x: Tensor) -> Tensor:
+    """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)), exact for large |x| of either sign."""
+    # NOTE: minimum splits the gradient at a tie, so d/dx at 0 is 0.5 = sigmoid(-0), as it should be
+    return ops.minimum(x, 0.0) - ops.log1p(ops.exp(-ops.abs(x)))
+
+
+def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (PyTorch's rule)."""
+    bx = x * beta
+    smooth = (ops.maximum(bx, 0.0) + ops.log1p(ops.exp(-ops.abs(bx)))) / beta
+    return ops.where(ops.greater(bx, threshold), x, smooth)
+
+
+def _class_dim(op: str, x: Tensor, dim: int | None) -> int:
+    if dim is None:
+        raise TypeError(f"{op}: pass dim= explicitly (the axis that sums to 1), e.g. dim=-1")
+    return dim
+
+
+def softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
+    """exp(x) / sum(exp(x)) along ``dim``, computed as exp(x - logsumexp(x))."""
+    x = _tensor(x) if dtype is None else _tensor(x).to(dtype)
+    return ops.exp(log_softmax(x, _class_dim("softmax", x, dim)))
+
+
+def log_softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
+    """x - logsumexp(x) along ``dim``: never overflows, and exact for very negative log-probabilities."""
+    x = _tensor(x) if dtype is None else _tensor(x).to(dtype)
+    dim = _class_dim("log_softmax", x, dim)
+    return x - ops.logsumexp(x, axis=dim, keepdims=True)
+
+
+# ----------------------------------------------------------------------------- layers as functions
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight.T + bias, with weight of shape (out_features, in_features)."""
+    x = _tensor(x)
+    w_shape = tuple(getattr(weight, "shape", ()))
+    if not w_shape or x.ndim == 0 or x.shape[-1] != w_shape[-1]:
+        raise ValueError(f"linear: input of shape {x.shape} has {x.shape[-1] if x.ndim else 0} features "
+                         f"in its last dimension, but weight of shape {w_shape} expects "
+                         f"{w_shape[-1] if w_shape else '?'} (in_features); reshape the input or fix "
+                         "the layer")
+    out = ops.matmul(x, weight if len(w_shape) == 1 else ops.swapaxes(weight, -1, -2))
+    return out if bias is None else out + bias
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1 / (1 - p) (identity when not training)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: probability has to be between 0 and 1, but got {p}")
+    x = _tensor(x)
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    keep = random.generator().random(x.shape, dtype=np.float32) >= p   # Bernoulli(1 - p) mask
+    scale = (keep / (1.0 - p)).astype(x.dtype)
+    return x * Tensor._wrap(backend.to_device(scale, x.device))
+
+
+def layer_norm(x: Tensor, normalized_shape: int | tuple[int, ...] | list[int],
+               weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalise over the trailing ``normalized_shape`` dimensions, then scale and shift."""
+    x = _tensor(x)
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(shape)
+    if k == 0 or x.ndim < k or x.shape[x.ndim - k:] != shape:
+        raise ValueError(f"layer_norm: normalized_shape {shape} must match the last {k} dimension(s) of "
+                         f"the input, whose shape is {x.shape}")
+    axes = tuple(range(x.ndim - k, x.ndim))
+    centred = x - ops.mean(x, axis=axes, keepdims=True)
+    var = ops.mean(centred * centred, axis=axes, keepdims=True)      # biased variance, as PyTorch
+    out = centred / ops.sqrt(var + eps)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def one_hot(x: Tensor, num_classes: int = -1) -> Tensor:
+    """Integer class indices of shape (...) to an int64 tensor of shape (..., num_classes)."""
+    x = _tensor(x)
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: class indices must be an integer tensor, got {x.dtype}")
+    data = x.data
+    xp = backend.namespace(data)
+    if num_classes < 0:
+        num_classes = int(data.max()) + 1 if data.size else 0
+    if data.size and (int(data.min()) < 0 or int(data.max()) >= num_classes):
+        raise ValueError(f"one_hot: class values must be in [0, {num_classes}), got values from "
+                         f"{int(data.min())} to {int(data.max())}")
+    return Tensor._wrap((data[..., None] == xp.arange(num_classes)).astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def _class_layout(op: str, x: Tensor, target: Tensor) -> tuple[Tensor, Any, tuple[int, ...]]:
+    """Flatten (N, C, d1...) scores and (N, d1...) targets to (M, C) and (M,); also the target shape."""
+    if x.ndim == 0:
+        raise ValueError(f"{op}: input must have a class dimension, got a 0-d tensor")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: class-index targets must be an integer tensor (e.g. .long()), got "
+                        f"{target.dtype}; for class probabilities pass a float target shaped like the input")
+    batch_shape = x.shape[:1] + x.shape[2:] if x.ndim >= 2 else ()
+    if target.shape != batch_shape:
+        raise ValueError(f"{op}: for input of shape {x.shape} the target must have shape {batch_shape} "
+                         f"(the input without its class dimension {1 if x.ndim >= 2 else 0}), got "
+                         f"{target.shape}")
+    n_classes = x.shape[1] if x.ndim >= 2 else x.shape[0]
+    if x.ndim == 1:
+        flat = ops.reshape(x, (1, n_classes))
+    elif x.ndim == 2:
+        flat = x
+    else:
+        flat = ops.reshape(ops.swapaxes(ops.flatten(x, 2), 1, 2), (-1, n_classes))   # (N, C, L) -> (NL, C)
+    return flat, ops.reshape(target, (-1,)).data, batch_shape
+
+
+def _check_targets(op: str, t: Any, n_classes: int, ignore_index: int) -> Any:
+    """The valid (not ignored) mask; raises if a class index is out of range."""
+    valid = t != ignore_index
+    if t.size:
+        bad = valid & ((t < 0) | (t >= n_classes))
+        if bool(bad.any()):
+            value = int(t[bad.nonzero()[0][0]])
+            raise IndexError(f"{op}: target {value} is out of bounds for {n_classes} classes (valid "
+                             f"targets are 0..{n_classes - 1}, or ignore_index={ignore_index})")
+    return valid
+
+
+def _check_weight(op: str, weight: Any, n_classes: int) -> Tensor:
+    weight = _tensor(weight)
+    if weight.shape != (n_classes,):
+        raise ValueError(f"{op}: weight must have one entry per class, shape ({n_classes},), got "
+                         f"{weight.shape}")
+    return weight
+
+
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, ignore_index: int = -100,
+             reduction: str = "mean") -> Tensor:
+    """-input[n, target[n]] * weight[target[n]]: the loss for log-probabilities of shape (N, C, ...).
+
+    'mean' divides by the total weight of the targets that are not ignored (by their
+    count without weights), as PyTorch does; it is nan when every target is ignored.
+    """
+    _check_reduction("nll_loss", reduction)
+    x, target = _tensor(input), _tensor(target)
+    flat, t, batch_shape = _class_layout("nll_loss", x, target)
+    n_classes = flat.shape[1]
+    xp = backend.namespace(t)
+    valid = _check_targets("nll_loss", t, n_classes, ignore_index)
+    safe = xp.where(valid, t, 0)
+    picked = flat[xp.arange(t.shape[0]), safe]                 # gather: its VJP scatter-adds
+    if weight is not None:
+        w = ops.where(Tensor._wrap(valid), _check_weight("nll_loss", weight, n_classes)[safe], 0.0)
+    else:
+        w = Tensor._wrap(valid.astype(flat.dtype))
+    loss = -(picked * w)
+    if reduction == "none":
+        return ops.reshape(loss, batch_shape)
+    total = ops.sum(loss)
+    return total if reduction == "sum" else total / ops.sum(w)
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """Softmax cross-entropy from unnormalised scores of shape (N, C, ...) or (C,).
+
+    ``target`` holds class indices (integers, shape (N, ...)) or class probabilities
+    (floats, the input's shape). With ``label_smoothing`` e, the target is mixed with
+    the uniform distribution: (1 - e) * target + e / C.
+    """
+    _check_reduction("cross_entropy", reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    x, target = _tensor(input), _tensor(target)
+    if x.ndim == 0:
+        raise ValueError("cross_entropy: input must have a class dimension, got a 0-d tensor")
+    class_dim = 1 if x.ndim >= 2 else 0
+    n_classes = x.shape[class_dim]
+    logp = log_softmax(x, dim=class_dim)
+    w_shape = [1] * x.ndim
+    w_shape[class_dim] = n_classes
+
+    if target.dtype.kind == "f":                      # class probabilities
+        if target.shape != x.shape:
+            raise ValueError(f"cross_entropy: probability targets must have the input's shape {x.shape}, "
+                             f"got {target.shape}; for class indices pass an integer target")
+        if ignore_index >= 0:
+            raise ValueError("cross_entropy: ignore_index is not supported for probability (float) targets")
+        if label_smoothing > 0:
+            target = target * (1.0 - label_smoothing) + label_smoothing / n_classes
+        terms = logp * target
+        if weight is not None:
+            terms = terms * ops.reshape(_check_weight("cross_entropy", weight, n_classes), tuple(w_shape))
+        if reduction == "none":
+            return -ops.sum(terms, axis=class_dim)
+        total = -ops.sum(terms)
+        return total if reduction == "sum" else total / (x.numel() // n_classes if n_classes else 0)
+
+    nll = nll_loss(logp, target, weight, ignore_index, reduction)
+    if label_smoothing == 0.0:
+        return nll
+    # smoothing term: -sum_c w_c log p_c per sample (0 where ignored), reduced like nll_loss
+    terms = logp if weight is None else \
+        logp * ops.reshape(_check_weight("cross_entropy", weight, n_classes), tuple(w_shape))
+    valid = target.data != ignore_index
+    smooth = ops.where(Tensor._wrap(valid), -ops.sum(terms, axis=class_dim), 0.0)
+    if reduction == "sum":
+        smooth = ops.sum(smooth)
+    elif reduction == "mean":
+        xp = backend.namespace(valid)
+        if weight is None:
+            denominator: Any = ops.sum(Tensor._wrap(valid.astype(smooth.dtype)))
+        else:
+            t = xp.where(valid, target.data, 0)
+            denominator = ops.sum(ops.where(Tensor._wrap(valid), _tensor(weight)[t], 0.0))
+        smooth = ops.sum(smooth) / denominator
+    return (1.0 - label_smoothing) * nll + smooth * (label_smoothing / n_classes)
+
+
+def _broadcast_pair(op: str, x: Tensor, target: Any) -> Tensor:
+    target = _tensor(target)
+    if target.shape != x.shape:
+        warnings.warn(f"{op}: target shape {target.shape} differs from input shape {x.shape}; they "
+                      "will be broadcast, which is likely not what you want", stacklevel=3)
+    return target
+
+
+def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """(input - target)^2, averaged (or summed, or kept elementwise)."""
+    _check_reduction("mse_loss", reduction)
+    x = _tensor(input)
+    diff = x - _broadcast_pair("mse_loss", x, target)
+    return _reduce(diff * diff, reduction)
+
+
+def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """|input - target|, averaged (or summed, or kept elementwise); gradient 0 where they are equal."""
+    _check_reduction("l1_loss", reduction)
+    x = _tensor(input)
+    return _reduce(ops.abs(x - _broadcast_pair("l1_loss", x, target)), reduction)
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                                     pos_weight: Tensor | None = None, reduction: str = "mean") -> Tensor:
+    """-[pos_weight * t * log sigmoid(x) + (1 - t) * log(1 - sigmoid(x))] * weight, computed stably."""
+    _check_reduction("binary_cross_entropy_with_logits", reduction)
+    x, target = _tensor(input), _tensor(target)
+    if target.shape != x.shape:
+        raise ValueError(f"binary_cross_entropy_with_logits: target size {target.shape} must be the same "
+                         f"as input size {x.shape}")
+    # log(1 - sigmoid(x)) = log sigmoid(x) - x, so the loss is (1 - t) x - (1 + (pw - 1) t) log sigmoid(x)
+    log_sig = logsigmoid(x)
+    if pos_weight is not None:
+        log_sig = log_sig * (1.0 + (_tensor(pos_weight) - 1.0) * target)
+    loss = (1.0 - target) * x - log_sig
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
