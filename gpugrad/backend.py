@@ -82,16 +82,26 @@ def load_cupy() -> Any:
             count = cupy.cuda.runtime.getDeviceCount()
             if count < 1:
                 raise RuntimeError("the CUDA runtime reports 0 devices")
-        except Exception as e:  # ImportError, CUDARuntimeError, driver errors...
-            _cupy_error = f"{type(e).__name__}: {e}"
+        except ImportError as e:
+            _cupy_error = (f"CuPy is not installed ({e}); install it with pip install 'gpugrad[cuda12]' "
+                           "(or [cuda13] for CUDA 13 drivers)")
+        except Exception as e:  # noqa: BLE001 - CUDARuntimeError, driver errors...
+            _cupy_error = (f"CuPy is installed but cannot use a GPU: {type(e).__name__}: {e}; check the "
+                           "NVIDIA driver (nvidia-smi) and that the CuPy build matches its CUDA version")
         else:
             _cupy = cupy
             cuda_active = True
             return cupy
-    raise RuntimeError(
-        f"no CUDA device was found ({_cupy_error}). gpugrad needs CuPy and an NVIDIA "
-        "driver for 'cuda': pip install 'gpugrad[cuda12]' (or [cuda13]); use device='cpu' otherwise"
-    )
+    raise RuntimeError(f"no CUDA device was found: {_cupy_error}. Use device='cpu' to run on the CPU.")
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why CUDA cannot be used (None when it can)."""
+    try:
+        load_cupy()
+    except RuntimeError as err:
+        return str(err)
+    return None
 
 
 def namespace(data: Any) -> Any:

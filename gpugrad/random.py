@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from . import backend
 from .creation import _finish, parse_size
 from .dtypes import as_dtype, default_float
 from .tensor import Tensor
@@ -17,6 +18,8 @@ def manual_seed(seed: int) -> None:
     """Seed gpugrad's random number generator, so runs repeat exactly."""
     global _generator
     _generator = np.random.default_rng(seed)
+    if backend.cuda_active:                  # CuPy's own generator, for code that draws on the GPU
+        backend.load_cupy().random.seed(seed)
 
 
 def generator() -> np.random.Generator:

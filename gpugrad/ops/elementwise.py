@@ -31,7 +31,7 @@ def _(xp, g, out, x, y):
     return (g, -g)
 
 
-@defop(save=("x", "y"), broadcast=True, samples=binary())
+@defop(save=("x", "y"), broadcast=True, samples=binary(), fused="multiply_backward")
 def multiply(xp, x, y):
     return xp.multiply(x, y)
 
@@ -41,7 +41,8 @@ def _(xp, g, out, x, y, needs):
     return (g * y if needs[0] else None, g * x if needs[1] else None)
 
 
-@defop(save=("y", "out"), broadcast=True, float_inputs=True, samples=binary(lo2=0.5, hi2=2.0))
+@defop(save=("y", "out"), broadcast=True, float_inputs=True, samples=binary(lo2=0.5, hi2=2.0),
+       fused="divide_backward")
 def divide(xp, x, y):
     return xp.divide(x, y)
 

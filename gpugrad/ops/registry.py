@@ -138,6 +138,12 @@ class OpDef:
     def run_vjp(self, g: Any, node: Node) -> tuple:
         """Run the VJP rule for one recorded application (first-order, on arrays)."""
         xp = backend.namespace(g)
+        if self.fused is not None and xp is not np:        # CUDA: one fused kernel where it applies
+            from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+            needs = tuple(p is not None for p in node.parents)
+            grads = kernels.fused_vjp(self.fused, g, node.out, *node.inputs, needs=needs, **node.params)
+            if grads is not None:
+                return grads
         if self.vjp_takes_needs:
             needs = tuple(p is not None for p in node.parents)
             return self.vjp_rule(xp, g, node.out, *node.inputs, needs=needs, **node.params)

@@ -72,6 +72,9 @@ REFERENCE: dict[str, Callable[..., None]] = {"sgd": sgd_update, "adam": adam_upd
 def pick(name: str, xp: Any) -> Callable[..., None]:
     """The update for ``xp``'s arrays: a registered fused kernel on CuPy, else the reference."""
     if xp is not np:
+        if not FUSED:                # first CUDA step: the single-pass kernels of kernels/optimizer.cu
+            from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+            FUSED.update(kernels.OPTIMIZER_UPDATES)
         fused = FUSED.get(name)
         if fused is not None:
             return fused

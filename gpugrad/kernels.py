@@ -1,0 +1,583 @@
+"""Fused CUDA kernels: find kernels/*.cu, compile them with CuPy, launch them; the fused VJPs.
+
+A fused kernel is an optional fast path for a VJP (or an optimizer update) on CUDA: one
+pass over memory where composing CuPy ops would take several. The plain rule stays the
+reference, and tests/test_kernels_cpu.py holds every kernel equal to it on the CPU.
+
+    KERNELS["tanh_backward"]        KernelSpec(file, entry names, dtypes): the registry
+    get_kernel("tanh_backward", np.float32)   the RawKernel for tanh_backward_f32 on this device
+    launch(kernel, n, args)         grid-stride launch over n items (nothing for n == 0)
+    tanh_backward(g, out)           CuPy arrays in, CuPy array out
+    fused_vjp(op.fused, g, out, *inputs, needs=..., **params)   what an op's rule would return
+
+Only the CUDA path may use this module: CuPy is reached through backend.load_cupy() on
+first use, never at import. Sources are compiled with cupy.RawModule(code=...) the first
+time a kernel is asked for on a device (CuPy's on-disk cache keeps the binary), and the
+module is cached per (file, device id).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import backend
+
+_F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+_SUFFIX = {_F32: "f32", _F64: "f64", _F16: "f16"}
+_FLOATS = (_F32, _F64, _F16)
+
+BLOCK = 256            # threads per block for the grid-stride kernels
+BLOCKS_PER_SM = 8      # grid-stride grids stop at this many blocks per SM (2048 resident threads)
+MAX_ROW_BLOCK = 256    # GG_MAX_BLOCK in kernels/common.cuh: the widest block a row kernel takes
+
+
+class KernelSpec(NamedTuple):
+    """A fused kernel: its source file under kernels/, its entry points, one per dtype."""
+
+    file: str
+    entries: tuple[str, ...]
+    dtypes: tuple[np.dtype, ...]
+
+    def entry(self, dtype: Any) -> str:
+        """The entry point for arrays of ``dtype``; TypeError if the kernel has none."""
+        dt = np.dtype(dtype)
+        for d, e in zip(self.dtypes, self.entries):
+            if d == dt:
+                return e
+        shown = ", ".join(str(d) for d in self.dtypes)
+        raise TypeError(f"{self.entries[0].rsplit('_', 1)[0]}: no kernel for dtype {dt}; it has {shown}")
+
+
+def _family(file: str, *names: str, dtypes: tuple[np.dtype, ...] = _FLOATS) -> dict[str, KernelSpec]:
+    return {n: KernelSpec(file, tuple(f"{n}_{_SUFFIX[d]}" for d in dtypes), dtypes) for n in names}
+
+
+_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu_tanh", "gelu_erf")
+
+# The registry of fused kernels: name -> (file, entry points, dtypes). An op declares one
+# with ``@defop(fused="tanh_backward")``; the tests check every such name is here.
+KERNELS: dict[str, KernelSpec] = {
+    **_family("activation_backward.cu", *(f"{a}_backward" for a in _ACTIVATIONS)),
+    **_family("binary_backward.cu", "multiply_backward", "divide_backward"),
+    **_family("softmax_cross_entropy.cu", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward"),
+    **_family("bias_activation_backward.cu", *(f"bias_{a}_backward" for a in _ACTIVATIONS),
+              "bias_grad_reduce"),
+    **_family("optimizer.cu", "sgd_step", "adam_step", "adamw_step"),
+}
+
+
+def kernel_names() -> list[str]:
+    """The names of all fused kernels (the keys of KERNELS), sorted."""
+    return sorted(KERNELS)
+
+
+def _spec(name: str) -> KernelSpec:
+    try:
+        return KERNELS[name]
+    except KeyError:
+        raise KeyError(f"no fused kernel named {name!r}; see gpugrad.kernels.kernel_names()") from None
+
+
+# ----------------------------------------------------------------------------- sources and modules
+
+
+def kernels_dir() -> Path:
+    """The folder of the .cu sources: the installed copy (gpugrad/_kernels), else the repo's kernels/."""
+    here = Path(__file__).resolve().parent
+    candidates = (here / "_kernels", here.parent / "kernels")
+    for d in candidates:
+        if (d / "common.cuh").is_file():
+            return d
+    raise RuntimeError("gpugrad's CUDA kernel sources are missing (looked in "
+                       + " and ".join(str(d) for d in candidates) + "); reinstall gpugrad")
+
+
+def compile_options() -> tuple[str, ...]:
+    """NVRTC options for every kernel file (CuPy adds -arch for the device)."""
+    return (f"-I{kernels_dir()}", "--std=c++17")
+
+
+def kernel_source(file: str) -> str:
+    """A .cu file's text, with a #line so compile errors name the file and its line numbers."""
+    path = kernels_dir() / file
+    return f'#line 1 "{path.as_posix()}"\n' + path.read_text(encoding="utf-8")
+
+
+_modules: dict[tuple[str, int], Any] = {}
+_functions: dict[tuple[str, int], Any] = {}
+_max_blocks: dict[int, int] = {}
+
+
+def get_module(file: str, device_id: int | None = None) -> Any:
+    """The cupy.RawModule of one kernels/*.cu file for a device (the current one by default)."""
+    cp = backend.load_cupy()
+    dev = cp.cuda.Device().id if device_id is None else int(device_id)
+    mod = _modules.get((file, dev))
+    if mod is None:
+        mod = cp.RawModule(code=kernel_source(file), options=compile_options())
+        _modules[(file, dev)] = mod
+    return mod
+
+
+def get_kernel(name: str, dtype: Any) -> Any:
+    """The RawKernel ``name_f32`` / ``_f64`` / ``_f16`` for ``dtype`` on the current device."""
+    spec = _spec(name)
+    entry = spec.entry(dtype)
+    cp = backend.load_cupy()
+    dev = cp.cuda.Device().id
+    fn = _functions.get((entry, dev))
+    if fn is None:
+        with cp.cuda.Device(dev):                 # RawModule compiles for the current device
+            fn = get_module(spec.file, dev).get_function(entry)
+        _functions[(entry, dev)] = fn
+    return fn
+
+
+def grid_size(n: int, block: int, max_blocks: int, per_block: int | None = None) -> int:
+    """Blocks for n work items, ``per_block`` each (default: one per thread), at most ``max_blocks``."""
+    if n <= 0:
+        return 0
+    return max(1, min(-(-n // (per_block or block)), max_blocks))
+
+
+def max_blocks(device_id: int | None = None) -> int:
+    """How many blocks a grid-stride launch uses at most on a device: SMs x BLOCKS_PER_SM."""
+    cp = backend.load_cupy()
+    dev = cp.cuda.Device().id if device_id is None else int(device_id)
+    m = _max_blocks.get(dev)
+    if m is None:
+        sms = cp.cuda.runtime.getDeviceProperties(dev)["multiProcessorCount"]
+        m = _max_blocks[dev] = int(sms) * BLOCKS_PER_SM
+    return m
+
+
+def launch(kernel: Any, n: int, args: tuple, *, block: int = BLOCK, per_block: int | None = None) -> None:
+    """Launch a grid-stride kernel over n items on the current stream; nothing is launched for n == 0.
+
+    ``per_block`` is the number of items one block handles per step (rows of a row kernel:
+    1); by default one per thread.
+    """
+    grid = grid_size(n, block, max_blocks(), per_block)
+    if grid:
+        kernel((grid,), (block,), tuple(args))
+
+
+class _CudaLauncher:
+    """How the fused functions below reach the GPU (tests swap in a CPU emulation)."""
+
+    def xp(self) -> Any:
+        return backend.load_cupy()
+
+    def device(self, array: Any) -> Any:
+        return array.device               # a cupy.cuda.Device: a context manager
+
+    def kernel(self, name: str, dtype: Any) -> Any:
+        return get_kernel(name, dtype)
+
+    def max_blocks(self) -> int:
+        return max_blocks()
+
+    def launch(self, kernel: Any, n: int, args: tuple, *, block: int = BLOCK,
+               per_block: int | None = None) -> None:
+        launch(kernel, n, args, block=block, per_block=per_block)
+
+
+_launcher: Any = _CudaLauncher()
+
+
+@contextlib.contextmanager
+def use_launcher(launcher: Any) -> Iterator[None]:
+    """Run the fused functions through another launcher (the CPU emulation in the tests)."""
+    global _launcher
+    saved, _launcher = _launcher, launcher
+    try:
+        yield
+    finally:
+        _launcher = saved
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _acc(dtype: np.dtype) -> np.dtype:
+    """The arithmetic type of a kernel for ``dtype``: float64 for float64, float32 otherwise."""
+    return _F64 if dtype == _F64 else _F32
+
+
+def _scalar(dtype: np.dtype, value: float) -> np.generic:
+    return _acc(dtype).type(value)
+
+
+def _same(name: str, first: str, arrays: dict[str, Any]) -> None:
+    """Raise unless every array has the shape and dtype of arrays[first]."""
+    ref = arrays[first]
+    for k, a in arrays.items():
+        if a.shape != ref.shape or a.dtype != ref.dtype:
+            raise ValueError(f"{name}: {k} and {first} differ: {tuple(a.shape)} {a.dtype} vs "
+                             f"{tuple(ref.shape)} {ref.dtype}")
+
+
+def _inputs(xp: Any, name: str, **arrays: Any) -> list[Any]:
+    """Check equal shapes and dtypes; return C-contiguous versions (copies only where needed)."""
+    _same(name, next(iter(arrays)), arrays)
+    return [xp.ascontiguousarray(a) for a in arrays.values()]
+
+
+def _in_place(name: str, **arrays: Any) -> None:
+    """Arrays a kernel updates in place must be C-contiguous and alike."""
+    _same(name, next(iter(arrays)), arrays)
+    for k, a in arrays.items():
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name}: {k} must be C-contiguous to be updated in place")
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+def activation_backward(name: str, g: Any, saved: Any, alpha: float = 0.0) -> Any:
+    """dx of one activation kernel (e.g. "tanh_backward") from g and the saved out or x."""
+    if _spec(name).file != "activation_backward.cu":
+        raise ValueError(f"activation_backward: {name!r} is not an activation kernel; one of "
+                         + ", ".join(f"{a}_backward" for a in _ACTIVATIONS))
+    L = _launcher
+    xp = L.xp()
+    with L.device(g):
+        g, saved = _inputs(xp, name, g=g, saved=saved)
+        dx = xp.empty_like(g)
+        L.launch(L.kernel(name, g.dtype), g.size, (g, saved, dx, np.int64(g.size), _scalar(g.dtype, alpha)))
+    return dx
+
+
+def relu_backward(g: Any, out: Any) -> Any:
+    """where(out > 0, g, 0): relu's VJP from its output."""
+    return activation_backward("relu_backward", g, out)
+
+
+def leaky_relu_backward(g: Any, x: Any, negative_slope: float = 0.01) -> Any:
+    """where(x > 0, g, negative_slope * g): leaky_relu's VJP from its input."""
+    return activation_backward("leaky_relu_backward", g, x, negative_slope)
+
+
+def sigmoid_backward(g: Any, out: Any) -> Any:
+    """g * out * (1 - out): sigmoid's VJP from its output."""
+    return activation_backward("sigmoid_backward", g, out)
+
+
+def tanh_backward(g: Any, out: Any) -> Any:
+    """g * (1 - out^2): tanh's VJP from its output."""
+    return activation_backward("tanh_backward", g, out)
+
+
+def gelu_backward(g: Any, x: Any, approximate: str = "none") -> Any:
+    """gelu's VJP from its input; approximate="tanh" for the tanh form, "none" for the erf form."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu_backward: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return activation_backward("gelu_tanh_backward" if approximate == "tanh" else "gelu_erf_backward", g, x)
+
+
+# ----------------------------------------------------------------------------- binary
+
+
+def _binary(name: str, g: Any, a: Any, b: Any, names: tuple[str, str]) -> tuple[Any, Any]:
+    L = _launcher
+    xp = L.xp()
+    with L.device(g):
+        g, a, b = _inputs(xp, name, g=g, **{names[0]: a, names[1]: b})
+        ga, gb = xp.empty_like(g), xp.empty_like(g)
+        L.launch(L.kernel(name, g.dtype), g.size, (g, a, b, ga, gb, np.int64(g.size)))
+    return ga, gb
+
+
+def multiply_backward(g: Any, x: Any, y: Any) -> tuple[Any, Any]:
+    """(g * y, g * x) in one pass: both gradients of x * y (equal shapes)."""
+    return _binary("multiply_backward", g, x, y, ("x", "y"))
+
+
+def divide_backward(g: Any, y: Any, out: Any) -> tuple[Any, Any]:
+    """(g / y, -(g / y) * out) in one pass: both gradients of out = x / y (equal shapes)."""
+    return _binary("divide_backward", g, y, out, ("y", "out"))
+
+
+# ----------------------------------------------------------------------------- softmax cross-entropy
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_ce(name: str, logits: Any, target: Any, reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if logits.ndim != 2 or target.shape != logits.shape[:1]:
+        raise ValueError(f"{name}: expected logits (N, C) and target (N,), got {tuple(logits.shape)} "
+                         f"and {tuple(target.shape)}")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{name}: target must hold integer class indices, got {target.dtype}")
+    if logits.shape[1] == 0 and logits.shape[0] > 0:
+        raise ValueError(f"{name}: logits have 0 classes: {tuple(logits.shape)}")
+
+
+def _count(xp: Any, target: Any, ignore_index: int, dtype: np.dtype) -> Any:
+    """The number of rows that count (target != ignore_index), as a 0-d array on the device."""
+    return xp.asarray((target != ignore_index).sum()).astype(dtype)
+
+
+def cross_entropy_forward(logits: Any, target: Any, *, reduction: str = "mean", ignore_index: int = -100,
+                          label_smoothing: float = 0.0) -> tuple[Any, Any]:
+    """(loss, lse): cross-entropy of softmax(logits) (N, C) against class indices (N,).
+
+    One fused pass per row computes log-softmax's logsumexp and the (label-smoothed)
+    NLL. loss has the logits' dtype: (N,) for reduction='none', else 0-d ('mean' divides
+    by the rows whose target is not ignore_index: NaN when there are none, as PyTorch).
+    lse (N,) is what the backward needs besides logits and target.
+    """
+    name = "softmax_cross_entropy_forward"
+    _check_ce(name, logits, target, reduction)
+    L = _launcher
+    xp = L.xp()
+    with L.device(logits):
+        logits = xp.ascontiguousarray(logits)
+        target = xp.ascontiguousarray(target, dtype=np.int64)
+        rows, cols = logits.shape
+        acc = _acc(logits.dtype)
+        loss_rows = xp.empty((rows,), dtype=acc)
+        lse = xp.empty((rows,), dtype=acc)
+        block = min(MAX_ROW_BLOCK, max(32, 1 << max(0, cols - 1).bit_length()))
+        L.launch(L.kernel(name, logits.dtype), rows,
+                 (logits, target, loss_rows, lse, np.int64(rows), np.int64(cols), np.int64(ignore_index),
+                  _scalar(logits.dtype, label_smoothing)), block=block, per_block=1)
+        if reduction == "none":
+            loss = loss_rows
+        elif reduction == "sum":
+            loss = loss_rows.sum()
+        else:
+            loss = loss_rows.sum() / _count(xp, target, ignore_index, acc)
+        loss = xp.asarray(loss).astype(logits.dtype)
+    return loss, lse
+
+
+def cross_entropy_backward(g: Any, logits: Any, target: Any, lse: Any, *, reduction: str = "mean",
+                           ignore_index: int = -100, label_smoothing: float = 0.0) -> Any:
+    """dlogits = g * (softmax(logits) - q) per counted row (q the smoothed one-hot), 0 on ignored rows.
+
+    g is the incoming gradient of the loss: 0-d for 'mean' and 'sum', (N,) for 'none';
+    lse comes from cross_entropy_forward. No host synchronisation: 'mean' divides g by
+    the count on the device.
+    """
+    name = "softmax_cross_entropy_backward"
+    _check_ce(name, logits, target, reduction)
+    L = _launcher
+    xp = L.xp()
+    with L.device(logits):
+        logits = xp.ascontiguousarray(logits)
+        target = xp.ascontiguousarray(target, dtype=np.int64)
+        rows, cols = logits.shape
+        acc = _acc(logits.dtype)
+        lse = xp.ascontiguousarray(lse, dtype=acc)
+        if reduction == "none":
+            if g.shape != (rows,):
+                raise ValueError(f"{name}: reduction='none' needs g of shape ({rows},), got {tuple(g.shape)}")
+            g_rows, stride = xp.ascontiguousarray(g, dtype=acc), 1
+        else:
+            if g.size != 1:
+                raise ValueError(f"{name}: reduction={reduction!r} needs a scalar g, got {tuple(g.shape)}")
+            g_rows, stride = xp.asarray(g, dtype=acc).reshape(1), 0
+            if reduction == "mean":
+                g_rows = g_rows / _count(xp, target, ignore_index, acc)
+        dlogits = xp.empty_like(logits)
+        L.launch(L.kernel(name, logits.dtype), rows * cols,
+                 (logits, target, lse, g_rows, dlogits, np.int64(rows), np.int64(cols), np.int64(stride),
+                  np.int64(ignore_index), _scalar(logits.dtype, label_smoothing)))
+    return dlogits
+
+
+# ----------------------------------------------------------------------------- bias + activation
+
+
+def bias_activation_backward(activation: str, g: Any, saved: Any, bias: Any, *,
+                             negative_slope: float = 0.0) -> tuple[Any, Any]:
+    """(dx, db) for out = act(x + b), b over the last dim, in one pass over g plus a small reduction.
+
+    activation: relu, sigmoid, tanh (saved = out) or leaky_relu, gelu_tanh, gelu_erf
+    (saved = x, the input before the bias). db = dx summed over all leading dims.
+    """
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"bias_activation_backward: unknown activation {activation!r}; "
+                         f"one of {', '.join(_ACTIVATIONS)}")
+    name = f"bias_{activation}_backward"
+    L = _launcher
+    xp = L.xp()
+    if g.ndim < 1:
+        raise ValueError(f"{name}: g must have at least one dimension (the bias's), got a 0-d array")
+    with L.device(g):
+        g, saved = _inputs(xp, name, g=g, saved=saved)
+        cols = g.shape[-1]
+        if bias.shape != (cols,) or bias.dtype != g.dtype:
+            raise ValueError(f"{name}: bias must be ({cols},) {g.dtype}, "
+                             f"got {tuple(bias.shape)} {bias.dtype}")
+        bias = xp.ascontiguousarray(bias)
+        rows = g.size // cols if cols else 0
+        dx = xp.empty_like(g)
+        db = xp.empty_like(bias)
+        if cols == 0:
+            return dx, db
+        # Enough (chunk, column) work items to fill the GPU; each chunk walks rows_per_chunk rows.
+        chunks = max(1, min(rows, -(-L.max_blocks() * BLOCK // cols)))
+        rows_per_chunk = max(1, -(-rows // chunks))
+        chunks = -(-rows // rows_per_chunk)
+        partial = xp.empty((chunks, cols), dtype=_acc(g.dtype))
+        L.launch(L.kernel(name, g.dtype), chunks * cols,
+                 (g, saved, bias, dx, partial, np.int64(rows), np.int64(cols), np.int64(rows_per_chunk),
+                  _scalar(g.dtype, negative_slope)))
+        L.launch(L.kernel("bias_grad_reduce", g.dtype), cols, (partial, db, np.int64(chunks), np.int64(cols)))
+    return dx, db
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+
+def sgd_step(param: Any, grad: Any, momentum_buffer: Any | None, *, lr: float, momentum: float = 0.0,
+             dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+             maximize: bool = False, first_step: bool = False) -> None:
+    """One SGD step in place on param (and momentum_buffer), torch.optim.SGD's formulas.
+
+    With momentum, pass the buffer (any contents on the first step, with first_step=True:
+    it is set to the gradient then, as PyTorch's clone); without, pass None.
+    """
+    name = "sgd_step"
+    if momentum != 0 and momentum_buffer is None:
+        raise ValueError(f"{name}: momentum={momentum} needs a momentum_buffer")
+    buf = param if momentum == 0 or momentum_buffer is None else momentum_buffer
+    L = _launcher
+    xp = L.xp()
+    with L.device(param):
+        _in_place(name, param=param, momentum_buffer=buf)
+        (grad,) = _inputs(xp, name, grad=grad)
+        _same(name, "param", {"param": param, "grad": grad})
+        s = _acc(param.dtype).type
+        L.launch(L.kernel(name, param.dtype), param.size,
+                 (param, grad, buf, np.int64(param.size), s(lr), s(momentum), s(dampening), s(weight_decay),
+                  np.int32(bool(nesterov)), np.int32(bool(maximize)), np.int32(bool(first_step))))
+
+
+def adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any | None = None, *,
+              step: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+              weight_decay: float = 0.0, amsgrad: bool = False, maximize: bool = False,
+              decoupled: bool = False) -> None:
+    """One Adam step (AdamW with decoupled=True) in place, torch.optim.Adam/AdamW's formulas.
+
+    step is the 1-based count including this step; the bias corrections are computed
+    here in double precision. max_exp_avg_sq is needed with amsgrad only.
+    """
+    name = "adamw_step" if decoupled else "adam_step"
+    if step < 1:
+        raise ValueError(f"{name}: step counts from 1, got {step}")
+    if amsgrad and max_exp_avg_sq is None:
+        raise ValueError(f"{name}: amsgrad=True needs max_exp_avg_sq")
+    vmax = max_exp_avg_sq if amsgrad else param
+    L = _launcher
+    xp = L.xp()
+    with L.device(param):
+        _in_place(name, param=param, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, max_exp_avg_sq=vmax)
+        (grad,) = _inputs(xp, name, grad=grad)
+        _same(name, "param", {"param": param, "grad": grad})
+        step_size = lr / (1.0 - beta1 ** step)
+        bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** step)
+        s = _acc(param.dtype).type
+        L.launch(L.kernel(name, param.dtype), param.size,
+                 (param, grad, exp_avg, exp_avg_sq, vmax, np.int64(param.size), s(lr), s(beta1), s(beta2),
+                  s(eps), s(weight_decay), s(step_size), s(bias_correction2_sqrt),
+                  np.int32(bool(amsgrad)), np.int32(bool(maximize))))
+
+
+def adamw_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any | None = None,
+               **kwargs: Any) -> None:
+    """One AdamW step in place (decoupled weight decay): adam_step(..., decoupled=True)."""
+    adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, decoupled=True, **kwargs)
+
+
+def sgd_update(xp: Any, param: Any, grad: Any, buf: Any, *, lr: float, momentum: float, dampening: float,
+               weight_decay: float, nesterov: bool, maximize: bool, first_step: bool) -> None:
+    """sgd_step with gpugrad.optim.functional.sgd_update's signature (xp is CuPy; unused)."""
+    sgd_step(param, grad, buf, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+             nesterov=nesterov, maximize=maximize, first_step=first_step)
+
+
+def adam_update(xp: Any, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any, *,
+                step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+                decoupled_weight_decay: bool, amsgrad: bool, maximize: bool) -> None:
+    """adam_step with gpugrad.optim.functional.adam_update's signature (xp is CuPy; unused)."""
+    adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, beta1=beta1, beta2=beta2,
+              eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+              decoupled=decoupled_weight_decay)
+
+
+# What gpugrad.optim.functional.FUSED takes: name -> update with the reference's signature.
+OPTIMIZER_UPDATES: dict[str, Callable[..., None]] = {"sgd": sgd_update, "adam": adam_update}
+
+
+# ----------------------------------------------------------------------------- fused VJPs for ops
+
+
+def _out_rule(kernel: str) -> Callable:
+    def rule(g: Any, out: Any, *inputs: Any, needs: Any = None, **params: Any) -> tuple:
+        return (activation_backward(kernel, g, out),)
+    return rule
+
+
+def _leaky_relu_rule(g: Any, out: Any, x: Any, *, needs: Any = None, negative_slope: float = 0.01,
+                     **params: Any) -> tuple:
+    return (leaky_relu_backward(g, x, negative_slope),)
+
+
+def _input_rule(kernel: str) -> Callable:
+    def rule(g: Any, out: Any, x: Any, *, needs: Any = None, **params: Any) -> tuple:
+        return (activation_backward(kernel, g, x),)
+    return rule
+
+
+def _multiply_rule(g: Any, out: Any, x: Any, y: Any, *, needs: Any = None) -> tuple | None:
+    if needs is not None and not all(needs):
+        return None                        # one gradient: the plain rule is one pass already
+    return multiply_backward(g, x, y)
+
+
+def _divide_rule(g: Any, out: Any, x: Any, y: Any, *, needs: Any = None) -> tuple | None:
+    if needs is not None and not all(needs):
+        return None
+    return divide_backward(g, y, out)
+
+
+# kernel name (an op's ``fused=``) -> a function with the op's VJP signature, minus xp:
+# rule(g, out, *inputs, needs=..., **params) -> the gradients tuple, or None to use the plain rule.
+FUSED_VJPS: dict[str, Callable] = {
+    "relu_backward": _out_rule("relu_backward"),
+    "sigmoid_backward": _out_rule("sigmoid_backward"),
+    "tanh_backward": _out_rule("tanh_backward"),
+    "leaky_relu_backward": _leaky_relu_rule,
+    "gelu_tanh_backward": _input_rule("gelu_tanh_backward"),
+    "gelu_erf_backward": _input_rule("gelu_erf_backward"),
+    "multiply_backward": _multiply_rule,
+    "divide_backward": _divide_rule,
+}
+
+
+def fused_vjp(kernel: str, g: Any, out: Any, *inputs: Any, needs: Any = None, **params: Any) -> tuple | None:
+    """Run an op's fused VJP: same arguments and result as its plain rule (without xp).
+
+    Returns None when the fused path does not apply (a dtype without a kernel, or a
+    case where it saves nothing); the caller then runs the plain rule.
+    """
+    rule = FUSED_VJPS.get(kernel)
+    if rule is None:
+        raise KeyError(f"no fused VJP for kernel {kernel!r}; known: {', '.join(sorted(FUSED_VJPS))}")
+    if np.dtype(g.dtype) not in _spec(kernel).dtypes:
+        return None
+    for a in (out, *inputs):     # mixed dtypes (float32 * float64) or a constant operand: plain rule
+        if a is not None and (getattr(a, "dtype", None) != g.dtype or getattr(a, "shape", None) != g.shape):
+            return None
+    return rule(g, out, *inputs, needs=needs, **params)
