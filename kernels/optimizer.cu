@@ -1,0 +1,124 @@
+// optimizer.cu: one pass per parameter for SGD, Adam and AdamW (PyTorch's formulas).
+//
+// Each kernel reads the parameter, its gradient and its state once and writes the new
+// parameter and state in place (grid-stride; nothing to do for n == 0). Scalars that
+// depend on the step count (Adam's bias corrections) are computed by the caller in
+// double and passed in the arithmetic type A (float for f16 and f32, double for f64).
+// The state has the parameter's dtype, as in PyTorch. The plain reference is
+// torch.optim's single-tensor loop, written out in the comments below.
+#include "common.cuh"
+
+// sgd_step(T* param, const T* grad, T* buf, long long n, A lr, A momentum, A dampening,
+//          A weight_decay, int nesterov, int maximize, int first_step)
+//
+//   d = maximize ? -grad : grad
+//   d = d + weight_decay * param
+//   if momentum != 0:
+//       buf = d                                             on the first step (first_step != 0)
+//       buf = momentum * buf + (1 - dampening) * d          afterwards
+//       d = nesterov ? d + momentum * buf : buf
+//   param = param - lr * d
+//
+// buf is neither read nor written when momentum == 0 (pass any pointer, e.g. param).
+template <class T>
+GG_FN void sgd_step(T* __restrict__ param, const T* __restrict__ grad, T* buf, gg::index_t n, gg::acc_t<T> lr,
+                    gg::acc_t<T> momentum, gg::acc_t<T> dampening, gg::acc_t<T> weight_decay, int nesterov,
+                    int maximize, int first_step) {
+  typedef gg::acc_t<T> A;
+  GG_GRID_STRIDE(i, n) {
+    const A p = gg::load(param, i);
+    A d = gg::load(grad, i);
+    if (maximize) d = -d;
+    if (weight_decay != A(0)) d += weight_decay * p;
+    if (momentum != A(0)) {
+      A b;
+      if (first_step) {
+        b = d;
+      } else {
+        b = momentum * gg::load(buf, i) + (A(1) - dampening) * d;
+      }
+      gg::store(buf, i, b);
+      b = gg::rounded(b, buf);                // continue with the buffer as stored
+      d = nesterov ? d + momentum * b : b;
+    }
+    gg::store(param, i, p - lr * d);
+  }
+}
+
+// adam_step / adamw_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq,
+//                        long long n, A lr, A beta1, A beta2, A eps, A weight_decay,
+//                        A step_size, A bias_correction2_sqrt, int amsgrad, int maximize)
+//
+// With step the 1-based step count, computed by the caller:
+//   step_size = lr / (1 - beta1^step),   bias_correction2_sqrt = sqrt(1 - beta2^step)
+//
+//   d = maximize ? -grad : grad
+//   adam:  d = d + weight_decay * param                      (L2 penalty in the gradient)
+//   adamw: param = param * (1 - lr * weight_decay)           (decoupled weight decay)
+//   m = lerp(m, d, 1 - beta1)                                (torch.lerp's two-sided form)
+//   v = beta2 * v + (1 - beta2) * d * d
+//   amsgrad: vmax = max(vmax, v); v_hat = vmax, else v_hat = v
+//   param = param - step_size * m / (sqrt(v_hat) / bias_correction2_sqrt + eps)
+//
+// max_exp_avg_sq is neither read nor written without amsgrad (pass any pointer).
+template <bool kDecoupled, class T>
+GG_FN void adam_step(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
+                     T* __restrict__ exp_avg_sq, T* max_exp_avg_sq, gg::index_t n, gg::acc_t<T> lr,
+                     gg::acc_t<T> beta1, gg::acc_t<T> beta2, gg::acc_t<T> eps, gg::acc_t<T> weight_decay,
+                     gg::acc_t<T> step_size, gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {
+  typedef gg::acc_t<T> A;
+  const A w1 = A(1) - beta1;
+  const A w2 = A(1) - beta2;
+  const A decay = A(1) - lr * weight_decay;
+  GG_GRID_STRIDE(i, n) {
+    A p = gg::load(param, i);
+    A d = gg::load(grad, i);
+    if (maximize) d = -d;
+    if (kDecoupled) {
+      if (weight_decay != A(0)) p = gg::rounded(p * decay, param);
+    } else if (weight_decay != A(0)) {
+      d += weight_decay * p;
+    }
+    const A m0 = gg::load(exp_avg, i);
+    A m = w1 < A(0.5) ? m0 + w1 * (d - m0) : d - (d - m0) * (A(1) - w1);
+    gg::store(exp_avg, i, m);
+    m = gg::rounded(m, exp_avg);
+    A v = gg::load(exp_avg_sq, i) * beta2 + w2 * d * d;
+    gg::store(exp_avg_sq, i, v);
+    v = gg::rounded(v, exp_avg_sq);
+    if (amsgrad) {
+      v = gg::max_(gg::load(max_exp_avg_sq, i), v);
+      gg::store(max_exp_avg_sq, i, v);
+    }
+    const A denom = gg::sqrt_(v) / bias_correction2_sqrt + eps;
+    gg::store(param, i, p - step_size * m / denom);
+  }
+}
+
+#define GG_OPTIMIZER_ENTRIES(SFX, T, UNUSED)                                                       \
+  extern "C" __global__ void sgd_step_##SFX(T* __restrict__ param, const T* __restrict__ grad,   \
+                                            T* buf, long long n, gg::acc_t<T> lr,                 \
+                                            gg::acc_t<T> momentum, gg::acc_t<T> dampening,        \
+                                            gg::acc_t<T> weight_decay, int nesterov,              \
+                                            int maximize, int first_step) {                       \
+    sgd_step(param, grad, buf, n, lr, momentum, dampening, weight_decay, nesterov, maximize,       \
+             first_step);                                                                         \
+  }                                                                                               \
+  extern "C" __global__ void adam_step_##SFX(                                                     \
+      T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,                 \
+      T* __restrict__ exp_avg_sq, T* max_exp_avg_sq, long long n, gg::acc_t<T> lr,                \
+      gg::acc_t<T> beta1, gg::acc_t<T> beta2, gg::acc_t<T> eps, gg::acc_t<T> weight_decay,        \
+      gg::acc_t<T> step_size, gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {    \
+    adam_step<false>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, lr, beta1, beta2, eps,  \
+                     weight_decay, step_size, bias_correction2_sqrt, amsgrad, maximize);          \
+  }                                                                                               \
+  extern "C" __global__ void adamw_step_##SFX(                                                    \
+      T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,                 \
+      T* __restrict__ exp_avg_sq, T* max_exp_avg_sq, long long n, gg::acc_t<T> lr,                \
+      gg::acc_t<T> beta1, gg::acc_t<T> beta2, gg::acc_t<T> eps, gg::acc_t<T> weight_decay,        \
+      gg::acc_t<T> step_size, gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {    \
+    adam_step<true>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, lr, beta1, beta2, eps,   \
+                    weight_decay, step_size, bias_correction2_sqrt, amsgrad, maximize);           \
+  }
+
+GG_FOR_EACH_DTYPE(GG_OPTIMIZER_ENTRIES, 0)

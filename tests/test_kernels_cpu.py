@@ -1,0 +1,867 @@
+"""The fused CUDA kernels (kernels/*.cu), checked without a GPU.
+
+1. Compile: every .cu file builds with nvcc for sm_90 (PTX, then ptxas), and with NVRTC
+   using gpugrad.kernels' own source text and options, which is what CuPy's RawModule
+   runs. Each is skipped, saying why, where its compiler is missing.
+2. Arithmetic: each kernel file is compiled by g++ as plain C++ after
+   tests/kernel_host/shim.h and run on the CPU through gpugrad.kernels' own functions
+   (kernels.use_launcher), on random inputs of awkward sizes, for float32, float64 and
+   float16, in a one-thread launch and in multi-block ones, against the plain rule: the
+   VJP rules of gpugrad.ops for relu/sigmoid/tanh/multiply/divide, and NumPy references
+   for the rest, themselves checked against PyTorch when it is installed.
+3. Consistency: the registry of fused kernels, the entry points the sources define, the
+   ops' ``fused=`` names and the kernels no op uses yet agree.
+
+A test marked cuda runs the same checks on a GPU through CuPy (skipped without one).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import glob
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kernel_host import emulator
+
+from gpugrad import kernels
+from gpugrad.ops.registry import REGISTRY
+
+F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+DTYPES = [F32, F64, F16]
+SIZES = [0, 1, 255, 257, 1031]
+# (grid, block) of the emulated launches: one thread; several blocks, so the grid-stride
+# loop strides; and a block that is not a power of two, for the block reductions.
+CONFIGS = [(1, 1), (3, 4), (2, 3)]
+# rtol, atol of a kernel's result against a float64 reference computed from the same inputs
+TOL = {F64: (1e-12, 1e-12), F32: (3e-6, 3e-6), F16: (2e-3, 2e-3)}
+
+# Kernels no op names with fused= yet. Wiring one (an op declares it) fails
+# test_unwired_kernels_are_listed until it is taken off this list.
+NOT_YET_WIRED = {
+    "leaky_relu_backward": "nn.functional.leaky_relu is a composite; a leaky_relu primitive would declare it",
+    "gelu_tanh_backward": "nn.functional.gelu is a composite; a gelu primitive (approximate='tanh') would",
+    "gelu_erf_backward": "the same for gelu(approximate='none')",
+    "softmax_cross_entropy_forward": "cross_entropy is a composite in nn.functional; needs a primitive op",
+    "softmax_cross_entropy_backward": "the VJP of that cross_entropy primitive",
+    "bias_relu_backward": "needs a fused bias+activation primitive op (linear's epilogue)",
+    "bias_leaky_relu_backward": "the same primitive, leaky_relu",
+    "bias_sigmoid_backward": "the same primitive, sigmoid",
+    "bias_tanh_backward": "the same primitive, tanh",
+    "bias_gelu_tanh_backward": "the same primitive, gelu(approximate='tanh')",
+    "bias_gelu_erf_backward": "the same primitive, gelu",
+}
+# Kernels that are never an op's fused VJP, by design.
+NOT_OP_KERNELS = {
+    "bias_grad_reduce": "the second pass of every bias_*_backward (kernels.bias_activation_backward)",
+    "sgd_step": "an optimizer update: gpugrad.optim.functional.FUSED['sgd'] = kernels.sgd_update",
+    "adam_step": "an optimizer update: FUSED['adam'] = kernels.adam_update (decoupled=False)",
+    "adamw_step": "the same update with decoupled weight decay",
+}
+
+KERNEL_FILES = sorted({spec.file for spec in kernels.KERNELS.values()})
+
+
+def entries_in(file: str) -> set[str]:
+    return set(emulator.entries_of(file))
+
+
+def close(actual, expected, dtype, *, scale=1.0, err=""):
+    """actual (dtype) equals the float64 expected to dtype's tolerance (atol times scale)."""
+    rtol, atol = TOL[np.dtype(dtype)]
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), expected, rtol=rtol, atol=atol * scale,
+                               err_msg=err)
+
+
+def f64(*arrays):
+    return [np.asarray(a, dtype=np.float64) for a in arrays]
+
+
+# ============================================================================= compilers
+
+
+def _nvcc_build(file: str, out_dir: Path) -> tuple[str, float]:
+    """nvcc -cubin for sm_90 (ptxas runs, spills are warnings turned errors); returns (PTX, seconds)."""
+    src = kernels.kernels_dir() / file
+    keep = out_dir / Path(file).stem
+    keep.mkdir()
+    cmd = ["nvcc", "-arch=sm_90", "-cubin", "--keep", f"--keep-dir={keep}", "-Werror", "all-warnings",
+           "-Xptxas", "-warn-spills", *kernels.compile_options(), "-o", str(keep / "out.cubin"), str(src)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise AssertionError(f"nvcc failed on {file}:\n{' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    return (keep / f"{src.stem}.ptx").read_text(), seconds
+
+
+@pytest.fixture(scope="session")
+def nvcc_builds(tmp_path_factory):
+    """Every kernel file built once by nvcc, in parallel: {file: (ptx, seconds)}."""
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not on PATH: the CUDA compile check is skipped "
+                    "(install the CUDA toolkit to run it)")
+    out = tmp_path_factory.mktemp("nvcc")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = dict(zip(KERNEL_FILES, pool.map(lambda f: _nvcc_build(f, out), KERNEL_FILES)))
+    return results
+
+
+def ptx_entries(ptx: str) -> set[str]:
+    return set(re.findall(r"^\.visible \.entry (\w+)\(", ptx, flags=re.M))
+
+
+@pytest.mark.parametrize("file", KERNEL_FILES)
+def test_nvcc_compiles_for_sm90(nvcc_builds, file):
+    ptx, seconds = nvcc_builds[file]
+    assert ptx_entries(ptx) == entries_in(file)
+    assert seconds < 120, f"{file}: nvcc took {seconds:.1f} s"
+
+
+def _find_nvrtc() -> str | None:
+    """libnvrtc: $GPUGRAD_NVRTC, the system's, CUDA_PATH's, or an nvidia-cuda-nvrtc wheel's."""
+    if os.environ.get("GPUGRAD_NVRTC"):
+        return os.environ["GPUGRAD_NVRTC"]
+    found = ctypes.util.find_library("nvrtc")
+    if found:
+        return found
+    roots = [os.environ.get("CUDA_PATH", "/usr/local/cuda") + "/lib64", *sys.path]
+    for root in roots:
+        for pattern in ("libnvrtc.so*", "nvidia/*/lib/libnvrtc.so*", "nvidia/cuda_nvrtc/lib/libnvrtc.so*"):
+            hits = sorted(p for p in glob.glob(os.path.join(root, pattern)) if "builtins" not in p)
+            if hits:
+                return hits[0]
+    return None
+
+
+@pytest.fixture(scope="session")
+def nvrtc():
+    path = _find_nvrtc()
+    if path is None:
+        pytest.skip("libnvrtc not found: the NVRTC (CuPy's compiler) check is skipped; "
+                    "pip install nvidia-cuda-nvrtc, or set GPUGRAD_NVRTC=/path/to/libnvrtc.so")
+    return ctypes.CDLL(path)
+
+
+def nvrtc_compile(lib, source: str, name: str, options: tuple[str, ...]) -> tuple[int, str, str]:
+    """(result code, log, PTX) of one NVRTC compilation."""
+    prog = ctypes.c_void_p()
+    rc = lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None)
+    assert rc == 0, f"nvrtcCreateProgram: {rc}"
+    opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
+    rc = lib.nvrtcCompileProgram(prog, len(options), opts)
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    ptx = ""
+    if rc == 0:
+        lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
+        buf = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetPTX(prog, buf)
+        ptx = buf.value.decode()
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    return rc, log.value.decode(errors="replace"), ptx
+
+
+# What CuPy's RawModule adds to our options (an arch; -ftz=true in the versions that do).
+_CUPY_ADDS = ("--gpu-architecture=compute_90", "-ftz=true")
+
+
+@pytest.mark.parametrize("file", KERNEL_FILES)
+def test_nvrtc_compiles_the_loaders_source(nvrtc, file):
+    # NVRTC has no system headers and fewer builtins than nvcc: this is the compile CuPy does
+    options = kernels.compile_options() + _CUPY_ADDS
+    rc, log, ptx = nvrtc_compile(nvrtc, kernels.kernel_source(file), file, options)
+    assert rc == 0, f"NVRTC failed on {file}:\n{log}"
+    assert ptx_entries(ptx) == entries_in(file)
+
+
+def test_nvrtc_errors_name_the_file(nvrtc):
+    # the '#line 1 "<path>"' that kernel_source prepends makes errors point into kernels/
+    source = kernels.kernel_source("binary_backward.cu") + "\nthis is not C++;\n"
+    rc, log, _ = nvrtc_compile(nvrtc, source, "x.cu", kernels.compile_options() + _CUPY_ADDS)
+    assert rc != 0
+    assert "kernels/binary_backward.cu" in log
+
+
+# ============================================================================= the CPU emulation
+
+
+@pytest.fixture(scope="session")
+def host_libs(tmp_path_factory):
+    """Every kernel file compiled by g++ for the CPU, once, in parallel: ({file: CDLL}, {file: path})."""
+    if emulator.compiler() is None:
+        pytest.skip("g++ is not on PATH: the CPU emulation of the CUDA kernels is skipped")
+    out = tmp_path_factory.mktemp("kernel_host")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        paths = dict(zip(KERNEL_FILES, pool.map(lambda f: emulator.build_library(f, out), KERNEL_FILES)))
+    return {f: ctypes.CDLL(str(p)) for f, p in paths.items()}, paths
+
+
+@pytest.fixture(params=CONFIGS, ids=lambda c: f"grid{c[0]}x{c[1]}")
+def host(request, host_libs):
+    """A CPU launcher for gpugrad.kernels' functions, installed for the test's duration."""
+    grid, block = request.param
+    launcher = emulator.HostLauncher(host_libs[0], grid=grid, block=block)
+    with kernels.use_launcher(launcher):
+        yield launcher
+
+
+def _numpy(a):
+    """The emulation works on NumPy arrays as they are (a GPU check passes cupy.asarray)."""
+    return a
+
+
+def kernels_get(a):
+    """A launcher's array as NumPy (CuPy arrays are copied to the host)."""
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+# ----------------------------------------------------------------------------- references
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+
+
+def ref_gelu_erf(g, x):
+    cdf = 0.5 * (1 + _erf(x / math.sqrt(2)))
+    pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return g * (cdf + x * pdf)
+
+
+def ref_gelu_tanh(g, x):
+    t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3))
+    return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x))
+
+
+def _rule(op):
+    return lambda g, s, alpha: REGISTRY[op].vjp_rule(np, g, s, None)[0]
+
+
+# activation -> (reference dx(g, saved, alpha), forward in float64 or None when saved is x)
+ACTIVATIONS = {
+    "relu": (_rule("relu"), lambda x: np.maximum(x, 0)),
+    "leaky_relu": (lambda g, x, a: np.where(x > 0, g, a * g), None),
+    "sigmoid": (_rule("sigmoid"), lambda x: 1 / (1 + np.exp(-x))),
+    "tanh": (_rule("tanh"), np.tanh),
+    "gelu_tanh": (lambda g, x, a: ref_gelu_tanh(g, x), None),
+    "gelu_erf": (lambda g, x, a: ref_gelu_erf(g, x), None),
+}
+
+
+def activation_case(rng, act, shape, dtype, bias=None):
+    """(g, saved, alpha): saved is act's output (of x + bias) or its input x, in dtype."""
+    x = rng.normal(0, 2, size=shape)
+    x.reshape(-1)[::7] = 0.0                          # exact zeros: relu's kink
+    g = rng.normal(size=shape).astype(dtype)
+    forward = ACTIVATIONS[act][1]
+    if forward is None:
+        saved = x
+    else:
+        saved = forward(x if bias is None else x + bias.astype(np.float64))
+    return g, saved.astype(dtype), 0.07 if act == "leaky_relu" else 0.0
+
+
+def ref_cross_entropy(x, t, g, *, ignore_index, eps, reduction):
+    """(loss, lse, dlogits) in float64: log-softmax, label-smoothed NLL, and its VJP."""
+    x, g = f64(x, g)
+    rows, cols = x.shape
+    m = x.max(axis=1, keepdims=True) if cols else np.zeros((rows, 1))
+    lse = (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]
+    logp = x - lse[:, None]
+    valid = t != ignore_index
+    tt = np.where(valid, t, 0)
+    nll = -logp[np.arange(rows), tt]
+    smooth = -logp.mean(axis=1) if cols else np.zeros(rows)
+    per_row = (1 - eps) * nll + (eps * smooth if eps else 0.0)   # NOTE: 0 * inf for -inf logits
+    per_row = np.where(valid, per_row, 0.0)
+    count = valid.sum()
+    q = np.full((rows, cols), eps / max(cols, 1))
+    q[np.arange(rows), tt] += 1 - eps
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loss = {"none": per_row, "sum": per_row.sum(), "mean": per_row.sum() / count}[reduction]
+        scale = {"none": g, "sum": np.full(rows, g), "mean": np.full(rows, g / count)}[reduction]
+        dx = np.where(valid[:, None], (np.exp(logp) - q) * scale[:, None], 0.0)
+    return loss, lse, dx
+
+
+def _stored(dtype):
+    """Round to the state's dtype: a kernel continues with its state as stored (as PyTorch)."""
+    return (lambda a: a) if dtype is None else (lambda a: np.asarray(a).astype(dtype).astype(np.float64))
+
+
+def ref_sgd(p, g, buf, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
+            first_step=False, state_dtype=None):
+    """torch.optim.SGD's single-tensor step in float64: (param, buf)."""
+    p, g = f64(p, g)
+    d = -g if maximize else g
+    if weight_decay:
+        d = d + weight_decay * p
+    if momentum:
+        buf = d.copy() if first_step else momentum * np.asarray(buf, np.float64) + (1 - dampening) * d
+        buf = _stored(state_dtype)(buf)
+        d = d + momentum * buf if nesterov else buf
+    return p - lr * d, buf
+
+
+def ref_adam(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, weight_decay=0.0, amsgrad=False,
+             maximize=False, decoupled=False, state_dtype=None):
+    """torch.optim.Adam / AdamW's single-tensor step in float64: (param, exp_avg, exp_avg_sq, v_max)."""
+    stored = _stored(state_dtype)
+    p, g, m, v = f64(p, g, m, v)
+    d = -g if maximize else g
+    if weight_decay:
+        if decoupled:
+            p = stored(p * (1 - lr * weight_decay))
+        else:
+            d = d + weight_decay * p
+    m = stored(m + (1 - beta1) * (d - m))
+    v = stored(beta2 * v + (1 - beta2) * d * d)
+    if amsgrad:
+        vmax = np.maximum(np.asarray(vmax, np.float64), v)
+    denom = np.sqrt(vmax if amsgrad else v) / math.sqrt(1 - beta2**step) + eps
+    return p - lr / (1 - beta1**step) * m / denom, m, v, vmax
+
+
+# ----------------------------------------------------------------------------- the checks
+#
+# Each check_* takes dev (NumPy array -> the array type the launcher works on) and runs
+# gpugrad.kernels' public function, so the same checks serve the emulation and a GPU.
+
+
+def check_activation(dev, act, n, dtype, rng):
+    g, saved, alpha = activation_case(rng, act, (n,), dtype)
+    dx = kernels.activation_backward(f"{act}_backward", dev(g), dev(saved), alpha)
+    expected = ACTIVATIONS[act][0](*f64(g, saved), alpha)
+    close(kernels_get(dx), expected, dtype, err=act)
+    assert dx.dtype == dtype and dx.shape == g.shape
+
+
+def check_binary(dev, op, shape, dtype, rng):
+    x = rng.normal(size=shape).astype(dtype)
+    y = (rng.uniform(0.5, 2.0, size=shape) * rng.choice([-1, 1], size=shape)).astype(dtype)
+    g = rng.normal(size=shape).astype(dtype)
+    if op == "multiply":
+        gx, gy = kernels.multiply_backward(dev(g), dev(x), dev(y))
+        expected = REGISTRY["multiply"].vjp_rule(np, *f64(g), None, *f64(x, y), needs=(True, True))
+    else:
+        out = (x / y).astype(dtype)
+        gx, gy = kernels.divide_backward(dev(g), dev(y), dev(out))
+        expected = REGISTRY["divide"].vjp_rule(np, *f64(g, out), None, *f64(y), needs=(True, True))
+    close(kernels_get(gx), expected[0], dtype, err=f"{op} gx")
+    close(kernels_get(gy), expected[1], dtype, err=f"{op} gy")
+
+
+def check_cross_entropy(dev, shape, dtype, rng, *, reduction, eps, ignore_index=-100):
+    rows, cols = shape
+    x = (rng.normal(0, 3, size=shape)).astype(dtype)
+    t = rng.integers(0, max(cols, 1), size=rows)
+    t[::5] = ignore_index
+    g = rng.normal(size=rows) if reduction == "none" else np.float64(rng.normal())
+    kw = dict(reduction=reduction, ignore_index=ignore_index, label_smoothing=eps)
+    with np.errstate(divide="ignore", invalid="ignore"):     # 'mean' of no rows: 0 / 0 on NumPy
+        loss, lse = kernels.cross_entropy_forward(dev(x), dev(t), **kw)
+        dx = kernels.cross_entropy_backward(dev(np.asarray(g, dtype)), dev(x), dev(t), lse, **kw)
+    ref_loss, ref_lse, ref_dx = ref_cross_entropy(x, t, np.asarray(g, dtype), ignore_index=ignore_index,
+                                                  eps=eps, reduction=reduction)
+    acc = F64 if dtype == F64 else F32
+    assert loss.dtype == dtype and lse.dtype == acc and dx.dtype == dtype
+    close(kernels_get(lse), ref_lse, acc, scale=10, err="lse")
+    # the loss is a sum over rows: its error grows with them
+    close(kernels_get(loss), ref_loss, dtype, scale=10 * max(1, math.sqrt(rows)), err="loss")
+    close(kernels_get(dx), ref_dx, dtype, err="dlogits")
+
+
+def check_bias_activation(dev, act, shape, dtype, rng):
+    bias = rng.normal(size=shape[-1:]).astype(dtype)
+    g, saved, alpha = activation_case(rng, act, shape, dtype, bias=bias)
+    dx, db = kernels.bias_activation_backward(act, dev(g), dev(saved), dev(bias), negative_slope=alpha)
+    g64, s64, b64 = f64(g, saved, bias)
+    z = s64 + b64 if ACTIVATIONS[act][1] is None else s64
+    expected = ACTIVATIONS[act][0](g64, z, alpha)
+    dx, db = kernels_get(dx), kernels_get(db)
+    close(dx, expected, dtype, scale=4, err=f"{act} dx")   # NOTE: z = x + b is rounded once more
+    lead = tuple(range(len(shape) - 1))
+    rows = int(np.prod(shape[:-1]))
+    # db is the sum of the dx values as written, added in the arithmetic type
+    close(db, dx.astype(np.float64).sum(axis=lead), dtype, scale=max(1, rows), err=f"{act} db")
+    assert dx.dtype == db.dtype == dtype and db.shape == shape[-1:]
+
+
+def check_sgd(dev, n, dtype, rng, config):
+    p = rng.normal(size=n).astype(dtype)
+    buf = rng.normal(size=n).astype(dtype) if config.get("momentum") else None
+    dp, dbuf = dev(p), (dev(buf) if buf is not None else None)
+    for step in range(1, 4):
+        g = rng.normal(size=n).astype(dtype)
+        before_p, before_buf = kernels_get(dp).copy(), (kernels_get(dbuf).copy() if buf is not None else None)
+        kernels.sgd_step(dp, dev(g), dbuf, first_step=step == 1, **config)
+        ref_p, ref_buf = ref_sgd(before_p, g, before_buf, first_step=step == 1, state_dtype=dtype, **config)
+        close(kernels_get(dp), ref_p, dtype, err=f"sgd param, step {step}")
+        if buf is not None:
+            close(kernels_get(dbuf), ref_buf, dtype, err=f"sgd buffer, step {step}")
+
+
+def check_adam(dev, n, dtype, rng, config, decoupled):
+    p = rng.normal(size=n).astype(dtype)
+    state = [np.zeros(n, dtype), np.zeros(n, dtype), np.zeros(n, dtype)]
+    dp, dm, dv, dvmax = dev(p), *(dev(s) for s in state)
+    kw = dict(lr=config["lr"], beta1=config.get("beta1", 0.9), beta2=config.get("beta2", 0.999),
+              eps=config.get("eps", 1e-8), weight_decay=config.get("weight_decay", 0.0),
+              amsgrad=config.get("amsgrad", False), maximize=config.get("maximize", False))
+    for step in range(1, 4):
+        g = rng.normal(size=n).astype(dtype)
+        before = [kernels_get(a).copy() for a in (dp, dm, dv, dvmax)]
+        vmax = dvmax if kw["amsgrad"] else None
+        kernels.adam_step(dp, dev(g), dm, dv, vmax, step=step, decoupled=decoupled, **kw)
+        ref = ref_adam(before[0], g, before[1], before[2], before[3], step=step, decoupled=decoupled,
+                       state_dtype=dtype, **kw)
+        for name, got, want in zip(("param", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+                                   (dp, dm, dv, dvmax), ref):
+            if name == "max_exp_avg_sq" and not kw["amsgrad"]:
+                np.testing.assert_array_equal(kernels_get(got), before[3])   # untouched
+                continue
+            close(kernels_get(got), want, dtype, err=f"adam {name}, step {step}")
+
+
+# ----------------------------------------------------------------------------- emulated runs
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+def test_activation_backward(host, act, n, dtype):
+    check_activation(_numpy, act, n, dtype, np.random.default_rng(n))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(0,), (1,), (255,), (257,), (1031,), (7, 13)], ids=str)
+@pytest.mark.parametrize("op", ["multiply", "divide"])
+def test_binary_backward(host, op, shape, dtype):
+    check_binary(_numpy, op, shape, dtype, np.random.default_rng(len(shape) + shape[0]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(0, 5), (1, 1), (1, 7), (37, 11), (6, 300), (3, 1031)], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_softmax_cross_entropy(host, shape, dtype, reduction, eps):
+    check_cross_entropy(_numpy, shape, dtype, np.random.default_rng(shape[0] * 31 + shape[1]),
+                        reduction=reduction, eps=eps)
+
+
+@pytest.mark.parametrize("ignore_index", [0, 3, -1])
+def test_softmax_cross_entropy_ignore_index_inside_the_classes(host, ignore_index):
+    check_cross_entropy(_numpy, (23, 5), F64, np.random.default_rng(1), reduction="mean", eps=0.2,
+                        ignore_index=ignore_index)
+
+
+def test_softmax_cross_entropy_extreme_logits(host):
+    # huge logits stay finite (online max), -inf logits (masked classes) are skipped
+    x = np.array([[1e4, 1e4 - 1.0, -1e4], [0.0, -np.inf, 2.0], [-np.inf, 5.0, -np.inf]])
+    t = np.array([1, 2, 1])
+    loss, lse = kernels.cross_entropy_forward(x, t, reduction="none")
+    dx = kernels.cross_entropy_backward(np.ones(3), x, t, lse, reduction="none")
+    ref_loss, ref_lse, ref_dx = ref_cross_entropy(x, t, np.ones(3), ignore_index=-100, eps=0.0,
+                                                  reduction="none")
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(lse, ref_lse, rtol=1e-12)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=1e-12)
+
+
+def test_softmax_cross_entropy_degenerate_targets(host):
+    x = np.random.default_rng(0).normal(size=(3, 4))
+    # every row ignored: the mean is NaN (0 / 0) and the gradient 0, as PyTorch
+    t = np.full(3, -100)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loss, lse = kernels.cross_entropy_forward(x, t)
+        dx = kernels.cross_entropy_backward(np.float64(1.0), x, t, lse)
+    assert np.isnan(loss)
+    np.testing.assert_array_equal(dx, 0.0)
+    # a target outside [0, C) that is not ignore_index: that row's loss is NaN
+    loss, _ = kernels.cross_entropy_forward(x, np.array([0, 4, -2]), reduction="none")
+    assert not np.isnan(loss[0]) and np.isnan(loss[1]) and np.isnan(loss[2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (1, 1), (7, 3), (33, 17), (4, 5, 6), (300, 2), (2, 1031)],
+                         ids=str)
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+def test_bias_activation_backward(host, act, shape, dtype):
+    check_bias_activation(_numpy, act, shape, dtype, np.random.default_rng(sum(shape)))
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 2, 7, 40, 41, 100])
+def test_bias_activation_chunks(host_libs, rows_per_chunk):
+    # the raw kernels, for any split of the rows into chunks (the last one short)
+    rng = np.random.default_rng(rows_per_chunk)
+    rows, cols = 41, 6
+    g, saved, _ = activation_case(rng, "gelu_erf", (rows, cols), F64)
+    bias = rng.normal(size=cols)
+    launcher = emulator.HostLauncher(host_libs[0], grid=2, block=3)
+    chunks = -(-rows // rows_per_chunk)
+    dx, db, partial = np.empty_like(g), np.empty(cols), np.full((chunks, cols), np.nan)
+    launcher.launch(launcher.kernel("bias_gelu_erf_backward", F64), chunks * cols,
+                    (g, saved, bias, dx, partial, np.int64(rows), np.int64(cols), np.int64(rows_per_chunk),
+                     np.float64(0)))
+    launcher.launch(launcher.kernel("bias_grad_reduce", F64), cols,
+                    (partial, db, np.int64(chunks), np.int64(cols)))
+    expected = ref_gelu_erf(g, saved + bias)
+    np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, expected.sum(axis=0), rtol=1e-12, atol=1e-12)
+
+
+SGD_CONFIGS = [
+    dict(lr=0.1),
+    dict(lr=0.1, weight_decay=0.1, maximize=True),
+    dict(lr=0.1, momentum=0.9),
+    dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01),
+    dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.1),
+    dict(lr=0.1, momentum=0.5, maximize=True),
+]
+ADAM_CONFIGS = [
+    dict(lr=1e-3),
+    dict(lr=1e-2, weight_decay=0.1),
+    dict(lr=1e-2, amsgrad=True),
+    dict(lr=1e-2, beta1=0.5, beta2=0.9, maximize=True, weight_decay=0.01),
+    dict(lr=1e-2, beta1=0.3, beta2=0.99, eps=1e-6),    # 1 - beta1 >= 0.5: lerp's other branch
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n", [0, 1, 257, 1031])
+@pytest.mark.parametrize("config", SGD_CONFIGS, ids=str)
+def test_sgd_step(host, config, n, dtype):
+    check_sgd(_numpy, n, dtype, np.random.default_rng(n), config)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n", [0, 1, 257, 1031])
+@pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])
+@pytest.mark.parametrize("config", ADAM_CONFIGS, ids=str)
+def test_adam_step(host, config, decoupled, n, dtype):
+    check_adam(_numpy, n, dtype, np.random.default_rng(n), config, decoupled)
+
+
+def test_optimizer_updates_take_optim_functionals_signature(host):
+    # kernels.sgd_update / adam_update drop into gpugrad.optim.functional.FUSED as they are
+    rng = np.random.default_rng(0)
+    p, g = rng.normal(size=10), rng.normal(size=10)
+    q = p.copy()
+    kernels.OPTIMIZER_UPDATES["sgd"](np, q, g, None, lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                                     nesterov=False, maximize=False, first_step=True)
+    np.testing.assert_allclose(q, p - 0.1 * g, rtol=1e-15)
+    m, v = np.zeros(10), np.zeros(10)
+    kernels.OPTIMIZER_UPDATES["adam"](np, q, g, m, v, None, step=1, lr=0.1, beta1=0.9, beta2=0.999,
+                                      eps=1e-8, weight_decay=0.0, decoupled_weight_decay=True, amsgrad=False,
+                                      maximize=False)
+    np.testing.assert_allclose(q, p - 0.1 * g - 0.1 * np.sign(g), rtol=1e-6)
+
+
+def test_fused_vjps_match_the_ops_rules(host):
+    # what the lead wires into the CUDA backward: same arguments and results as the plain rules
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 5)).astype(F32)
+    y = rng.uniform(0.5, 2.0, size=(4, 5)).astype(F32)
+    g = rng.normal(size=(4, 5)).astype(F32)
+    for op in REGISTRY.values():
+        if op.fused is None or op.name in ("multiply", "divide"):     # one-input rules here; two below
+            continue
+        out = op.forward(np, x)
+        got = kernels.fused_vjp(op.fused, g, out, None, needs=(True,))
+        want = op.vjp_rule(np, g, out, None)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-7, err_msg=op.name)
+    got = kernels.fused_vjp("multiply_backward", g, None, x, y, needs=(True, True))
+    want = REGISTRY["multiply"].vjp_rule(np, g, None, x, y, needs=(True, True))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    out = x / y
+    got = kernels.fused_vjp("divide_backward", g, out, None, y, needs=(True, True))
+    want = REGISTRY["divide"].vjp_rule(np, g, out, None, y, needs=(True, True))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    got = kernels.fused_vjp("leaky_relu_backward", g, None, x, needs=(True,), negative_slope=0.2)
+    np.testing.assert_allclose(got[0], np.where(x > 0, g, 0.2 * g), rtol=1e-6)
+    # cases the kernels do not pay for, or cannot take: None, and the caller runs the plain rule
+    assert kernels.fused_vjp("multiply_backward", g, None, x, 2.0, needs=(True, False)) is None
+    assert kernels.fused_vjp("multiply_backward", g, None, x, y.astype(F64), needs=(True, True)) is None
+    assert kernels.fused_vjp("tanh_backward", g.astype(np.int32), out.astype(np.int32), None) is None
+    with pytest.raises(KeyError, match="no fused VJP"):
+        kernels.fused_vjp("sgd_step", g, out)
+
+
+def test_nothing_is_launched_for_empty_arrays(host):
+    e = np.empty(0, F32)
+    kernels.tanh_backward(e, e)
+    kernels.multiply_backward(e, e, e)
+    kernels.sgd_step(e, e, None, lr=0.1)
+    assert all(n == 0 for _, n, _, _ in host.launches)
+
+
+def test_float16_conversions_match_numpy(host_libs):
+    lib = host_libs[0]["activation_backward.cu"]
+    lib.gg_test_half_to_float.restype = ctypes.c_float
+    lib.gg_test_half_to_float.argtypes = [ctypes.c_ushort]
+    lib.gg_test_float_to_half.restype = ctypes.c_ushort
+    lib.gg_test_float_to_half.argtypes = [ctypes.c_float]
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    got = np.array([lib.gg_test_half_to_float(int(b)) for b in bits], dtype=np.float32)
+    np.testing.assert_array_equal(got, bits.view(np.float16).astype(np.float32))   # NaN == NaN here
+    rng = np.random.default_rng(0)
+    special = np.array([0.0, -0.0, 65504.0, 65519.996, 65520.0, 1e6, np.inf, -np.inf, np.nan, 5.96e-8,
+                        2.98e-8, 2.99e-8, 6.1035e-5, 6.1e-5, 1 + 2.0**-11, 1 + 3 * 2.0**-11, -1e-9],
+                       np.float32)
+    floats = np.concatenate([special, rng.integers(0, 1 << 32, 20000, dtype=np.uint64).astype(np.uint32)
+                             .view(np.float32), rng.normal(0, 1e-5, 5000).astype(np.float32),
+                             rng.normal(0, 100, 5000).astype(np.float32)])
+    got = np.array([lib.gg_test_float_to_half(float(f)) for f in floats], dtype=np.uint16).view(np.float16)
+    with np.errstate(over="ignore"):
+        want = floats.astype(np.float16)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = ~np.isnan(want)
+    np.testing.assert_array_equal(got[finite].view(np.uint16), want[finite].view(np.uint16))
+
+
+def test_the_emulation_catches_wrong_arguments(host_libs):
+    launcher = emulator.HostLauncher(host_libs[0])
+    k = launcher.kernel("tanh_backward", F32)
+    a = np.ones(4, F32)
+    with pytest.raises(TypeError, match="NumPy scalar"):
+        k(1, 1, (a, a, a, 4, np.float32(0)))                 # a Python int for long long n
+    with pytest.raises(TypeError, match="8-byte integer"):
+        k(1, 1, (a, a, a, np.int32(4), np.float32(0)))
+    with pytest.raises(TypeError, match="float64"):
+        k(1, 1, (a, a, a.astype(F64), np.int64(4), np.float32(0)))
+    with pytest.raises(TypeError, match="takes 5 arguments"):
+        k(1, 1, (a, a, a, np.int64(4)))
+    with pytest.raises(AssertionError, match="wrote outside"):
+        k(1, 1, (np.ones(8, F32), np.ones(8, F32), a, np.int64(8), np.float32(0)))   # n past dx's end
+
+
+# ============================================================================= references vs PyTorch
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+def test_activation_references_match_torch():
+    torch = _torch()
+    rng = np.random.default_rng(0)
+    x, g = rng.normal(0, 3, size=500), rng.normal(size=500)
+    cases = {
+        "gelu_erf": lambda t: torch.nn.functional.gelu(t),
+        "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+        "leaky_relu": lambda t: torch.nn.functional.leaky_relu(t, 0.07),
+    }
+    for act, fn in cases.items():
+        xt = torch.tensor(x, requires_grad=True)
+        fn(xt).backward(torch.tensor(g))
+        np.testing.assert_allclose(ACTIVATIONS[act][0](g, x, 0.07), xt.grad.numpy(), rtol=1e-12, atol=1e-14,
+                                   err_msg=act)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("eps", [0.0, 0.15])
+@pytest.mark.parametrize("ignore_index", [-100, 2])
+def test_cross_entropy_reference_matches_torch(reduction, eps, ignore_index):
+    torch = _torch()
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 3, size=(17, 6))
+    t = rng.integers(0, 6, size=17)
+    t[::4] = ignore_index
+    g = rng.normal(size=17) if reduction == "none" else rng.normal()
+    xt = torch.tensor(x, requires_grad=True)
+    loss = torch.nn.functional.cross_entropy(xt, torch.tensor(t), ignore_index=ignore_index,
+                                             label_smoothing=eps, reduction=reduction)
+    loss.backward(torch.tensor(g, dtype=torch.float64))
+    ref_loss, ref_lse, ref_dx = ref_cross_entropy(x, t, g, ignore_index=ignore_index, eps=eps,
+                                                  reduction=reduction)
+    np.testing.assert_allclose(ref_loss, loss.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ref_dx, xt.grad.numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ref_lse, torch.logsumexp(xt, 1).detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("config", SGD_CONFIGS, ids=str)
+def test_sgd_reference_matches_torch(config):
+    torch = _torch()
+    rng = np.random.default_rng(0)
+    p0 = rng.normal(size=20)
+    pt = torch.tensor(p0.copy(), requires_grad=True)
+    opt = torch.optim.SGD([pt], **config)
+    p, buf = p0, None
+    for step in range(1, 5):
+        g = rng.normal(size=20)
+        pt.grad = torch.tensor(g)
+        opt.step()
+        p, buf = ref_sgd(p, g, buf, first_step=step == 1, **config)
+        np.testing.assert_allclose(p, pt.detach().numpy(), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])
+@pytest.mark.parametrize("config", ADAM_CONFIGS, ids=str)
+def test_adam_reference_matches_torch(config, decoupled):
+    torch = _torch()
+    rng = np.random.default_rng(0)
+    p0 = rng.normal(size=20)
+    pt = torch.tensor(p0.copy(), requires_grad=True)
+    kw = dict(lr=config["lr"], betas=(config.get("beta1", 0.9), config.get("beta2", 0.999)),
+              eps=config.get("eps", 1e-8), weight_decay=config.get("weight_decay", 0.0),
+              amsgrad=config.get("amsgrad", False), maximize=config.get("maximize", False))
+    opt = (torch.optim.AdamW if decoupled else torch.optim.Adam)([pt], **kw)
+    p, m, v, vmax = p0, np.zeros(20), np.zeros(20), np.zeros(20)
+    for step in range(1, 5):
+        g = rng.normal(size=20)
+        pt.grad = torch.tensor(g)
+        opt.step()
+        p, m, v, vmax = ref_adam(p, g, m, v, vmax, step=step, lr=kw["lr"], beta1=kw["betas"][0],
+                                 beta2=kw["betas"][1], eps=kw["eps"], weight_decay=kw["weight_decay"],
+                                 amsgrad=kw["amsgrad"], maximize=kw["maximize"], decoupled=decoupled)
+        np.testing.assert_allclose(p, pt.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+# ============================================================================= consistency
+
+
+def test_every_kernel_file_exists_and_every_cu_file_is_registered():
+    on_disk = sorted(p.name for p in kernels.kernels_dir().glob("*.cu"))
+    assert on_disk == KERNEL_FILES
+    for name, spec in kernels.KERNELS.items():
+        assert spec.entries == tuple(f"{name}_{s}" for s in ("f32", "f64", "f16")[:len(spec.dtypes)])
+
+
+def test_compiled_entry_points_are_exactly_the_registry(host_libs):
+    # from the symbols of the emulated libraries: what the .cu sources define after preprocessing
+    for file, path in host_libs[1].items():
+        assert emulator.exported_entries(path) == entries_in(file), file
+
+
+def test_every_kernel_has_a_header_comment():
+    for name, spec in kernels.KERNELS.items():
+        text = (kernels.kernels_dir() / spec.file).read_text()
+        comments = "\n".join(line for line in text.splitlines() if line.lstrip().startswith("//"))
+        assert re.search(rf"\b{name}\b", comments), f"{spec.file}: no comment describes {name}"
+
+
+def test_every_fused_name_of_an_op_is_a_kernel_with_a_vjp():
+    for op in REGISTRY.values():
+        if op.fused is not None:
+            assert op.fused in kernels.KERNELS, f"{op.name}: fused={op.fused!r} is not a kernels.KERNELS name"
+            assert op.fused in kernels.FUSED_VJPS, f"{op.name}: no kernels.FUSED_VJPS entry for {op.fused!r}"
+    assert set(kernels.FUSED_VJPS) <= set(kernels.KERNELS)
+
+
+def test_unwired_kernels_are_listed():
+    used = {op.fused for op in REGISTRY.values() if op.fused is not None}
+    assert not set(NOT_YET_WIRED) & set(NOT_OP_KERNELS)
+    assert set(kernels.KERNELS) - used == set(NOT_YET_WIRED) | set(NOT_OP_KERNELS)
+
+
+# ============================================================================= the loader, without CuPy
+
+
+def test_importing_the_loader_does_not_import_cupy():
+    code = "import sys, gpugrad, gpugrad.kernels; assert 'cupy' not in sys.modules, 'cupy was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_kernel_sources_and_options():
+    d = kernels.kernels_dir()
+    assert (d / "common.cuh").is_file()
+    src = kernels.kernel_source("activation_backward.cu")
+    assert src.startswith(f'#line 1 "{(d / "activation_backward.cu").as_posix()}"\n')
+    assert f"-I{d}" in kernels.compile_options()
+    assert kernels.kernel_names() == sorted(kernels.KERNELS)
+    assert kernels.KERNELS["tanh_backward"].entry(np.float16) == "tanh_backward_f16"
+    with pytest.raises(TypeError, match="no kernel for dtype int32"):
+        kernels.KERNELS["tanh_backward"].entry(np.int32)
+    with pytest.raises(KeyError, match="no fused kernel named"):
+        kernels.get_kernel("nope", np.float32)
+
+
+def test_grid_size_and_launch(monkeypatch):
+    assert kernels.grid_size(0, 256, 100) == 0
+    assert kernels.grid_size(1, 256, 100) == 1
+    assert kernels.grid_size(256, 256, 100) == 1
+    assert kernels.grid_size(257, 256, 100) == 2
+    assert kernels.grid_size(10**9, 256, 100) == 100
+    assert kernels.grid_size(7, 32, 100, per_block=1) == 7
+    calls = []
+    monkeypatch.setattr(kernels, "max_blocks", lambda device_id=None: 4)
+    kernels.launch(lambda *a: calls.append(a), 0, ())
+    assert calls == []                                        # nothing launched for n == 0
+    kernels.launch(lambda *a: calls.append(a), 1000, (1, 2))
+    kernels.launch(lambda *a: calls.append(a), 10**6, (3,), block=128)
+    assert calls == [((4,), (256,), (1, 2)), ((4,), (128,), (3,))]
+
+
+def test_get_kernel_without_cuda_says_why():
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed: covered by the cuda test")
+    except ImportError:
+        pass
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        kernels.get_kernel("tanh_backward", np.float32)
+
+
+def test_argument_errors(host):
+    a, b = np.ones((2, 3), F32), np.ones((3, 2), F32)
+    with pytest.raises(ValueError, match=r"tanh_backward: saved and g differ: \(3, 2\) float32 vs \(2, 3\)"):
+        kernels.tanh_backward(a, b)
+    with pytest.raises(ValueError, match="bias must be"):
+        kernels.bias_activation_backward("relu", a, a, np.ones(2, F32))
+    with pytest.raises(ValueError, match="not an activation kernel"):
+        kernels.activation_backward("multiply_backward", a, a)
+    with pytest.raises(ValueError, match="unknown activation"):
+        kernels.bias_activation_backward("swish", a, a, np.ones(3, F32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernels.sgd_step(a.T, a.T, None, lr=0.1)
+    with pytest.raises(ValueError, match="needs a momentum_buffer"):
+        kernels.sgd_step(a, a, None, lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="amsgrad=True needs"):
+        kernels.adam_step(a, a, a.copy(), a.copy(), step=1, lr=0.1, amsgrad=True)
+    with pytest.raises(ValueError, match="reduction must be"):
+        kernels.cross_entropy_forward(a, np.zeros(2, np.int64), reduction="avg")
+    with pytest.raises(ValueError, match=r"expected logits \(N, C\)"):
+        kernels.cross_entropy_forward(a, np.zeros(3, np.int64))
+    # non-contiguous inputs are made contiguous, not refused
+    np.testing.assert_allclose(kernels.tanh_backward(a.T, b), np.zeros((3, 2)))
+
+
+# ============================================================================= on a GPU
+
+
+@pytest.mark.cuda
+def test_cuda_kernels_match_the_references():
+    try:
+        cp = kernels.backend.load_cupy()
+    except RuntimeError as err:
+        pytest.skip(f"no CUDA device: {err}")
+    rng = np.random.default_rng(0)
+    dev = cp.asarray
+    for dtype in DTYPES:
+        for act in ACTIVATIONS:
+            for n in (0, 1, 257, 100_003):
+                check_activation(dev, act, n, dtype, rng)
+            check_bias_activation(dev, act, (1000, 33), dtype, rng)
+        for op in ("multiply", "divide"):
+            check_binary(dev, op, (100_003,), dtype, rng)
+        for reduction in ("mean", "sum", "none"):
+            check_cross_entropy(dev, (64, 1000), dtype, rng, reduction=reduction, eps=0.1)
+        check_cross_entropy(dev, (1000, 7), dtype, rng, reduction="mean", eps=0.0)
+        for config in SGD_CONFIGS:
+            check_sgd(dev, 100_003, dtype, rng, config)
+        for config in ADAM_CONFIGS:
+            check_adam(dev, 100_003, dtype, rng, config, decoupled=True)
+            check_adam(dev, 1031, dtype, rng, config, decoupled=False)
