@@ -108,7 +108,7 @@ def is_anomaly_enabled() -> bool:
     return grad_mode.anomaly
 
 
-def check_finite(what: str, array: Any, where: str | None) -> None:
+def check_finite(what: str, array: Any, where: str | tuple | None) -> None:
     """detect_anomaly's test: raise if a float array holds NaN or Inf."""
     data = array
     if getattr(data, "dtype", None) is None or data.dtype.kind not in "fc":
@@ -117,7 +117,11 @@ def check_finite(what: str, array: Any, where: str | None) -> None:
     if not bool(xp.isfinite(data).all()):
         kind = "NaN" if bool(xp.isnan(data).any()) else "Inf"
         raise RuntimeError(f"detect_anomaly: {what} of shape {tuple(data.shape)} contains {kind}"
-                           + (f"; the op was created at {where}" if where else ""))
+                           + (f"; the op was created at {_site(where)}" if where else ""))
+
+
+def _site(where: str | tuple) -> str:
+    return where if isinstance(where, str) else versions.describe(where)
 
 
 # ----------------------------------------------------------------------------- nodes
@@ -142,7 +146,7 @@ class Node:
         self.dtype = dtype      # gradients arriving here are cast to this dtype
         self.hooks: list[Callable] | None = None   # Tensor.register_hook on the output
         self.saved_at = versions.tick                  # for the in-place check (gpugrad.versions)
-        self.where: str | None = None                  # creating source line, under detect_anomaly
+        self.where: tuple | None = None                # creating source site, under detect_anomaly
 
     def __repr__(self) -> str:
         return f"<{self.op.name}Backward>"

@@ -552,6 +552,18 @@ def _divide_rule(g: Any, out: Any, x: Any, y: Any, *, needs: Any = None) -> tupl
     return divide_backward(g, y, out)
 
 
+def _cross_entropy_rule(g: Any, out: Any, x: Any, target: Any, *, needs: Any = None,
+                        ignore_index: int, label_smoothing: float, reduction: str) -> tuple | None:
+    if np.dtype(x.dtype) not in _spec("softmax_cross_entropy_backward").dtypes or x.ndim != 2:
+        return None
+    ce = {"reduction": reduction, "ignore_index": ignore_index, "label_smoothing": label_smoothing}
+    _, lse = cross_entropy_forward(x, target, **ce)     # one more read of the logits, no extra storage
+    return (cross_entropy_backward(g, x, target, lse, **ce), None)
+
+
+# kernels whose rule checks its own operands (their shapes differ from g's by design)
+_OWN_CHECKS = {"softmax_cross_entropy_backward"}
+
 # kernel name (an op's ``fused=``) -> a function with the op's VJP signature, minus xp:
 # rule(g, out, *inputs, needs=..., **params) -> the gradients tuple, or None to use the plain rule.
 FUSED_VJPS: dict[str, Callable] = {
@@ -563,6 +575,7 @@ FUSED_VJPS: dict[str, Callable] = {
     "gelu_erf_backward": _input_rule("gelu_erf_backward"),
     "multiply_backward": _multiply_rule,
     "divide_backward": _divide_rule,
+    "softmax_cross_entropy_backward": _cross_entropy_rule,
 }
 
 
@@ -575,6 +588,8 @@ def fused_vjp(kernel: str, g: Any, out: Any, *inputs: Any, needs: Any = None, **
     rule = FUSED_VJPS.get(kernel)
     if rule is None:
         raise KeyError(f"no fused VJP for kernel {kernel!r}; known: {', '.join(sorted(FUSED_VJPS))}")
+    if kernel in _OWN_CHECKS:
+        return rule(g, out, *inputs, needs=needs, **params)
     if np.dtype(g.dtype) not in _spec(kernel).dtypes:
         return None
     for a in (out, *inputs):     # mixed dtypes (float32 * float64) or a constant operand: plain rule

@@ -15,7 +15,7 @@ from typing import Any
 
 tick = 0                             # bumped by every in-place change, anywhere
 _changed_at: dict[int, int] = {}     # id(buffer) -> tick of its last in-place change
-_where: dict[int, str] = {}          # id(buffer) -> what changed it, and where
+_where: dict[int, tuple] = {}        # id(buffer) -> (what changed it, where: a user_site)
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -27,14 +27,31 @@ def _buffer(array: Any) -> Any:
     return array
 
 
+_internal: dict[str, bool] = {}       # code file name -> inside the gpugrad package?
+
+
+def user_site() -> tuple[str, int, str] | None:
+    """The innermost caller outside gpugrad as (file, line, function); cheap enough for every call."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        inside = _internal.get(name)
+        if inside is None:
+            inside = _internal[name] = os.path.abspath(name).startswith(_PACKAGE_DIR)
+        if not inside:
+            return name, frame.f_lineno, frame.f_code.co_name
+        frame = frame.f_back
+    return None
+
+
+def describe(site: tuple[str, int, str] | None) -> str:
+    """'file:line in function' for a site from ``user_site``."""
+    return "<unknown>" if site is None else f"{site[0]}:{site[1]} in {site[2]}"
+
+
 def user_frame() -> str:
     """The innermost caller outside gpugrad, as 'file:line in function'."""
-    frame = sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
-        frame = frame.f_back
-    if frame is None:
-        return "<unknown>"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+    return describe(user_site())
 
 
 def bump(array: Any, what: str) -> None:
@@ -46,7 +63,7 @@ def bump(array: Any, what: str) -> None:
         weakref.finalize(buf, _forget, key)
     tick += 1
     _changed_at[key] = tick
-    _where[key] = f"{what} at {user_frame()}"
+    _where[key] = (what, user_site())          # formatted only if an error needs it
 
 
 def _forget(key: int) -> None:
@@ -65,6 +82,11 @@ def check(node: Any) -> None:
             what = "its output" if i == 0 else f"its input {i - 1}"
             raise RuntimeError(
                 f"backward: {node.name} needs {what} (shape {tuple(a.shape)}), which was changed in "
-                f"place after {node.op.name} saved it; the change: {_where.get(key, 'unknown')}. "
+                f"place after {node.op.name} saved it; the change: {_change(key)}. "
                 "Compute a new tensor instead of changing it in place (e.g. y = y + 1 instead of "
                 "y.add_(1)), or change it after backward.")
+
+
+def _change(key: int) -> str:
+    what, site = _where.get(key, ("unknown", None))
+    return f"{what} at {describe(site)}"

@@ -52,8 +52,6 @@ NOT_YET_WIRED = {
     "leaky_relu_backward": "nn.functional.leaky_relu is a composite; a leaky_relu primitive would declare it",
     "gelu_tanh_backward": "nn.functional.gelu is a composite; a gelu primitive (approximate='tanh') would",
     "gelu_erf_backward": "the same for gelu(approximate='none')",
-    "softmax_cross_entropy_forward": "cross_entropy is a composite in nn.functional; needs a primitive op",
-    "softmax_cross_entropy_backward": "the VJP of that cross_entropy primitive",
     "bias_relu_backward": "needs a fused bias+activation primitive op (linear's epilogue)",
     "bias_leaky_relu_backward": "the same primitive, leaky_relu",
     "bias_sigmoid_backward": "the same primitive, sigmoid",
@@ -63,6 +61,7 @@ NOT_YET_WIRED = {
 }
 # Kernels that are never an op's fused VJP, by design.
 NOT_OP_KERNELS = {
+    "softmax_cross_entropy_forward": "the forward of ops.softmax_cross_entropy on CUDA (and its fused VJP)",
     "bias_grad_reduce": "the second pass of every bias_*_backward (kernels.bias_activation_backward)",
     "sgd_step": "an optimizer update: gpugrad.optim.functional.FUSED['sgd'] = kernels.sgd_update",
     "adam_step": "an optimizer update: FUSED['adam'] = kernels.adam_update (decoupled=False)",
@@ -576,7 +575,7 @@ def test_fused_vjps_match_the_ops_rules(host):
     y = rng.uniform(0.5, 2.0, size=(4, 5)).astype(F32)
     g = rng.normal(size=(4, 5)).astype(F32)
     for op in REGISTRY.values():
-        if op.fused is None or op.name in ("multiply", "divide"):     # one-input rules here; two below
+        if op.fused is None or op.name in ("multiply", "divide", "softmax_cross_entropy"):   # below
             continue
         out = op.forward(np, x)
         got = kernels.fused_vjp(op.fused, g, out, None, needs=(True,))
@@ -591,6 +590,21 @@ def test_fused_vjps_match_the_ops_rules(host):
     want = REGISTRY["divide"].vjp_rule(np, g, out, None, y, needs=(True, True))
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+    ce_op = REGISTRY["softmax_cross_entropy"]
+    logits = rng.normal(size=(6, 5)).astype(F32)
+    target = rng.integers(0, 5, size=6)
+    target[0] = 2
+    for params in ({"ignore_index": -100, "label_smoothing": 0.0, "reduction": "mean"},
+                   {"ignore_index": 2, "label_smoothing": 0.1, "reduction": "sum"},
+                   {"ignore_index": 2, "label_smoothing": 0.0, "reduction": "none"}):
+        gl = rng.normal(size=(6,)).astype(F32) if params["reduction"] == "none" else np.asarray(1.3, F32)
+        loss, _ = kernels.cross_entropy_forward(logits, target, **params)
+        np.testing.assert_allclose(loss, ce_op.forward(np, logits, target, **params), rtol=1e-5, atol=1e-6)
+        got = kernels.fused_vjp("softmax_cross_entropy_backward", gl, None, logits, target,
+                                needs=(True, False), **params)
+        want = ce_op.vjp_rule(np, gl, None, logits, target, **params)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6, err_msg=str(params))
+        assert got[1] is None
     got = kernels.fused_vjp("leaky_relu_backward", g, None, x, needs=(True,), negative_slope=0.2)
     np.testing.assert_allclose(got[0], np.where(x > 0, g, 0.2 * g), rtol=1e-6)
     # cases the kernels do not pay for, or cannot take: None, and the caller runs the plain rule

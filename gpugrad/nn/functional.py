@@ -129,6 +129,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
                          f"in its last dimension, but weight of shape {w_shape} expects "
                          f"{w_shape[-1] if w_shape else '?'} (in_features); reshape the input or fix "
                          "the layer")
+    if bias is not None and len(w_shape) == 2 and getattr(bias, "shape", None) == (w_shape[0],):
+        return ops.linear(x, weight, bias)              # one primitive: one node, one matmul per input
     out = ops.matmul(x, weight if len(w_shape) == 1 else ops.swapaxes(weight, -1, -2))
     return out if bias is None else out + bias
 
@@ -267,6 +269,13 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, i
     x, target = _tensor(input), _tensor(target)
     if x.ndim == 0:
         raise ValueError("cross_entropy: input must have a class dimension, got a 0-d tensor")
+    if x.ndim == 2 and weight is None and target.dtype.kind in "iu" and target.shape == (x.shape[0],) \
+            and x.dtype.kind == "f":
+        # the common case as one primitive (a fused kernel on CUDA); the rest is composed below
+        if backend.namespace(target.data) is np:      # on a GPU this check would wait for the device
+            _check_targets("cross_entropy", target.data, x.shape[1], ignore_index)
+        return ops.softmax_cross_entropy(x, target, ignore_index=ignore_index,
+                                         label_smoothing=float(label_smoothing), reduction=reduction)
     class_dim = 1 if x.ndim >= 2 else 0
     n_classes = x.shape[class_dim]
     logp = log_softmax(x, dim=class_dim)

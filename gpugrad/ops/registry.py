@@ -127,7 +127,7 @@ class OpDef:
             saved = (None,) * len(datas)
         node = Node(self, out if self.save_out else None, saved, params, tuple(parents), out.dtype)
         if engine.anomaly_threads and grad_mode.anomaly:
-            node.where = versions.user_frame()
+            node.where = versions.user_site()
         result._requires_grad = True
         result._node = node
         return result
