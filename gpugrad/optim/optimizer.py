@@ -9,6 +9,7 @@ from .. import backend
 from ..engine import enable_grad
 from ..tensor import Tensor
 from ..versions import bump as _bump_version
+from ..versions import user_site
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -106,6 +107,7 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        site = user_site()               # where the step was called, for in-place error messages
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -119,7 +121,7 @@ class Optimizer:
                 if state is None:
                     state = self.state[p] = {}
                 self._update(p, grad, state, group)
-                _bump_version(p.data, f"{type(self).__name__}.step")
+                _bump_version(p.data, f"{type(self).__name__}.step", site)
         return loss
 
     def _update(self, p: Tensor, grad: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
