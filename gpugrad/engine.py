@@ -280,7 +280,7 @@ def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool
                 total = grads.pop(parent, None)
                 if gi is not None:
                     dtype = parent.dtype if type(parent) is Node else parent.data.dtype
-                    if gi.dtype != dtype:
+                    if gi.dtype is not dtype and gi.dtype != dtype:     # identity first: cheap
                         gi = gi.astype(dtype)
                     total = gi if total is None else total + gi
                 if type(parent) is Node:

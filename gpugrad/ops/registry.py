@@ -140,13 +140,12 @@ class OpDef:
         xp = backend.namespace(g) if backend.cuda_active else np
         if self.fused is not None and xp is not np:        # CUDA: one fused kernel where it applies
             from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
-            needs = tuple(p is not None for p in node.parents)
+            needs = _needs(node.parents)
             grads = kernels.fused_vjp(self.fused, g, node.out, *node.inputs, needs=needs, **node.params)
             if grads is not None:
                 return grads
         if self.vjp_takes_needs:
-            needs = tuple(p is not None for p in node.parents)
-            return self.vjp_rule(xp, g, node.out, *node.inputs, needs=needs, **node.params)
+            return self.vjp_rule(xp, g, node.out, *node.inputs, needs=_needs(node.parents), **node.params)
         return self.vjp_rule(xp, g, node.out, *node.inputs, **node.params)
 
     def run_vjp_graph(self, g: Tensor, node: Node) -> tuple:
@@ -165,12 +164,18 @@ class OpDef:
         out = None if node.out is None else Tensor._wrap(node.out, node)
         inputs = tuple(_as_graph_tensor(d, p) for d, p in zip(node.inputs, node.parents))
         if self.vjp_takes_needs:
-            needs = tuple(p is not None for p in node.parents)
-            return self.vjp_rule(gpugrad, g, out, *inputs, needs=needs, **node.params)
+            return self.vjp_rule(gpugrad, g, out, *inputs, needs=_needs(node.parents), **node.params)
         return self.vjp_rule(gpugrad, g, out, *inputs, **node.params)
 
 
 _SCALARS = {int, float, bool}
+
+
+def _needs(parents: tuple) -> tuple[bool, ...]:
+    """Which inputs of a node want a gradient (a rule's ``needs``)."""
+    if len(parents) == 2:
+        return (parents[0] is not None, parents[1] is not None)
+    return tuple([p is not None for p in parents])
 
 
 def _constant(op_name: str, position: int, value: Any) -> Any:
