@@ -7,6 +7,7 @@ This module and kernels.py are the only places that may import cupy.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -130,6 +131,13 @@ def common_namespace(op_name: str, datas: list[Any]) -> Any:
     if devices and next(iter(devices)).type == "cuda":
         return _cupy
     return np
+
+
+def device_scope(data: Any) -> Any:
+    """A context that makes ``data``'s GPU the current CUDA device (CuPy works on the current one)."""
+    if _cupy is not None and isinstance(data, _cupy.ndarray):
+        return _cupy.cuda.Device(data.device.id)
+    return contextlib.nullcontext()
 
 
 def to_device(data: Any, device: Device) -> Any:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import versions
-from .backend import namespace
+from .backend import device_scope, namespace
 
 if TYPE_CHECKING:
     from .ops.registry import OpDef
@@ -342,7 +342,8 @@ def _accumulate(leaf: Tensor, g: Any, tensor_cls: type, graph: bool) -> None:
     if graph:
         leaf._grad = g if leaf._grad is None else leaf._grad + g
     elif leaf._grad is None:
-        leaf._grad = tensor_cls._wrap(namespace(g).array(g))     # a copy, and an array even for 0-d
+        with device_scope(leaf.data):                            # the copy stays on the leaf's GPU
+            leaf._grad = tensor_cls._wrap(namespace(g).array(g))  # a copy, and an array even for 0-d
     else:
         leaf._grad.data = leaf._grad.data + g
 

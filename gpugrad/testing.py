@@ -44,6 +44,7 @@ def _scalarised(fn: Callable, inputs: tuple, v: np.ndarray) -> float:
 
 def _numeric_directional(fn, inputs, v, i, direction, eps) -> float:
     x = inputs[i].data
+    direction = backend.namespace(x).asarray(direction)       # perturb on the input's device
     saved = x.copy()
     x += eps * direction
     plus = _scalarised(fn, inputs, v)
@@ -148,7 +149,8 @@ def gradgradcheck(fn: Callable[..., Tensor], *inputs: Any, eps: float = 1e-6, at
     with no_grad():
         out = fn(*inputs)
     rng = np.random.default_rng(seed + 1)
-    v = Tensor(rng.standard_normal(out.shape), requires_grad=True)
+    device = inputs[positions[0]].device
+    v = Tensor(rng.standard_normal(out.shape), device=device, requires_grad=True)
 
     def first_order(*args: Any) -> Tensor:
         xs, cotangent = args[:-1], args[-1]
@@ -157,7 +159,7 @@ def gradgradcheck(fn: Callable[..., Tensor], *inputs: Any, eps: float = 1e-6, at
             grads = autograd.grad(result, [xs[i] for i in positions], grad_outputs=cotangent,
                                   create_graph=True, allow_unused=True)
         flat = [reshape(g, (-1,)) if g is not None else
-                Tensor(np.zeros(int(np.prod(xs[i].shape)))) for g, i in zip(grads, positions)]
+                Tensor(np.zeros(int(np.prod(xs[i].shape))), device=device) for g, i in zip(grads, positions)]
         return concatenate(flat)
 
     return gradcheck(first_order, *inputs, v, eps=eps, atol=atol, rtol=rtol, seed=seed,

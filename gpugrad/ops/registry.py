@@ -92,7 +92,11 @@ class OpDef:
                 if dtype is not None and dtype.kind in "biu":
                     datas[i] = d.astype(dtypes.default_float)
         try:
-            out = self.forward(xp, *datas, **params)
+            if xp is np:
+                out = self.forward(xp, *datas, **params)
+            else:                               # run on the operands' GPU, whichever is current
+                with backend.device_scope(next(d for d in datas if isinstance(d, xp.ndarray))):
+                    out = self.forward(xp, *datas, **params)
         except (ValueError, TypeError, IndexError) as err:
             raise op_error(self.name, args, err) from None
         if type(out) is not xp.ndarray:          # numpy returns scalars for 0-d results
@@ -137,10 +141,18 @@ class OpDef:
     def run_vjp(self, g: Any, node: Node) -> tuple:
         """Run the VJP rule for one recorded application (first-order, on arrays)."""
         xp = backend.namespace(g) if backend.cuda_active else np
-        if self.fused is not None and xp is not np:        # CUDA: one fused kernel where it applies
+        if xp is not np:
+            with backend.device_scope(g):       # the rule runs on the gradient's GPU
+                return self._run_vjp_cuda(xp, g, node)
+        if self.vjp_takes_needs:
+            return self.vjp_rule(xp, g, node.out, *node.inputs, needs=_needs(node.parents), **node.params)
+        return self.vjp_rule(xp, g, node.out, *node.inputs, **node.params)
+
+    def _run_vjp_cuda(self, xp: Any, g: Any, node: Node) -> tuple:
+        if self.fused is not None:                         # one fused kernel where it applies
             from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
-            needs = _needs(node.parents)
-            grads = kernels.fused_vjp(self.fused, g, node.out, *node.inputs, needs=needs, **node.params)
+            grads = kernels.fused_vjp(self.fused, g, node.out, *node.inputs, needs=_needs(node.parents),
+                                      **node.params)
             if grads is not None:
                 return grads
         if self.vjp_takes_needs:
