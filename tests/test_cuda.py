@@ -731,3 +731,34 @@ def test_gg_testing_gradcheck_on_cuda(cp):
     x = gg.randn(4, dtype=gg.float64, device="cuda", requires_grad=True)
     assert gg.testing.gradcheck(lambda t: (t * t).tanh(), x)
     assert gg.testing.gradgradcheck(lambda t: (t * t).tanh(), x)
+
+
+def test_saved_arrays_are_freed_on_the_device_and_memory_stays_flat(cp):
+    """CuPy's memory pool: backward releases what the graph saved; training steps do not grow it."""
+    pool = cp.get_default_memory_pool()
+    model = gg.nn.MLP([256, 512, 512, 10]).to("cuda")
+    opt = gg.optim.Adam(model.parameters(), lr=1e-3)
+    x = gg.randn(1024, 256, device="cuda")
+    y = gg.randint(0, 10, (1024,), device="cuda")
+
+    def step() -> None:
+        loss = gg.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    cp.cuda.Device().synchronize()
+    baseline = pool.used_bytes()
+    loss = gg.nn.functional.cross_entropy(model(x), y)
+    with_graph = pool.used_bytes()
+    assert with_graph > baseline                      # activations saved for backward
+    loss.backward()
+    del loss
+    after = pool.used_bytes()
+    assert after <= baseline + 2 * sum(p.numel() * 4 for p in model.parameters())   # only the .grads
+    for _ in range(50):
+        step()
+    cp.cuda.Device().synchronize()
+    assert pool.used_bytes() <= after + (1 << 20), "device memory grew over 50 steps"
