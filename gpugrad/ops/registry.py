@@ -75,16 +75,20 @@ class OpDef:
         bookkeeping at all when no input requires grad.
         """
         datas = []
+        parents = []                            # one per input: its node, the leaf itself, or None
         needs_grad = False
         for a in args:
             if isinstance(a, Tensor):
                 datas.append(a.data)
                 if a._requires_grad:
                     needs_grad = True
+                    parents.append(a if a._node is None else a._node)
+                    continue
             elif type(a) in _SCALARS or hasattr(a, "dtype"):
                 datas.append(a)                 # a Python number or an array: a constant
             else:
                 datas.append(_constant(self.name, len(datas), a))
+            parents.append(None)
         xp = backend.common_namespace(self.name, datas) if backend.cuda_active else np
         if self.float_inputs:
             for i, d in enumerate(datas):
@@ -112,9 +116,6 @@ class OpDef:
             result._node = None
             return result
 
-        # recording: one parent per input (its node, the leaf itself, or None for no gradient)
-        parents = [(a if a._node is None else a._node) if isinstance(a, Tensor) and a._requires_grad
-                   else None for a in args]
         if self.broadcast:                       # explicit broadcast_to nodes: rules see equal shapes
             shape = out.shape
             for i, a in enumerate(args):
