@@ -19,7 +19,40 @@ def _index(kind: str, idx: Any, n: int) -> int:
     return idx % n
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: length, iteration, append, extend and insert."""
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def append(self, module: Module) -> Any:
+        """Add a module at the end; returns self."""
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> Any:
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index: int, module: Module) -> Any:
+        """Insert ``module`` before position ``index`` (the modules are renumbered 0..n)."""
+        kind = type(self).__name__
+        if not isinstance(module, Module):
+            raise TypeError(f"{kind}.insert: expected a Module, got {type(module).__name__}")
+        n = len(self)
+        if not -n <= index <= n:
+            raise IndexError(f"{kind}.insert: index {index} is out of range for length {n}")
+        items = list(self._modules.values())
+        items.insert(index, module)
+        object.__setattr__(self, "_modules", {str(i): m for i, m in enumerate(items)})
+        return self
+
+
+class Sequential(_ModuleSequence):
     """Modules applied one after another: ``Sequential(Linear(4, 8), ReLU(), Linear(8, 1))``."""
 
     def __init__(self, *args: Module | Mapping[str, Module]) -> None:
@@ -35,12 +68,6 @@ class Sequential(Module):
         for module in self._modules.values():
             x = module(x)
         return x
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
 
     def __getitem__(self, idx: int | slice) -> Any:
         if isinstance(idx, slice):
@@ -61,42 +88,15 @@ class Sequential(Module):
         if all(k.isdigit() for k in self._modules):
             object.__setattr__(self, "_modules", {str(i): m for i, m in enumerate(self._modules.values())})
 
-    def append(self, module: Module) -> Sequential:
-        """Add a module at the end; returns self."""
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules: Iterable[Module]) -> Sequential:
-        for m in modules:
-            self.append(m)
-        return self
-
-    def insert(self, index: int, module: Module) -> Sequential:
-        """Insert ``module`` before position ``index``."""
-        if not isinstance(module, Module):
-            raise TypeError(f"Sequential.insert: expected a Module, got {type(module).__name__}")
-        n = len(self)
-        if not -n <= index <= n:
-            raise IndexError(f"Sequential.insert: index {index} is out of range for length {n}")
-        items = list(self._modules.values())
-        items.insert(index, module)
-        object.__setattr__(self, "_modules", {str(i): m for i, m in enumerate(items)})
-        return self
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules whose parameters are registered (a plain Python list would hide them)."""
 
     def __init__(self, modules: Iterable[Module] | None = None) -> None:
         super().__init__()
         if modules is not None:
             self.extend(modules)
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
 
     def __getitem__(self, idx: int | slice) -> Any:
         if isinstance(idx, slice):
@@ -113,21 +113,6 @@ class ModuleList(Module):
         else:
             del items[_index("ModuleList", idx, len(self))]
         object.__setattr__(self, "_modules", {str(i): m for i, m in enumerate(items)})
-
-    def append(self, module: Module) -> ModuleList:
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules: Iterable[Module]) -> ModuleList:
-        for m in modules:
-            self.append(m)
-        return self
-
-    def insert(self, index: int, module: Module) -> None:
-        items = list(self._modules.values())
-        items.insert(index, module)
-        object.__setattr__(self, "_modules", {})
-        self.extend(items)
 
 
 class ModuleDict(Module):
