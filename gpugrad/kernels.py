@@ -326,6 +326,14 @@ def _count(xp: Any, target: Any, ignore_index: int, dtype: np.dtype) -> Any:
     return xp.asarray((target != ignore_index).sum()).astype(dtype)
 
 
+def _ce_operands(xp: Any, logits: Any, target: Any) -> tuple[Any, Any, int, int, np.dtype]:
+    """Contiguous logits and int64 targets, the logits' (rows, cols), and the accumulation dtype."""
+    logits = xp.ascontiguousarray(logits)
+    target = xp.ascontiguousarray(target, dtype=np.int64)
+    rows, cols = logits.shape
+    return logits, target, rows, cols, _acc(logits.dtype)
+
+
 def cross_entropy_forward(logits: Any, target: Any, *, reduction: str = "mean", ignore_index: int = -100,
                           label_smoothing: float = 0.0) -> tuple[Any, Any]:
     """(loss, lse): cross-entropy of softmax(logits) (N, C) against class indices (N,).
@@ -340,10 +348,7 @@ def cross_entropy_forward(logits: Any, target: Any, *, reduction: str = "mean", 
     L = _launcher
     xp = L.xp()
     with L.device(logits):
-        logits = xp.ascontiguousarray(logits)
-        target = xp.ascontiguousarray(target, dtype=np.int64)
-        rows, cols = logits.shape
-        acc = _acc(logits.dtype)
+        logits, target, rows, cols, acc = _ce_operands(xp, logits, target)
         loss_rows = xp.empty((rows,), dtype=acc)
         lse = xp.empty((rows,), dtype=acc)
         block = min(MAX_ROW_BLOCK, max(32, 1 << max(0, cols - 1).bit_length()))
@@ -373,10 +378,7 @@ def cross_entropy_backward(g: Any, logits: Any, target: Any, lse: Any, *, reduct
     L = _launcher
     xp = L.xp()
     with L.device(logits):
-        logits = xp.ascontiguousarray(logits)
-        target = xp.ascontiguousarray(target, dtype=np.int64)
-        rows, cols = logits.shape
-        acc = _acc(logits.dtype)
+        logits, target, rows, cols, acc = _ce_operands(xp, logits, target)
         lse = xp.ascontiguousarray(lse, dtype=acc)
         if reduction == "none":
             if g.shape != (rows,):
