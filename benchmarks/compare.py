@@ -93,7 +93,8 @@ class CpuLoad:
         b0, o0, w0 = self._t0
         wall = time.perf_counter() - w0
         other = (busy - b0) - (self._own_s() - o0)
-        self.foreign = max(0.0, other) / (wall * self.ncpu) if wall > 0 else None
+        # /proc/stat counts in clock ticks (10 ms), so a short window can read above 1: clamp
+        self.foreign = min(1.0, max(0.0, other) / (wall * self.ncpu)) if wall > 0 else None
         return self.foreign
 
 

@@ -10,6 +10,7 @@ cupy: array modules come from the backend, op rules from the registry.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -127,14 +128,14 @@ def _site(where: str | tuple) -> str:
 # ----------------------------------------------------------------------------- nodes
 
 _RELEASED = object()   # marks a node whose saved arrays were freed by a backward pass
-_NO_GRADS = itertools.repeat(None)
+next_seq = itertools.count().__next__    # node sequence numbers (atomic under the GIL)
 
 
 class Node:
     """One recorded op application: the op, what its VJP needs, and where gradients go."""
 
     __slots__ = ("op", "out", "inputs", "params", "parents", "dtype", "hooks", "saved_at", "where",
-                 "__weakref__")
+                 "seq", "__weakref__")
 
     def __init__(self, op: OpDef, out: Any, inputs: tuple, params: dict,
                  parents: tuple, dtype: Any) -> None:
@@ -147,6 +148,7 @@ class Node:
         self.hooks: list[Callable] | None = None   # Tensor.register_hook on the output
         self.saved_at = versions.tick                  # for the in-place check (gpugrad.versions)
         self.where: tuple | None = None                # creating source site, under detect_anomaly
+        self.seq = next_seq()                          # creation order: consumers come later
 
     def __repr__(self) -> str:
         return f"<{self.op.name}Backward>"
@@ -158,44 +160,26 @@ class Node:
 
 # ----------------------------------------------------------------------------- the reverse walk
 
-def _count_consumers(roots: Sequence[Node]) -> dict[Node, int]:
-    """How many recorded uses each reachable node has (iterative DFS, no recursion)."""
-    pending: dict[Node, int] = {}
-    stack = list(roots)
-    for r in roots:
-        pending.setdefault(r, 0)
+def _nodes_leading_to(start: Sequence[Node], targets: set[int]) -> set[Node]:
+    """The nodes reachable from ``start`` from which some target (a node or leaf, by id) can be reached."""
+    reachable = set(start)
+    stack = list(start)
     while stack:
-        node = stack.pop()
-        for parent in node.parents:
-            if type(parent) is Node:
-                if parent in pending:
-                    pending[parent] += 1
-                else:
-                    pending[parent] = 1
-                    stack.append(parent)
-    return pending
-
-
-def _nodes_leading_to(start: Sequence[Node], pending: dict[Node, int], targets: set[int]) -> set[Node]:
-    """The reachable nodes from which some target (a node or leaf, by id) can be reached."""
-    order = []                                  # roots first, every node after all its consumers
-    counts = dict(pending)
-    ready = [n for n in start if counts[n] == 0]
-    while ready:
-        node = ready.pop()
-        order.append(node)
-        for parent in node.parents:
-            if type(parent) is Node:
-                counts[parent] -= 1
-                if counts[parent] == 0:
-                    ready.append(parent)
+        for parent in stack.pop().parents:
+            if type(parent) is Node and parent not in reachable:
+                reachable.add(parent)
+                stack.append(parent)
     needed: set[Node] = set()
-    for node in reversed(order):                # parents are decided before their consumers
+    for node in sorted(reachable, key=_by_seq):     # creation order: parents are decided first
         if id(node) in targets or any(
                 (p in needed) if type(p) is Node else (p is not None and id(p) in targets)
                 for p in node.parents):
             needed.add(node)
     return needed
+
+
+def _by_seq(node: Node) -> int:
+    return node.seq
 
 
 def run_backward(
@@ -227,76 +211,88 @@ def run_backward(
 
 def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool,
           capture: Sequence[Tensor] | None, graph: bool) -> list[Any] | None:
+    """The reverse walk: always run the latest-created node that has a gradient waiting.
+
+    A node is created after all its inputs, so when it runs every consumer that can still
+    send it a gradient (all of them later-created) has run: its gradient is complete. A
+    heap ordered by creation (PyTorch's engine orders by sequence number too) needs no
+    counting pass, and nodes that no gradient reaches are never visited. Along a chain
+    the next node is always the newest, so it runs directly, without touching the heap.
+    """
     from .tensor import Tensor  # noqa: PLC0415 - the engine sits below tensor
 
-    grads: dict[Any, Any] = {}
-    start: list[Node] = []
+    grads: dict[Any, Any] = {}      # node or leaf -> the gradient summed so far
+    heap: list[tuple[int, Node]] = []   # (-seq, node): the newest node first
     for root, g in zip(roots, root_grads):
         target = root._node if root._node is not None else root
         if target in grads:
             grads[target] = grads[target] + g
         else:
             grads[target] = g
-        if type(target) is Node:
-            start.append(target)
+            if type(target) is Node:
+                heap.append((-target.seq, target))
 
     wanted: dict[int, Any] | None = None
+    needed: set[Node] | None = None
     if capture is not None:
         wanted = {id(t._node if t._node is not None else t): None for t in capture}
+        needed = _nodes_leading_to([n for _, n in heap], set(wanted))
+        heap = [entry for entry in heap if entry[1] in needed]
+    heapq.heapify(heap)
 
-    pending = _count_consumers(start)
-    needed = None if wanted is None else _nodes_leading_to(start, pending, set(wanted))
-    ready = [(n, grads.pop(n, None)) for n in start if pending[n] == 0]
-
-    while ready:
-        node, g = ready.pop()
-        while node is not None:             # follow a chain without touching `ready`
-            if g is not None and node.hooks:
-                g = _run_hooks(node.hooks, g, graph)
-            if wanted is not None and id(node) in wanted:
-                wanted[id(node)] = g
-            in_grads = None
-            if g is not None and (needed is None or node in needed):
-                if node.inputs is _RELEASED:
-                    raise RuntimeError(
-                        f"backward through {node.name} a second time: its saved arrays were freed by "
-                        "the first backward. Pass retain_graph=True to the first backward() if you "
-                        "need to backpropagate through the same graph again.")
-                if node.saved_at != versions.tick:         # something changed in place since
-                    versions.check(node)
-                in_grads = node.op.run_vjp_graph(g, node) if graph else node.op.run_vjp(g, node)
-                if anomaly_threads and grad_mode.anomaly:
-                    for k, gi in enumerate(in_grads):
-                        if gi is not None:
-                            check_finite(f"the gradient {node.name} computed for input {k}",
-                                         gi.data if graph else gi, node.where)
-                if not retain_graph:
-                    node.out = None
-                    node.inputs = _RELEASED
-            next_node = next_grad = None
-            for parent, gi in zip(node.parents, _NO_GRADS if in_grads is None else in_grads):
-                if parent is None:
-                    continue
-                total = grads.pop(parent, None)
+    node: Node | None = None
+    while True:
+        if node is None:
+            if not heap:
+                break
+            node = heapq.heappop(heap)[1]
+        g = grads.pop(node)
+        if node.hooks:
+            g = _run_hooks(node.hooks, g, graph)
+        if wanted is not None and id(node) in wanted:
+            wanted[id(node)] = g
+        if node.inputs is _RELEASED:
+            raise RuntimeError(
+                f"backward through {node.name} a second time: its saved arrays were freed by "
+                "the first backward. Pass retain_graph=True to the first backward() if you "
+                "need to backpropagate through the same graph again.")
+        if node.saved_at != versions.tick:         # something changed in place since
+            versions.check(node)
+        in_grads = node.op.run_vjp_graph(g, node) if graph else node.op.run_vjp(g, node)
+        if anomaly_threads and grad_mode.anomaly:
+            for k, gi in enumerate(in_grads):
                 if gi is not None:
-                    dtype = parent.dtype if type(parent) is Node else parent.data.dtype
-                    if gi.dtype is not dtype and gi.dtype != dtype:     # identity first: cheap
-                        gi = gi.astype(dtype)
-                    total = gi if total is None else total + gi
-                if type(parent) is Node:
-                    left = pending[parent] - 1
-                    pending[parent] = left
-                    if not left:                     # its last consumer is done: it can run
-                        if next_node is None:
-                            next_node, next_grad = parent, total
-                        else:
-                            ready.append((parent, total))
-                        continue
-                if total is not None:
-                    grads[parent] = total
-            node, g = next_node, next_grad
+                    check_finite(f"the gradient {node.name} computed for input {k}",
+                                 gi.data if graph else gi, node.where)
+        if not retain_graph:
+            node.out = None
+            node.inputs = _RELEASED
 
-    # what is left in `grads` are the leaves' gradients
+        newest = None                           # the newest parent that just got its first gradient
+        for parent, gi in zip(node.parents, in_grads):
+            if parent is None or gi is None:
+                continue
+            dtype = parent.dtype if type(parent) is Node else parent.data.dtype
+            if gi.dtype is not dtype and gi.dtype != dtype:     # identity first: cheap
+                gi = gi.astype(dtype)
+            if parent in grads:
+                grads[parent] = grads[parent] + gi
+                continue
+            grads[parent] = gi
+            if type(parent) is Node and (needed is None or parent in needed):
+                if newest is None:
+                    newest = parent
+                elif parent.seq > newest.seq:
+                    heapq.heappush(heap, (-newest.seq, newest))
+                    newest = parent
+                else:
+                    heapq.heappush(heap, (-parent.seq, parent))
+        if newest is not None and heap and -heap[0][0] > newest.seq:
+            heapq.heappush(heap, (-newest.seq, newest))          # a newer node is waiting
+            newest = None
+        node = newest
+
+    # what is left in `grads` are the leaves' gradients (and those of nodes capture did not need)
     for leaf, g in list(grads.items()):
         if type(leaf) is not Node and leaf._hooks:
             grads[leaf] = _run_hooks(leaf._hooks, g, graph)

@@ -101,6 +101,78 @@ def test_shared_subexpression_gets_all_contributions():
     assert x.grad.item() == 4 * 27 + 6
 
 
+def test_a_node_runs_only_after_all_its_consumers():
+    # y feeds consumers created long after it and in between other branches; the walk
+    # must sum all of them before running y's rule (one missed term changes the answer)
+    x = gg.tensor([0.5, -1.5], requires_grad=True, dtype=gg.float64)
+    y = gg.tanh(x)
+    branches = [y * float(k) for k in range(1, 6)]
+    z = y
+    for b in reversed(branches):
+        z = z + gg.sin(b) * y
+    z.sum().backward()
+    xv = np.array([0.5, -1.5])
+    t = np.tanh(xv)
+    dz_dt = 1 + sum(np.cos(k * t) * k * t + np.sin(k * t) for k in range(1, 6))
+    np.testing.assert_allclose(x.grad.numpy(), dz_dt * (1 - t * t), rtol=1e-12)
+
+
+def test_a_chain_step_waits_for_an_older_consumer():
+    # after n runs, p is n's only new parent, but h (older than n, newer than p) still has
+    # to send p its share: following the chain from n straight into p would lose it
+    x = gg.tensor(0.3, requires_grad=True, dtype=gg.float64)
+    p = gg.tanh(x)
+    h = p * 2.0
+    n = p * 3.0
+    (h + n).backward()
+    assert x.grad.item() == pytest.approx(5 * (1 - np.tanh(0.3) ** 2), rel=1e-14)
+
+
+def test_backward_from_several_roots_on_one_path():
+    x = gg.tensor(2.0, requires_grad=True, dtype=gg.float64)
+    a = x * x                  # a is a root and also an ancestor of the other root
+    b = a * x
+    gg.autograd.backward([a, b], [gg.tensor(1.0, dtype=gg.float64), gg.tensor(10.0, dtype=gg.float64)])
+    assert x.grad.item() == 2 * 2.0 + 10 * 3 * 2.0 ** 2
+
+
+def test_branches_that_get_no_gradient_are_not_visited():
+    x = gg.tensor([1.0, 2.0], requires_grad=True)
+    dead = gg.exp(x) * 2       # consumed only by a comparison, which passes no gradient
+    y = (x * 3).sum() + (dead > 1).sum()
+    y.backward()
+    assert x.grad.tolist() == [3.0, 3.0]
+    y2 = (dead * 1).sum()      # dead's saved arrays were not released by the first backward
+    y2.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [3 + 2 * np.e, 3 + 2 * np.e ** 2], rtol=1e-6)
+
+
+def test_graphs_built_by_two_threads_at_once():
+    # node creation order interleaves across threads; each graph's walk must stay correct
+    import threading
+
+    results = {}
+
+    def gradient(seed: int) -> np.ndarray:
+        x = gg.tensor(np.linspace(-1, 1, 8) * seed, requires_grad=True, dtype=gg.float64)
+        y = x
+        for _ in range(200):
+            y = gg.tanh(y * 0.9 + x * 0.1)
+        y.sum().backward()
+        return x.grad.numpy()
+
+    def work(seed: int) -> None:
+        results[seed] = gradient(seed)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for seed in (1, 2):
+        np.testing.assert_array_equal(results[seed], gradient(seed))   # the same, computed alone
+
+
 def test_no_grad_and_enable_grad():
     x = gg.ones(2, requires_grad=True)
     with gg.no_grad():

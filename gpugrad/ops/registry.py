@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend, dtypes, engine, versions
-from ..engine import Node, grad_mode
+from ..engine import Node, grad_mode, next_seq
 from ..tensor import Tensor
 
 REGISTRY: dict[str, OpDef] = {}
@@ -146,6 +146,7 @@ class OpDef:
         node.dtype = out.dtype
         node.hooks = None
         node.saved_at = versions.tick
+        node.seq = next_seq()
         node.where = versions.user_site() if engine.anomaly_threads and grad_mode.anomaly else None
         result._requires_grad = True
         result._node = node
