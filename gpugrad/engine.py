@@ -241,12 +241,13 @@ def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool
     heapq.heapify(heap)
 
     node: Node | None = None
+    g: Any = None
     while True:
         if node is None:
             if not heap:
                 break
             node = heapq.heappop(heap)[1]
-        g = grads.pop(node)
+            g = grads.pop(node)
         if node.hooks:
             g = _run_hooks(node.hooks, g, graph)
         if wanted is not None and id(node) in wanted:
@@ -268,29 +269,33 @@ def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool
             node.out = None
             node.inputs = _RELEASED
 
-        newest = None                           # the newest parent that just got its first gradient
+        newest = newest_g = None    # the newest parent that got its first gradient here, and that gradient
         for parent, gi in zip(node.parents, in_grads):
             if parent is None or gi is None:
                 continue
             dtype = parent.dtype if type(parent) is Node else parent.data.dtype
             if gi.dtype is not dtype and gi.dtype != dtype:     # identity first: cheap
                 gi = gi.astype(dtype)
-            if parent in grads:
+            if parent is newest:
+                newest_g = newest_g + gi
+            elif parent in grads:
                 grads[parent] = grads[parent] + gi
-                continue
-            grads[parent] = gi
-            if type(parent) is Node and (needed is None or parent in needed):
-                if newest is None:
-                    newest = parent
-                elif parent.seq > newest.seq:
-                    heapq.heappush(heap, (-newest.seq, newest))
-                    newest = parent
-                else:
-                    heapq.heappush(heap, (-parent.seq, parent))
-        if newest is not None and heap and -heap[0][0] > newest.seq:
-            heapq.heappush(heap, (-newest.seq, newest))          # a newer node is waiting
+            elif type(parent) is not Node or (needed is not None and parent not in needed):
+                grads[parent] = gi                          # a leaf (or a node capture skips)
+            elif newest is None:
+                newest, newest_g = parent, gi
+            elif parent.seq > newest.seq:
+                grads[newest] = newest_g
+                heapq.heappush(heap, (-newest.seq, newest))
+                newest, newest_g = parent, gi
+            else:
+                grads[parent] = gi
+                heapq.heappush(heap, (-parent.seq, parent))
+        if newest is not None and heap and -heap[0][0] > newest.seq:    # a newer node is waiting
+            grads[newest] = newest_g
+            heapq.heappush(heap, (-newest.seq, newest))
             newest = None
-        node = newest
+        node, g = newest, newest_g
 
     # what is left in `grads` are the leaves' gradients (and those of nodes capture did not need)
     for leaf, g in list(grads.items()):
