@@ -12,7 +12,9 @@ library goes first, so slow phases of this shared machine hit all of them alike;
 is a batch of repetitions calibrated to take about ``--target-s`` seconds (at least one call);
 the table shows the median over rounds. Before timing, the first step's loss of every library
 is checked against gpugrad's (they start from the same state). The garbage collector stays
-on, as in user code; a full collection runs before each batch, outside the timing.
+on, as in user code; a full collection runs before each batch, outside the timing. The objects
+alive before timing starts (mostly PyTorch's ~170,000 import-time objects) are frozen with
+``gc.freeze`` (``--no-freeze`` turns that off), see ``measure``.
 
 B5 runs 1,000 B3 training steps in a fresh subprocess per library (``python -m
 benchmarks.workloads b5 LIB``), so peaks are separate: peak RSS (the child's VmHWM; it includes
@@ -113,8 +115,16 @@ def _time_batch(step: Callable[[], Any], reps: int) -> float:
 
 
 def measure(rounds: int = 9, *, target_s: float = 0.25, workloads: tuple[str, ...] = ("B1", "B2", "B3", "B4"),
-            libs: list[str] | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+            libs: list[str] | None = None, progress: Callable[[str], None] | None = None,
+            freeze_gc: bool = True) -> dict[str, Any]:
     """Time ``workloads`` in ``libs`` interleaved over ``rounds`` rounds.
+
+    With ``freeze_gc`` the objects alive once every library is imported and every workload
+    built are moved to the garbage collector's permanent generation (``gc.freeze``) for the
+    timing: the collector stays on, but its full passes no longer re-scan the ~170,000
+    objects that importing PyTorch creates, a cost that a process using only one of these
+    libraries does not pay (it hits the libraries whose graphs are Python objects: a full
+    pass scans them all, so one B4 chain of gpugrad took ~135 ms instead of ~80 ms).
 
     Returns ``{wid: {lib: {"median": value in the workload's unit, "samples": [...], "reps": n}}}``.
     """
@@ -138,14 +148,21 @@ def measure(rounds: int = 9, *, target_s: float = 0.25, workloads: tuple[str, ..
                 progress(f"calibrating {wid} {lib}")
             reps[(wid, lib)] = _calibrate(steps[(wid, lib)], target_s, warmup=2)
     samples: dict[tuple[str, str], list[float]] = {key: [] for key in steps}
-    for r in range(rounds):
-        if progress:
-            progress(f"round {r + 1}/{rounds}")
-        order = libs[r % len(libs):] + libs[:r % len(libs)]
-        for wid in workloads:
-            for lib in order:
-                seconds = _time_batch(steps[(wid, lib)], reps[(wid, lib)])
-                samples[(wid, lib)].append(seconds * wl.SCALE[wid])
+    if freeze_gc:
+        gc.collect()
+        gc.freeze()
+    try:
+        for r in range(rounds):
+            if progress:
+                progress(f"round {r + 1}/{rounds}")
+            order = libs[r % len(libs):] + libs[:r % len(libs)]
+            for wid in workloads:
+                for lib in order:
+                    seconds = _time_batch(steps[(wid, lib)], reps[(wid, lib)])
+                    samples[(wid, lib)].append(seconds * wl.SCALE[wid])
+    finally:
+        if freeze_gc:
+            gc.unfreeze()
     return {wid: {lib: {"median": statistics.median(samples[(wid, lib)]),
                         "samples": samples[(wid, lib)], "reps": reps[(wid, lib)]} for lib in libs}
             for wid in workloads}
@@ -292,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-b5", action="store_true", help="skip the B5 memory subprocesses")
     parser.add_argument("--only", nargs="*", choices=list(wl.WORKLOADS), help="time only these of B1-B4")
     parser.add_argument("--out", help="also write the report (markdown) to this file")
+    parser.add_argument("--no-freeze", action="store_true",
+                        help="time without gc.freeze(): full GC passes then re-scan every import-time object")
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (3 if args.quick else 9)
     target_s = args.target_s if args.target_s is not None else (0.05 if args.quick else 0.25)
@@ -308,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     load = CpuLoad()
     load.start()
     timings = measure(rounds, target_s=target_s, workloads=tuple(args.only or wl.WORKLOADS), libs=libs,
-                      progress=progress)
+                      progress=progress, freeze_gc=not args.no_freeze)
     foreign = load.stop()
     b5 = None
     if not args.no_b5:
@@ -318,6 +337,10 @@ def main(argv: list[str] | None = None) -> None:
         f"Medians over {rounds} interleaved rounds ({target_s:g} s samples); ratio = gpugrad / PyTorch.",
         "",
         environment(thread_info),
+        "- garbage collector: on; "
+        + ("objects alive before timing not frozen (--no-freeze)" if args.no_freeze else
+           "objects alive before timing frozen (gc.freeze), so full passes skip the libraries' "
+           "import-time objects"),
         "- other processes' CPU use while B1-B4 ran: "
         + ("unknown" if foreign is None else f"{foreign:.0%} of the machine"
            + (" (a busy machine: PyTorch's spinning OpenMP threads suffer most)" if foreign > 0.1 else "")),

@@ -136,7 +136,7 @@ class OpDef:
             keep = self.save_inputs
             saved = tuple([d if i in keep else None for i, d in enumerate(datas)])
         else:
-            saved = (None,) * len(datas)
+            saved = _NOTHING_SAVED[len(datas)] if len(datas) < 4 else (None,) * len(datas)
         node = _new(Node)                        # Node's fields set here: a constructor call costs more
         node.op = self
         node.out = out if self.save_out else None
@@ -208,6 +208,7 @@ class OpDef:
 _SCALARS = {int, float, bool}
 _FLOAT64 = np.dtype(np.float64)   # what a Python scalar operand counts as
 _new = object.__new__
+_NOTHING_SAVED = ((), (None,), (None, None), (None, None, None))   # shared: no allocation per op
 
 
 def _needs(parents: tuple) -> tuple[bool, ...]:
