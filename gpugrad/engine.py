@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -297,6 +298,7 @@ def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool
             newest = None
         node, g = newest, newest_g
 
+    in_grads = gi = newest_g = g = None         # drop stray references: see the refcount test below
     # what is left in `grads` are the leaves' gradients (and those of nodes capture did not need)
     for leaf, g in list(grads.items()):
         if type(leaf) is not Node and leaf._hooks:
@@ -307,9 +309,11 @@ def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool
                 wanted[id(key)] = g
         found = [wanted[id(t._node if t._node is not None else t)] for t in capture]
         return found if graph else [None if g is None else namespace(g).asarray(g) for g in found]
-    for leaf, g in grads.items():
+    while grads:
+        leaf, g = grads.popitem()
         if type(leaf) is not Node:
-            _accumulate(leaf, g, Tensor, graph)
+            unshared = sys.getrefcount(g) <= _SOLE_LOCAL_REFCOUNT    # `g` is the only reference
+            _accumulate(leaf, g, Tensor, graph, unshared)
     return None
 
 
@@ -333,9 +337,20 @@ def _run_hooks(hooks: list[Callable], g: Any, graph: bool) -> Any:
     return g
 
 
-def _accumulate(leaf: Tensor, g: Any, tensor_cls: type, graph: bool) -> None:
-    """Add ``g`` into ``leaf.grad``: a fresh array on first use (so .grad never aliases anything),
-    or, with create_graph, a recorded sum whose graph can be differentiated again."""
+def _sole_local_refcount() -> int:
+    """What ``sys.getrefcount`` reads for an object held by one local variable and nothing else."""
+    held = object()
+    return sys.getrefcount(held)
+
+
+_SOLE_LOCAL_REFCOUNT = _sole_local_refcount()   # measured, since interpreters count differently
+
+
+def _accumulate(leaf: Tensor, g: Any, tensor_cls: type, graph: bool, unshared: bool) -> None:
+    """Add ``g`` into ``leaf.grad``. On first use ``.grad`` gets an array that nothing else refers to,
+    so it never aliases another array: ``g`` itself when ``unshared`` (the caller's local was its
+    only reference) and it owns its memory, as PyTorch steals such buffers; else a copy. With
+    create_graph, a recorded sum whose graph can be differentiated again."""
     if tuple(g.shape) != leaf.data.shape:
         raise RuntimeError(
             f"internal error: gradient of shape {g.shape} for a leaf of shape {leaf.data.shape}"
@@ -343,6 +358,9 @@ def _accumulate(leaf: Tensor, g: Any, tensor_cls: type, graph: bool) -> None:
     if graph:
         leaf._grad = g if leaf._grad is None else leaf._grad + g
     elif leaf._grad is None:
+        if unshared and getattr(g, "base", False) is None and g.ndim:   # an ndarray owning its data
+            leaf._grad = tensor_cls._wrap(g)
+            return
         with device_scope(leaf.data):                            # the copy stays on the leaf's GPU
             leaf._grad = tensor_cls._wrap(namespace(g).array(g))  # a copy, and an array even for 0-d
     else:

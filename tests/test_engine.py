@@ -44,6 +44,30 @@ def test_grad_never_aliases_other_arrays():
     assert w.grad.tolist() == [1.0] * 3 and seed.tolist() == [1.0] * 3
 
 
+def test_grad_takes_over_a_fresh_gradient_buffer_instead_of_copying():
+    w = gg.randn(3, 4, requires_grad=True)
+    x = gg.randn(5, 3)
+    (x @ w).sum().backward()
+    assert w.grad.data.base is None                   # the matmul's result itself, not a copy of it
+    np.testing.assert_allclose(w.grad.numpy(), x.numpy().sum(0)[:, None] * np.ones((3, 4)), rtol=1e-6)
+
+
+def test_grad_is_copied_when_someone_else_holds_the_gradient():
+    x = gg.ones(3, requires_grad=True)
+    seen = []
+    x.register_hook(lambda g: seen.append(g))        # the hook keeps the array it was given
+    (x * 2).sum().backward()
+    x.grad.zero_()
+    assert seen[0].tolist() == [2.0] * 3
+
+    x = gg.ones(3, requires_grad=True)
+    y = x + 0                                         # add passes the same array to x and to y
+    y.retain_grad()
+    (y * 3).sum().backward()
+    x.grad.zero_()
+    assert y.grad.tolist() == [3.0] * 3
+
+
 def test_non_scalar_backward_needs_a_gradient():
     x = gg.arange(4.0, requires_grad=True)
     y = x * x
