@@ -11,7 +11,6 @@ cupy: array modules come from the backend, op rules from the registry.
 from __future__ import annotations
 
 import heapq
-import itertools
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -129,14 +128,13 @@ def _site(where: str | tuple) -> str:
 # ----------------------------------------------------------------------------- nodes
 
 _RELEASED = object()   # marks a node whose saved arrays were freed by a backward pass
-next_seq = itertools.count().__next__    # node sequence numbers (atomic under the GIL)
 
 
 class Node:
     """One recorded op application: the op, what its VJP needs, and where gradients go."""
 
-    __slots__ = ("op", "out", "inputs", "params", "parents", "dtype", "hooks", "saved_at", "where",
-                 "seq", "__weakref__")
+    __slots__ = ("op", "out", "inputs", "params", "parents", "dtype", "hooks", "seq", "where",
+                 "__weakref__")
 
     def __init__(self, op: OpDef, out: Any, inputs: tuple, params: dict,
                  parents: tuple, dtype: Any) -> None:
@@ -147,16 +145,22 @@ class Node:
         self.parents = parents  # Node | leaf Tensor | None, one per input
         self.dtype = dtype      # gradients arriving here are cast to this dtype
         self.hooks: list[Callable] | None = None   # Tensor.register_hook on the output
-        self.saved_at = versions.tick                  # for the in-place check (gpugrad.versions)
-        self.where: tuple | None = None                # creating source site, under detect_anomaly
-        self.seq = next_seq()                          # creation order: consumers come later
+        self.seq = versions.clock()                    # creation order (consumers come later), and
+                                                       # when it saved its arrays (gpugrad.versions)
+        # self.where, the creating source site, is set only under detect_anomaly (see site_of)
 
     def __repr__(self) -> str:
         return f"<{self.op.name}Backward>"
 
+
     @property
     def name(self) -> str:
         return f"{self.op.name}Backward"
+
+
+def site_of(node: Node) -> tuple | None:
+    """Where ``node`` was created, if it was recorded under detect_anomaly (else None)."""
+    return getattr(node, "where", None)
 
 
 # ----------------------------------------------------------------------------- the reverse walk
@@ -258,14 +262,14 @@ def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool
                 f"backward through {node.name} a second time: its saved arrays were freed by "
                 "the first backward. Pass retain_graph=True to the first backward() if you "
                 "need to backpropagate through the same graph again.")
-        if node.saved_at != versions.tick:         # something changed in place since
+        if versions.last_change > node.seq:         # something changed in place since
             versions.check(node)
         in_grads = node.op.run_vjp_graph(g, node) if graph else node.op.run_vjp(g, node)
         if anomaly_threads and grad_mode.anomaly:
             for k, gi in enumerate(in_grads):
                 if gi is not None:
                     check_finite(f"the gradient {node.name} computed for input {k}",
-                                 gi.data if graph else gi, node.where)
+                                 gi.data if graph else gi, site_of(node))
         if not retain_graph:
             node.out = None
             node.inputs = _RELEASED

@@ -1,20 +1,24 @@
-"""In-place safety: every in-place change of an array buffer is stamped with a global tick.
+"""In-place safety: one global clock orders node creations and in-place changes.
 
-A node remembers the tick at which it saved its arrays; backward checks that none
-of them was changed at a later tick, and otherwise refuses, naming the op that
-saved the array and the source line that changed it. Recording costs one integer
-per node; checking costs nothing unless something was changed in place since.
+Every node takes a stamp from ``clock`` when it is created (its sequence number, which
+is also when it saved its arrays), and every in-place change of an array buffer takes
+one too. Backward checks that no array a node saved was changed at a later stamp, and
+otherwise refuses, naming the op that saved the array and the source line that changed
+it. Recording costs nothing beyond the node's sequence number; checking costs one
+comparison unless something was changed in place since the node was created.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import weakref
 from typing import Any
 
-tick = 0                             # bumped by every in-place change, anywhere
-_changed_at: dict[int, int] = {}     # id(buffer) -> tick of its last in-place change
+clock = itertools.count(1).__next__  # the next stamp (atomic under the GIL)
+last_change = 0                      # the stamp of the latest in-place change, anywhere
+_changed_at: dict[int, int] = {}     # id(buffer) -> stamp of its last in-place change
 _where: dict[int, tuple] = {}        # id(buffer) -> (what changed it, where: a user_site)
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -57,13 +61,13 @@ def user_frame() -> str:
 def bump(array: Any, what: str, site: tuple[str, int, str] | None = None) -> None:
     """Record an in-place change of ``array``'s buffer by ``what`` (e.g. 'add_') at ``site``
     (default: the caller's, from ``user_site``)."""
-    global tick
+    global last_change
     buf = _buffer(array)
     key = id(buf)
     if key not in _changed_at:
         weakref.finalize(buf, _forget, key)
-    tick += 1
-    _changed_at[key] = tick
+    last_change = clock()
+    _changed_at[key] = last_change
     _where[key] = (what, site or user_site())  # formatted only if an error needs it
 
 
@@ -79,7 +83,7 @@ def check(node: Any) -> None:
             continue
         key = id(_buffer(a))
         changed = _changed_at.get(key)
-        if changed is not None and changed > node.saved_at:
+        if changed is not None and changed > node.seq:
             what = "its output" if i == 0 else f"its input {i - 1}"
             raise RuntimeError(
                 f"backward: {node.name} needs {what} (shape {tuple(a.shape)}), which was changed in "

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend, dtypes, engine, versions
-from ..engine import Node, grad_mode, next_seq
+from ..engine import Node, grad_mode
 from ..tensor import Tensor
 
 REGISTRY: dict[str, OpDef] = {}
@@ -145,9 +145,9 @@ class OpDef:
         node.parents = tuple(parents)
         node.dtype = out.dtype
         node.hooks = None
-        node.saved_at = versions.tick
-        node.seq = next_seq()
-        node.where = versions.user_site() if engine.anomaly_threads and grad_mode.anomaly else None
+        node.seq = versions.clock()
+        if engine.anomaly_threads and grad_mode.anomaly:
+            node.where = versions.user_site()
         result._requires_grad = True
         result._node = node
         return result
