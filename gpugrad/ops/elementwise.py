@@ -160,7 +160,9 @@ def tanh(xp, x):
 
 @tanh.vjp
 def _(xp, g, out, x):
-    return (g * (1 - out * out),)
+    # g (1 - out^2), written without the constant 1: NumPy takes ~0.3 us longer for an op
+    # with a Python scalar than for one between arrays, which shows on small tensors
+    return (g - g * out * out,)
 
 
 @defop(save=("out",), float_inputs=True, samples=unary(-5.0, 5.0), fused="sigmoid_backward")
@@ -171,7 +173,7 @@ def sigmoid(xp, x):
 
 @sigmoid.vjp
 def _(xp, g, out, x):
-    return (g * out * (1 - out),)
+    return (g * (out - out * out),)      # g out (1 - out), without a scalar operand (see tanh)
 
 
 @defop(save=("out",), samples=unary(), fused="relu_backward")
