@@ -161,3 +161,13 @@ def test_cpu_load_is_a_fraction():
     sum(i * i for i in range(10_000))
     foreign = load.stop()
     assert foreign is None or 0.0 <= foreign <= 1.0
+
+
+def test_overhead_split_reports_every_column(capsys):
+    from benchmarks import overhead_split
+
+    overhead_split.main(["--reps", "1", "--rounds", "2"])
+    header, _, values = capsys.readouterr().out.strip().splitlines()
+    assert header.count("|") == values.count("|") == 7
+    numbers = [float(v) for v in values.strip("| ").split(" | ")]
+    assert all(v > 0 for v in numbers) and numbers[-1] == pytest.approx(numbers[3] + numbers[4], abs=0.011)
