@@ -67,6 +67,35 @@ def test_arguments_and_defaults(bench, monkeypatch):
         bench.parse_args(["--only", "g9"])
 
 
+def test_kernel_counting_sorts_device_events(bench):
+    class Event:
+        def __init__(self, name, device_type):
+            self.name, self.device_type = name, device_type
+
+    events = [Event("aten::mm", "DeviceType.CPU"), Event("sgemm_128x64_nn", "DeviceType.CUDA"),
+              Event("relu_backward", "DeviceType.CUDA"), Event("Memcpy HtoD (Pageable -> Device)",
+                                                               "DeviceType.CUDA"),
+              Event("Memset (Device)", "DeviceType.CUDA")]
+    assert bench.count_device_events(events, steps=2) == {"kernels": 1.0, "copies": 1.0}
+
+
+def test_launch_row_compares_kernels_and_says_when_cupy_is_unseen(bench, monkeypatch):
+    counts = {"ours": {"kernels": 30.0, "copies": 0.0}, "theirs": {"kernels": 40.0, "copies": 2.0}}
+    monkeypatch.setattr(bench, "launches_per_step", lambda torch, fn, sync: counts[fn()])
+    row = bench.launch_row("G2", None, lambda: "ours", lambda: "theirs", lambda: None)
+    assert (row["gpugrad"], row["torch"], row["ratio"]) == (30.0, 40.0, 0.75)
+    assert "gpugrad 0, torch 2" in row["note"] and "missed" not in row["note"]
+    counts["ours"]["kernels"] = 0.0
+    assert "missed CuPy's launches" in bench.launch_row("G2", None, lambda: "ours", lambda: "theirs",
+                                                        lambda: None)["note"]
+
+    def broken(torch, fn, sync):
+        raise RuntimeError("CUPTI unavailable")
+    monkeypatch.setattr(bench, "launches_per_step", broken)
+    row = bench.launch_row("G2", None, lambda: "ours", lambda: "theirs", lambda: None)
+    assert "gpugrad" not in row and "profiler failed (RuntimeError: CUPTI unavailable)" in row["note"]
+
+
 def test_without_a_gpu_it_says_why_and_exits_0(bench, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(gg.cuda, "unavailable_reason", lambda: "the test says so")
     assert bench.main(["--out", str(tmp_path / "out")]) == 0

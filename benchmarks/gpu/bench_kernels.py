@@ -24,7 +24,9 @@ PyTorch's): the "check" column. A GPU kernel is preceded by ~0.2 ms of GPU busy-
 every timed run, so the host's launch overhead stays out of the kernel times.
 
 G2: MLP 784-512-512-10, ReLU, cross-entropy, Adam, batch 128: training steps/s, gpugrad
-    vs PyTorch eager (the same weights give the same first loss).
+    vs PyTorch eager (the same weights give the same first loss); and the CUDA kernels and
+    memory copies one step launches, counted by torch.profiler (CUPTI records every kernel
+    of the process, CuPy's included).
 G3: the same at batch 8192: steps/s and TFLOP/s (the matmul FLOPs of forward + backward).
 G4: 100 tiny ops (add, mul, tanh on 4x4) forward + backward: host microseconds per op.
 G5: one Adam step over 10M parameters in 10 tensors: gpugrad vs torch.optim.Adam(fused=True).
@@ -690,8 +692,57 @@ def _steps_per_s(sync: Callable[[], None], step: Callable[[], Any], steps: int, 
     return steps / (time.perf_counter() - start)
 
 
+def count_device_events(events: Sequence[Any], steps: int) -> dict[str, float]:
+    """Kernels and memory copies/sets per step among profiler ``events`` (those on a CUDA device)."""
+    kernels = copies = 0
+    for event in events:
+        if not str(getattr(event, "device_type", "")).endswith("CUDA"):
+            continue
+        if str(event.name).lower().startswith(("memcpy", "memset")):
+            copies += 1
+        else:
+            kernels += 1
+    return {"kernels": kernels / steps, "copies": copies / steps}
+
+
+def launches_per_step(torch: Any, step: Callable[[], Any], sync: Callable[[], None],
+                      steps: int = 5) -> dict[str, float] | None:
+    """CUDA kernels and copies per call of ``step``, seen by torch.profiler; None without it."""
+    try:
+        from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+    except ImportError:
+        return None
+    step()
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        sync()
+    return count_device_events(prof.events(), steps)
+
+
+def launch_row(name: str, torch: Any, ours: Callable[[], Any], theirs: Callable[[], Any],
+               sync: Callable[[], None]) -> dict[str, Any]:
+    """The row of kernels per training step, gpugrad's ``ours`` against PyTorch's ``theirs``."""
+    row: dict[str, Any] = dict(name=f"{name}: CUDA kernels per training step",
+                               unit="kernels (lower is better)")
+    try:
+        counts = {"gpugrad": launches_per_step(torch, ours, sync),
+                  "torch": launches_per_step(torch, theirs, sync)}
+    except Exception as err:  # noqa: BLE001 - the profiler is optional here
+        return row | dict(note=f"profiler failed ({type(err).__name__}: {err})")
+    if counts["gpugrad"] is None or counts["torch"] is None:
+        return row | dict(note="torch.profiler unavailable")
+    mine, peer = counts["gpugrad"], counts["torch"]
+    note = f"memory copies/sets per step: gpugrad {mine['copies']:g}, torch {peer['copies']:g}"
+    if not mine["kernels"]:
+        note += "; no gpugrad kernel seen: the profiler missed CuPy's launches"
+    return row | dict(gpugrad=mine["kernels"], torch=peer["kernels"], note=note,
+                      ratio=mine["kernels"] / peer["kernels"] if peer["kernels"] else None)
+
+
 def run_mlp(cp: Any, torch: Any | None, batch: int, steps: int, warmup: int, name: str,
-            with_flops: bool, device: str = "cuda") -> list[dict[str, Any]]:
+            with_flops: bool, device: str = "cuda", count_launches: bool = False) -> list[dict[str, Any]]:
     from gpugrad.nn import functional as F  # noqa: PLC0415
 
     model, x, t, step = _gg_mlp(batch, device)
@@ -710,6 +761,8 @@ def run_mlp(cp: Any, torch: Any | None, batch: int, steps: int, warmup: int, nam
     theirs_sps = _steps_per_s(sync_torch, tstep, steps, warmup) if tstep else None
     rows = [dict(name=f"{name}: MLP 784-512-512-10 step, batch {batch}", gpugrad=ours_sps, torch=theirs_sps,
                  ratio=None if theirs_sps is None else ours_sps / theirs_sps, unit="steps/s", note=note)]
+    if count_launches and tstep is not None and device == "cuda":
+        rows.append(launch_row(name, torch, step, tstep, lambda: (sync_cupy(), sync_torch())))
     if with_flops:
         flops = mlp_flops(batch)
         rows.append(dict(name=f"{name}: matmul TFLOP/s at batch {batch}", gpugrad=ours_sps * flops / 1e12,
@@ -845,7 +898,8 @@ def run_all(cp: Any, torch: Any | None, timer: Any, args: argparse.Namespace, re
         run_g1(cp, torch, timer, args, deadline, result, device)
     smoke = args.smoke
     sections: list[tuple[str, Callable[[], Any]]] = [
-        ("g2", lambda: run_mlp(cp, torch, 128, 5 if smoke else 100, 2 if smoke else 10, "G2", False, device)),
+        ("g2", lambda: run_mlp(cp, torch, 128, 5 if smoke else 100, 2 if smoke else 10, "G2", False, device,
+                               count_launches=True)),
         ("g3", lambda: run_mlp(cp, torch, 512 if smoke else 8192, 3 if smoke else 20, 1 if smoke else 3, "G3",
                                True, device)),
         ("g4", lambda: [run_tiny_ops(cp, torch, 5 if smoke else 50, device)]),
