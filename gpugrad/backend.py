@@ -15,6 +15,8 @@ import numpy as np
 _cupy: Any = None          # the cupy module once a CUDA device has been requested
 _cupy_error: str | None = None
 cuda_active = False        # True once CuPy is loaded: until then every array is a NumPy array
+multi_gpu = False          # more than one CUDA device: each op must make its operands' GPU current
+_NO_SCOPE = contextlib.nullcontext()
 
 
 class Device:
@@ -74,7 +76,7 @@ def as_device(device: str | Device | None) -> Device:
 
 def load_cupy() -> Any:
     """Import CuPy and check that a CUDA device is usable; raise RuntimeError saying why not."""
-    global _cupy, _cupy_error, cuda_active
+    global _cupy, _cupy_error, cuda_active, multi_gpu
     if _cupy is not None:
         return _cupy
     if _cupy_error is None:
@@ -91,6 +93,7 @@ def load_cupy() -> Any:
                            "NVIDIA driver (nvidia-smi) and that the CuPy build matches its CUDA version")
         else:
             _cupy = cupy
+            multi_gpu = count > 1
             cuda_active = True
             return cupy
     raise RuntimeError(f"no CUDA device was found: {_cupy_error}. Use device='cpu' to run on the CPU.")
@@ -119,25 +122,37 @@ def device_of(data: Any) -> Device:
 
 
 def common_namespace(op_name: str, datas: list[Any]) -> Any:
-    """The one array module of an op's operands; a clear error if they live on different devices."""
+    """The one array module of an op's operands; a clear error if they live on different devices.
+
+    This runs for every op once CuPy is loaded, so it only counts array types; device
+    indices are compared only on a machine with several GPUs.
+    """
     if _cupy is None:          # fast path: no CUDA array can exist yet
         return np
-    devices = {device_of(d) for d in datas if isinstance(d, (np.ndarray, _cupy.ndarray))}
-    if len(devices) > 1:
+    on_gpu = on_host = 0
+    for d in datas:
+        if isinstance(d, _cupy.ndarray):
+            on_gpu += 1
+        elif isinstance(d, np.ndarray):
+            on_host += 1
+    if not on_gpu:
+        return np
+    if on_host or (multi_gpu and len({d.device.id for d in datas if isinstance(d, _cupy.ndarray)}) > 1):
         shown = ", ".join(f"{device_of(d)} {tuple(d.shape)}" for d in datas if hasattr(d, "shape"))
         raise RuntimeError(
             f"{op_name}: tensors on different devices ({shown}); move them to one device with .to(...)"
         )
-    if devices and next(iter(devices)).type == "cuda":
-        return _cupy
-    return np
+    return _cupy
 
 
 def device_scope(data: Any) -> Any:
-    """A context that makes ``data``'s GPU the current CUDA device (CuPy works on the current one)."""
-    if _cupy is not None and isinstance(data, _cupy.ndarray):
+    """A context that makes ``data``'s GPU the current CUDA device (CuPy works on the current one).
+
+    With a single GPU it is always current, and the context does nothing.
+    """
+    if multi_gpu and isinstance(data, _cupy.ndarray):
         return _cupy.cuda.Device(data.device.id)
-    return contextlib.nullcontext()
+    return _NO_SCOPE
 
 
 def to_device(data: Any, device: Device) -> Any:

@@ -2,8 +2,10 @@
 
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gpugrad as gg
@@ -60,3 +62,69 @@ def test_devices_parse_and_compare():
         gg.Device("gpu")
     with pytest.raises(ValueError, match="bad device index"):
         gg.Device("cuda:x")
+
+
+class _FakeDevice:
+    """Stands in for cupy.cuda.Device: records which device each scope made current."""
+
+    entered: list[int] = []
+
+    def __init__(self, index: int) -> None:
+        self.id = index
+
+    def __enter__(self) -> None:
+        _FakeDevice.entered.append(self.id)
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class _FakeGpuArray(np.ndarray):
+    """Stands in for cupy.ndarray: a NumPy array with a .device."""
+
+    gpu = 0
+
+    @property
+    def device(self) -> _FakeDevice:
+        return _FakeDevice(self.gpu)
+
+
+def _fake_cupy(monkeypatch, n_gpus: int):
+    from gpugrad import backend
+
+    fake = types.SimpleNamespace(ndarray=_FakeGpuArray, cuda=types.SimpleNamespace(Device=_FakeDevice))
+    monkeypatch.setattr(backend, "_cupy", fake)
+    monkeypatch.setattr(backend, "multi_gpu", n_gpus > 1)
+    _FakeDevice.entered = []
+    return backend, fake
+
+
+def _on_gpu(index: int, shape=(2,)) -> _FakeGpuArray:
+    a = np.zeros(shape).view(_FakeGpuArray)
+    a.gpu = index
+    return a
+
+
+def test_common_namespace_and_device_scope_with_one_gpu(monkeypatch):
+    backend, fake = _fake_cupy(monkeypatch, n_gpus=1)
+    assert backend.common_namespace("add", [_on_gpu(0), _on_gpu(0), 2.0]) is fake
+    assert backend.common_namespace("add", [np.zeros(2), 2.0]) is np
+    mixed = r"add: tensors on different devices \(cuda:0 \(2,\), cpu \(3,\)\)"
+    with pytest.raises(RuntimeError, match=mixed):
+        backend.common_namespace("add", [_on_gpu(0), np.zeros(3)])
+    with backend.device_scope(_on_gpu(0)):             # the only GPU is always current: no switch
+        pass
+    assert _FakeDevice.entered == []
+
+
+def test_common_namespace_and_device_scope_with_several_gpus(monkeypatch):
+    backend, fake = _fake_cupy(monkeypatch, n_gpus=2)
+    assert backend.common_namespace("mul", [_on_gpu(1), _on_gpu(1)]) is fake
+    two_gpus = r"mul: tensors on different devices \(cuda:0 \(2,\), cuda:1 \(2,\)\)"
+    with pytest.raises(RuntimeError, match=two_gpus):
+        backend.common_namespace("mul", [_on_gpu(0), _on_gpu(1)])
+    with backend.device_scope(_on_gpu(1)):
+        pass
+    with backend.device_scope(np.zeros(2)):            # a host array needs no device
+        pass
+    assert _FakeDevice.entered == [1]

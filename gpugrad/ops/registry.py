@@ -98,7 +98,7 @@ class OpDef:
                     datas[i] = d.astype(dtypes.default_float)
         forward = self.forward
         try:
-            if xp is not np:                    # run on the operands' GPU, whichever is current
+            if xp is not np and backend.multi_gpu:      # run on the operands' GPU, whichever is current
                 with backend.device_scope(next(d for d in datas if isinstance(d, xp.ndarray))):
                     out = forward(xp, *datas, **params)
             elif params:
