@@ -563,8 +563,24 @@ def _cross_entropy_rule(g: Any, out: Any, x: Any, target: Any, *, needs: Any = N
     return (cross_entropy_backward(g, x, target, lse, **ce), None)
 
 
+def _linear_activation_rule(g: Any, out: Any, x: Any, weight: Any, bias: Any, *, needs: Any = None,
+                            activation: str) -> tuple | None:
+    """linear_activation's VJP: the activation's gradient and the bias's column sums in one pass
+    (bias_ACT_backward), then the two matmuls of linear's rule."""
+    dtype = np.dtype(g.dtype)
+    if (g.ndim != 2 or dtype not in _spec(f"bias_{activation}_backward").dtypes
+            or any(a.dtype != dtype for a in (out, x, weight, bias)) or out.shape != g.shape):
+        return None                       # batch dims folded or mixed dtypes: the plain rule
+    needs = (True, True, True) if needs is None else needs
+    gz, gb = bias_activation_backward(activation, g, out, bias)
+    xp = _launcher.xp()
+    return (xp.matmul(gz, weight) if needs[0] else None,       # dL/dx = Gz W
+            xp.matmul(gz.T, x) if needs[1] else None,          # dL/dW = Gzᵀ X
+            gb if needs[2] else None)
+
+
 # kernels whose rule checks its own operands (their shapes differ from g's by design)
-_OWN_CHECKS = {"softmax_cross_entropy_backward"}
+_OWN_CHECKS = {"softmax_cross_entropy_backward", "linear_activation_backward"}
 
 # kernel name (an op's ``fused=``) -> a function with the op's VJP signature, minus xp:
 # rule(g, out, *inputs, needs=..., **params) -> the gradients tuple, or None to use the plain rule.
@@ -578,6 +594,13 @@ FUSED_VJPS: dict[str, Callable] = {
     "multiply_backward": _multiply_rule,
     "divide_backward": _divide_rule,
     "softmax_cross_entropy_backward": _cross_entropy_rule,
+    "linear_activation_backward": _linear_activation_rule,
+}
+
+# a fused VJP that is not one kernel -> the kernels it launches (the others launch their own name)
+FUSED_VJP_KERNELS: dict[str, tuple[str, ...]] = {
+    "linear_activation_backward": tuple(f"bias_{a}_backward" for a in ("relu", "tanh", "sigmoid"))
+    + ("bias_grad_reduce",),
 }
 
 

@@ -584,6 +584,57 @@ def test_mlp_structure_and_activations():
         nn.MLP([3])
 
 
+def _node_names(t):
+    from gpugrad.engine import iter_graph
+    return sorted(n.op.name for n in iter_graph(t._node))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_mlp_runs_linear_and_activation_as_one_node_with_the_same_result(activation):
+    gg.manual_seed(3)
+    mlp = nn.MLP([5, 7, 6, 3], activation=activation, dtype=gg.float64)
+    x = gg.randn(4, 5, dtype=gg.float64)
+    fused = mlp(x)
+    assert _node_names(fused) == ["linear", "linear_activation", "linear_activation"]
+    unfused = x
+    for layer in mlp:                                  # the same modules, one at a time
+        unfused = layer(unfused)
+    assert "linear_activation" not in _node_names(unfused)
+    np.testing.assert_array_equal(fused.detach().numpy(), unfused.detach().numpy())
+    fused.sum().backward()
+    grads = [p.grad.numpy().copy() for p in mlp.parameters()]
+    mlp.zero_grad()
+    unfused.sum().backward()
+    for g, p in zip(grads, mlp.parameters()):
+        np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-14, atol=1e-15)
+
+
+def test_mlp_fuses_only_exact_activation_types_and_layers_with_a_bias():
+    class LoudReLU(nn.ReLU):                           # a subclass may change forward: not fused
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    x = gg.randn(3, 4)
+    assert "linear_activation" not in _node_names(nn.MLP([4, 5, 2], activation=LoudReLU)(x))
+    assert "linear_activation" not in _node_names(nn.MLP([4, 5, 2], activation="gelu")(x))
+    assert "linear_activation" not in _node_names(nn.MLP([4, 5, 2], bias=False)(x))
+    assert _node_names(nn.MLP([4, 5, 2], dropout=0.5)(x)).count("linear_activation") == 1
+
+
+def test_linear_activation_function():
+    gg.manual_seed(0)
+    x, w, b = gg.randn(3, 4), gg.randn(2, 4), gg.randn(2)
+    for act in ("relu", "tanh", "sigmoid"):
+        np.testing.assert_allclose(F.linear_activation(x, w, b, act).detach().numpy(),
+                                   getattr(F, act)(F.linear(x, w, b)).numpy(), rtol=1e-6)
+        np.testing.assert_allclose(F.linear_activation(x, w, None, act).numpy(),   # no bias: composed
+                                   getattr(F, act)(F.linear(x, w)).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="linear_activation: activation must be one of relu, tanh, sigmoid"):
+        F.linear_activation(x, w, b, "gelu")
+    with pytest.raises(ValueError, match=r"linear_activation: input of shape \(3, 4\) has 4 features"):
+        F.linear_activation(x, gg.randn(2, 5), b, "relu")
+
+
 def test_mlp_learns():
     gg.manual_seed(0)
     x = gg.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])

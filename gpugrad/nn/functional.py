@@ -19,8 +19,8 @@ from ..tensor import Tensor
 
 __all__ = [
     "relu", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "softplus", "logsigmoid", "softmax",
-    "log_softmax", "linear", "dropout", "layer_norm", "one_hot", "nll_loss", "cross_entropy",
-    "mse_loss", "l1_loss", "binary_cross_entropy_with_logits", "erf",
+    "log_softmax", "linear", "linear_activation", "dropout", "layer_norm", "one_hot", "nll_loss",
+    "cross_entropy", "mse_loss", "l1_loss", "binary_cross_entropy_with_logits", "erf",
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -120,19 +120,42 @@ def log_softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
 # ----------------------------------------------------------------------------- layers as functions
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x @ weight.T + bias, with weight of shape (out_features, in_features)."""
-    x = _tensor(x)
+def _check_linear(name: str, x: Tensor, weight: Tensor) -> tuple[int, ...]:
+    """The weight's shape, after checking that it fits the input's last dimension."""
     w_shape = tuple(getattr(weight, "shape", ()))
     if not w_shape or x.ndim == 0 or x.shape[-1] != w_shape[-1]:
-        raise ValueError(f"linear: input of shape {x.shape} has {x.shape[-1] if x.ndim else 0} features "
+        raise ValueError(f"{name}: input of shape {x.shape} has {x.shape[-1] if x.ndim else 0} features "
                          f"in its last dimension, but weight of shape {w_shape} expects "
                          f"{w_shape[-1] if w_shape else '?'} (in_features); reshape the input or fix "
                          "the layer")
+    return w_shape
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight.T + bias, with weight of shape (out_features, in_features)."""
+    x = _tensor(x)
+    w_shape = _check_linear("linear", x, weight)
     if bias is not None and len(w_shape) == 2 and getattr(bias, "shape", None) == (w_shape[0],):
         return ops.linear(x, weight, bias)              # one primitive: one node, one matmul per input
     out = ops.matmul(x, weight if len(w_shape) == 1 else ops.swapaxes(weight, -1, -2))
     return out if bias is None else out + bias
+
+
+def linear_activation(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str) -> Tensor:
+    """activation(linear(x, weight, bias)) for "relu", "tanh" or "sigmoid".
+
+    With a bias this is one primitive (``ops.linear_activation``): one node instead of
+    two, the activation applied in place, and on CUDA one fused kernel for the
+    activation's gradient and the bias's. The result equals the composition.
+    """
+    if activation not in ops.LINEAR_ACTIVATIONS:
+        raise ValueError(f"linear_activation: activation must be one of {', '.join(ops.LINEAR_ACTIVATIONS)}, "
+                         f"got {activation!r}")
+    x = _tensor(x)
+    w_shape = _check_linear("linear_activation", x, weight)
+    if bias is not None and len(w_shape) == 2 and getattr(bias, "shape", None) == (w_shape[0],):
+        return ops.linear_activation(x, weight, bias, activation=activation)
+    return getattr(ops, activation)(linear(x, weight, bias))
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:

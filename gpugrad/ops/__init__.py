@@ -49,7 +49,8 @@ from .elementwise import (
 from .index import getitem
 from .index import plain_index as plain_index
 from .linalg import dot, matmul, norm
-from .nn import linear, softmax_cross_entropy
+from .nn import LINEAR_ACTIVATIONS as LINEAR_ACTIVATIONS
+from .nn import linear, linear_activation, softmax_cross_entropy
 from .reduce import (
     all,
     amax,
@@ -92,7 +93,7 @@ __all__ = [
     "logical_and", "logical_not", "logical_or", "maximum", "minimum", "mul", "multiply", "negative",
     "not_equal", "pow", "power", "relu", "sigmoid", "sign", "sin", "sqrt", "square", "sub",
     "subtract", "tanh", "where",
-    "erf", "getitem", "linear", "softmax_cross_entropy", "dot", "matmul", "norm",
+    "erf", "getitem", "linear", "linear_activation", "softmax_cross_entropy", "dot", "matmul", "norm",
     "all", "amax", "amin", "any", "argmax", "argmin", "logsumexp", "max", "mean", "min", "prod",
     "std", "sum", "var",
     "broadcast_to", "cat", "concatenate", "expand_dims", "flatten", "permute", "reshape",

@@ -48,6 +48,54 @@ def _(xp, g, out, x, weight, bias, needs):
     return (gx, gw, gb)
 
 
+# ----------------------------------------------------------------------------- linear + activation
+
+# activations whose derivative is a function of their output, so the fused node saves only that
+LINEAR_ACTIVATIONS = ("relu", "tanh", "sigmoid")
+
+
+def _linear_activation_case(x_shape: tuple, out: int, activation: str):
+    def make(rng):
+        sample = _linear_case(x_shape, out)(rng)
+        sample.params = {"activation": activation}
+        sample.name += f"-{activation}"
+        return sample
+    return make
+
+
+@defop(save=("x", "weight", "out"), fused="linear_activation_backward", samples=samples(
+    *(_linear_activation_case((3, 4), 2, a) for a in LINEAR_ACTIVATIONS),
+    _linear_activation_case((2, 3, 4), 5, "relu")))
+def linear_activation(xp, x, weight, bias, *, activation):
+    """act(x Wᵀ + b): a Linear layer and its activation as one node, the activation in place."""
+    out = xp.matmul(x, weight.T)
+    out += bias
+    if activation == "relu":
+        xp.maximum(out, 0, out=out)
+    elif activation == "tanh":
+        xp.tanh(out, out=out)
+    elif activation == "sigmoid":                   # 0.5 tanh(0.5 z) + 0.5: never overflows
+        out *= 0.5
+        xp.tanh(out, out=out)
+        out *= 0.5
+        out += 0.5
+    else:
+        raise ValueError(f"unknown activation {activation!r}; one of {', '.join(LINEAR_ACTIVATIONS)}")
+    return out
+
+
+@linear_activation.vjp
+def _(xp, g, out, x, weight, bias, *, activation, needs):
+    # back through the activation (from its output, as the tanh/sigmoid/relu rules), then linear's rule
+    if activation == "relu":
+        g = g * (out > 0)
+    elif activation == "tanh":
+        g = g - g * out * out
+    else:
+        g = g * (out - out * out)
+    return linear.vjp_rule(xp, g, None, x, weight, bias, needs=needs)
+
+
 # ----------------------------------------------------------------------------- softmax cross-entropy
 
 
