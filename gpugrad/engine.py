@@ -130,28 +130,40 @@ def _site(where: str | tuple) -> str:
 _RELEASED = object()   # marks a node whose saved arrays were freed by a backward pass
 
 
-class Node:
-    """One recorded op application: the op, what its VJP needs, and where gradients go."""
+class Node(list):
+    """One recorded op application: the op, what its VJP needs, and where gradients go.
 
-    __slots__ = ("op", "out", "inputs", "params", "parents", "dtype", "hooks", "seq", "where",
-                 "__weakref__")
+    A node is the list of its parents, one per input: the input's node, the leaf tensor
+    itself, or None where no gradient flows. Holding them in the node itself rather than in
+    a tuple beside it halves the objects the garbage collector tracks per recorded op, and
+    its full passes over a large graph with them. Nodes compare and hash by identity.
+    """
+
+    __slots__ = ("op", "out", "inputs", "params", "dtype", "hooks", "seq", "where", "__weakref__")
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
 
     def __init__(self, op: OpDef, out: Any, inputs: tuple, params: dict,
-                 parents: tuple, dtype: Any) -> None:
+                 parents: Sequence[Any], dtype: Any) -> None:
+        super().__init__(parents)
         self.op = op
         self.out = out          # the output array if the rule needs it, else None
         self.inputs = inputs    # one entry per input: the array if the rule needs it, else None
         self.params = params
-        self.parents = parents  # Node | leaf Tensor | None, one per input
         self.dtype = dtype      # gradients arriving here are cast to this dtype
         self.hooks: list[Callable] | None = None   # Tensor.register_hook on the output
         self.seq = versions.clock()                    # creation order (consumers come later), and
                                                        # when it saved its arrays (gpugrad.versions)
         # self.where, the creating source site, is set only under detect_anomaly (see site_of)
 
+    @property
+    def parents(self) -> Node:
+        """The node's parents (the node itself: see the class docstring)."""
+        return self
+
     def __repr__(self) -> str:
         return f"<{self.op.name}Backward>"
-
 
     @property
     def name(self) -> str:
@@ -170,7 +182,7 @@ def _nodes_leading_to(start: Sequence[Node], targets: set[int]) -> set[Node]:
     reachable = set(start)
     stack = list(start)
     while stack:
-        for parent in stack.pop().parents:
+        for parent in stack.pop():
             if type(parent) is Node and parent not in reachable:
                 reachable.add(parent)
                 stack.append(parent)
@@ -275,7 +287,7 @@ def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool
             node.inputs = _RELEASED
 
         newest = newest_g = None    # the newest parent that got its first gradient here, and that gradient
-        for parent, gi in zip(node.parents, in_grads):
+        for parent, gi in zip(node, in_grads):
             if parent is None or gi is None:
                 continue
             dtype = parent.dtype if type(parent) is Node else parent.data.dtype

@@ -354,6 +354,20 @@ def test_graph_is_freed_without_the_garbage_collector():
         gc.enable()
 
 
+def test_a_recorded_op_leaves_one_object_for_the_garbage_collector():
+    # a full GC pass scans every tracked object: a graph of N ops should add N, not 2N
+    x, c = gg.ones(3, requires_grad=True), gg.ones(3)
+    gc.collect()
+    before = len(gc.get_objects())
+    y = x
+    for _ in range(1000):
+        y = y * c
+    gc.collect()                       # tuples of arrays (saved inputs) are untracked by a pass
+    grown = len(gc.get_objects()) - before
+    assert 1000 <= grown < 1050, grown
+    assert y._node.parents[1] is None and len(y._node) == 2
+
+
 def test_memory_is_flat_over_training_like_steps():
     w = gg.randn(64, 64, requires_grad=True)
     x = gg.randn(32, 64)

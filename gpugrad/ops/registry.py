@@ -84,7 +84,7 @@ class OpDef:
                 datas.append(a.data)
                 if a._requires_grad:
                     needs_grad = True
-                    parents.append(a._node or a)
+                    parents.append(a if a._node is None else a._node)
                     continue
             elif type(a) in _SCALARS or hasattr(a, "dtype"):
                 datas.append(a)                 # a Python number or an array: a constant
@@ -137,12 +137,12 @@ class OpDef:
             saved = tuple([d if i in keep else None for i, d in enumerate(datas)])
         else:
             saved = _NOTHING_SAVED[len(datas)] if len(datas) < 4 else (None,) * len(datas)
-        node = _new(Node)                        # Node's fields set here: a constructor call costs more
+        node = _new_list(Node)                   # Node's fields set here: a constructor call costs more
+        node += parents
         node.op = self
         node.out = out if self.save_out else None
         node.inputs = saved
         node.params = params
-        node.parents = tuple(parents)
         node.dtype = out.dtype
         node.hooks = None
         node.seq = versions.clock()
@@ -166,23 +166,23 @@ class OpDef:
         if not node.params:                     # plain calls where they fit: see __call__ on f(*args)
             if len(inputs) == 2:
                 if self.vjp_takes_needs:
-                    return rule(xp, g, node.out, inputs[0], inputs[1], needs=_needs(node.parents))
+                    return rule(xp, g, node.out, inputs[0], inputs[1], needs=_needs(node))
                 return rule(xp, g, node.out, inputs[0], inputs[1])
             if len(inputs) == 1 and not self.vjp_takes_needs:
                 return rule(xp, g, node.out, inputs[0])
         if self.vjp_takes_needs:
-            return rule(xp, g, node.out, *inputs, needs=_needs(node.parents), **node.params)
+            return rule(xp, g, node.out, *inputs, needs=_needs(node), **node.params)
         return rule(xp, g, node.out, *inputs, **node.params)
 
     def _run_vjp_cuda(self, xp: Any, g: Any, node: Node) -> tuple:
         if self.fused is not None:                         # one fused kernel where it applies
             from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
-            grads = kernels.fused_vjp(self.fused, g, node.out, *node.inputs, needs=_needs(node.parents),
+            grads = kernels.fused_vjp(self.fused, g, node.out, *node.inputs, needs=_needs(node),
                                       **node.params)
             if grads is not None:
                 return grads
         if self.vjp_takes_needs:
-            return self.vjp_rule(xp, g, node.out, *node.inputs, needs=_needs(node.parents), **node.params)
+            return self.vjp_rule(xp, g, node.out, *node.inputs, needs=_needs(node), **node.params)
         return self.vjp_rule(xp, g, node.out, *node.inputs, **node.params)
 
     def run_vjp_graph(self, g: Tensor, node: Node) -> tuple:
@@ -201,13 +201,14 @@ class OpDef:
         out = None if node.out is None else Tensor._wrap(node.out, node)
         inputs = tuple(_as_graph_tensor(d, p) for d, p in zip(node.inputs, node.parents))
         if self.vjp_takes_needs:
-            return self.vjp_rule(gpugrad, g, out, *inputs, needs=_needs(node.parents), **node.params)
+            return self.vjp_rule(gpugrad, g, out, *inputs, needs=_needs(node), **node.params)
         return self.vjp_rule(gpugrad, g, out, *inputs, **node.params)
 
 
 _SCALARS = {int, float, bool}
 _FLOAT64 = np.dtype(np.float64)   # what a Python scalar operand counts as
 _new = object.__new__
+_new_list = list.__new__
 _NOTHING_SAVED = ((), (None,), (None, None), (None, None, None))   # shared: no allocation per op
 
 
