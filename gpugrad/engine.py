@@ -228,6 +228,13 @@ def run_backward(
 
 def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool,
           capture: Sequence[Tensor] | None, graph: bool) -> list[Any] | None:
+    """Propagate the gradients through the graph, then hand them to the leaves (or to the caller)."""
+    grads, wanted = _propagate(roots, root_grads, retain_graph, capture, graph)
+    return _deliver(grads, wanted, capture, graph)
+
+
+def _propagate(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool,
+               capture: Sequence[Tensor] | None, graph: bool) -> tuple[dict, dict | None]:
     """The reverse walk: always run the latest-created node that has a gradient waiting.
 
     A node is created after all its inputs, so when it runs every consumer that can still
@@ -235,9 +242,10 @@ def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool
     heap ordered by creation (PyTorch's engine orders by sequence number too) needs no
     counting pass, and nodes that no gradient reaches are never visited. Along a chain
     the next node is always the newest, so it runs directly, without touching the heap.
-    """
-    from .tensor import Tensor  # noqa: PLC0415 - the engine sits below tensor
 
+    Returns the gradients left for the leaves (keyed by leaf; also those of nodes that
+    capture did not need) and, with ``capture``, the gradients that reached captured nodes.
+    """
     grads: dict[Any, Any] = {}      # node or leaf -> the gradient summed so far
     heap: list[tuple[int, Node]] = []   # (-seq, node): the newest node first
     for root, g in zip(roots, root_grads):
@@ -313,9 +321,14 @@ def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool
             heapq.heappush(heap, (-newest.seq, newest))
             newest = None
         node, g = newest, newest_g
+    return grads, wanted
 
-    in_grads = gi = newest_g = g = None         # drop stray references: see the refcount test below
-    # what is left in `grads` are the leaves' gradients (and those of nodes capture did not need)
+
+def _deliver(grads: dict, wanted: dict | None, capture: Sequence[Tensor] | None,
+             graph: bool) -> list[Any] | None:
+    """Run the leaves' hooks, then return the captured gradients or accumulate into ``.grad``."""
+    from .tensor import Tensor  # noqa: PLC0415 - the engine sits below tensor
+
     for leaf, g in list(grads.items()):
         if type(leaf) is not Node and leaf._hooks:
             grads[leaf] = _run_hooks(leaf._hooks, g, graph)
