@@ -354,6 +354,21 @@ def test_graph_is_freed_without_the_garbage_collector():
         gc.enable()
 
 
+def test_nodes_built_by_ops_and_by_the_constructor_have_the_same_fields():
+    # OpDef.__call__ fills a Node's slots inline (for speed): it must fill every one of them
+    from gpugrad.engine import Node
+
+    x = gg.ones(2, requires_grad=True)
+    by_op = (x * 2)._node
+    by_init = Node(by_op.op, None, (None, None), {}, [x, None], by_op.dtype)
+    slots = [s for s in Node.__slots__ if s not in ("where", "__weakref__")]   # where: anomaly only
+    for node in (by_op, by_init):
+        missing = [s for s in slots if not hasattr(node, s)]
+        assert not missing, missing
+    assert list(by_init) == [x, None] and by_init.parents is by_init
+    assert by_init != Node(by_op.op, None, (None, None), {}, [x, None], by_op.dtype)   # identity
+
+
 def test_a_recorded_op_leaves_one_object_for_the_garbage_collector():
     # a full GC pass scans every tracked object: a graph of N ops should add N, not 2N
     x, c = gg.ones(3, requires_grad=True), gg.ones(3)
