@@ -59,6 +59,7 @@ def _family(file: str, *names: str, dtypes: tuple[np.dtype, ...] = _FLOATS) -> d
 
 
 _ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu_tanh", "gelu_erf")
+_FORWARD_ACTIVATIONS = ("relu", "sigmoid", "tanh")     # bias_ACT_forward: linear_activation's
 
 # The registry of fused kernels: name -> (file, entry points, dtypes). An op declares one
 # with ``@defop(fused="tanh_backward")``; the tests check every such name is here.
@@ -66,6 +67,7 @@ KERNELS: dict[str, KernelSpec] = {
     **_family("activation_backward.cu", *(f"{a}_backward" for a in _ACTIVATIONS)),
     **_family("binary_backward.cu", "multiply_backward", "divide_backward"),
     **_family("softmax_cross_entropy.cu", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward"),
+    **_family("bias_activation_forward.cu", *(f"bias_{a}_forward" for a in _FORWARD_ACTIVATIONS)),
     **_family("bias_activation_backward.cu", *(f"bias_{a}_backward" for a in _ACTIVATIONS),
               "bias_grad_reduce"),
     **_family("optimizer.cu", "sgd_step", "adam_step", "adamw_step"),
@@ -398,6 +400,29 @@ def cross_entropy_backward(g: Any, logits: Any, target: Any, lse: Any, *, reduct
 
 
 # ----------------------------------------------------------------------------- bias + activation
+
+
+def bias_activation_forward(activation: str, z: Any, bias: Any) -> Any | None:
+    """z = act(z + bias) in place, bias over the last dim, in one pass; returns z.
+
+    activation: relu, sigmoid or tanh. Returns None, changing nothing, where the kernel does
+    not apply (a dtype without a kernel, bias of another dtype or shape, a non-contiguous
+    z); the caller then adds and activates with array ops.
+    """
+    if activation not in _FORWARD_ACTIVATIONS:
+        raise ValueError(f"bias_activation_forward: unknown activation {activation!r}; "
+                         f"one of {', '.join(_FORWARD_ACTIVATIONS)}")
+    name = f"bias_{activation}_forward"
+    dtype = np.dtype(z.dtype)
+    cols = z.shape[-1] if z.ndim else 0
+    if (dtype not in _spec(name).dtypes or bias.dtype != dtype or tuple(bias.shape) != (cols,)
+            or not z.flags.c_contiguous):
+        return None
+    L = _launcher
+    with L.device(z):
+        bias = L.xp().ascontiguousarray(bias)
+        L.launch(L.kernel(name, dtype), z.size, (z, bias, np.int64(z.size), np.int64(cols)))
+    return z
 
 
 def bias_activation_backward(activation: str, g: Any, saved: Any, bias: Any, *,

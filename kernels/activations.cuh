@@ -1,4 +1,5 @@
-// activations.cuh: the derivative of each activation, for one element.
+// activations.cuh: the derivative of each activation, for one element (and the forward of
+// the activations that bias_activation_forward.cu fuses with a bias).
 //
 // Shared by activation_backward.cu (dx = g * act'(.)) and bias_activation_backward.cu
 // (the same, on x + b, plus the bias gradient). Each rule is
@@ -7,6 +8,7 @@
 //
 // where s is the saved value the rule reads: the forward output when kFromInput is false,
 // the forward input x otherwise. alpha is leaky_relu's negative slope; the others ignore it.
+// Relu, Sigmoid and Tanh also have ``A forward(A x)``, the same formula as gpugrad's op.
 #pragma once
 
 #include "common.cuh"
@@ -19,6 +21,8 @@ namespace act {
 struct Relu {
   static constexpr bool kFromInput = false;
   template <class A> static GG_FN A grad(A g, A out, A) { return out > A(0) ? g : A(0); }
+  // max(x, 0), NaN staying NaN (numpy.maximum)
+  template <class A> static GG_FN A forward(A x) { return max_(x, A(0)); }
 };
 
 // leaky_relu: out = x if x > 0 else alpha * x.  dx = g if x > 0 else alpha * g (PyTorch's
@@ -32,12 +36,15 @@ struct LeakyRelu {
 struct Sigmoid {
   static constexpr bool kFromInput = false;
   template <class A> static GG_FN A grad(A g, A out, A) { return g * out * (A(1) - out); }
+  // 0.5 tanh(x / 2) + 0.5: never overflows, unlike 1 / (1 + exp(-x)) (gpugrad's sigmoid op)
+  template <class A> static GG_FN A forward(A x) { return A(0.5) * tanh_(A(0.5) * x) + A(0.5); }
 };
 
 // tanh: out = tanh(x).  dx = g * (1 - out^2).  Plain rule: g * (1 - out * out).
 struct Tanh {
   static constexpr bool kFromInput = false;
   template <class A> static GG_FN A grad(A g, A out, A) { return g * (A(1) - out * out); }
+  template <class A> static GG_FN A forward(A x) { return tanh_(x); }
 };
 
 // gelu, tanh form: out = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).

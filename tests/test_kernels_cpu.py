@@ -58,6 +58,9 @@ NOT_YET_WIRED = {
 }
 # Kernels that are never an op's fused VJP, by design.
 NOT_OP_KERNELS = {
+    "bias_relu_forward": "the forward of ops.linear_activation on CUDA (kernels.bias_activation_forward)",
+    "bias_sigmoid_forward": "the same, sigmoid",
+    "bias_tanh_forward": "the same, tanh",
     "softmax_cross_entropy_forward": "the forward of ops.softmax_cross_entropy on CUDA (and its fused VJP)",
     "sgd_step": "an optimizer update: gpugrad.optim.functional.FUSED['sgd'] = kernels.sgd_update",
     "adam_step": "an optimizer update: FUSED['adam'] = kernels.adam_update (decoupled=False)",
@@ -394,6 +397,27 @@ def check_bias_activation(dev, act, shape, dtype, rng):
     assert dx.dtype == db.dtype == dtype and db.shape == shape[-1:]
 
 
+def check_bias_forward(dev, act, shape, dtype, rng):
+    z = rng.normal(scale=2.0, size=shape).astype(dtype)
+    bias = rng.normal(size=shape[-1:]).astype(dtype)
+    # what linear_activation's plain forward computes from the same product (x = z, W = I)
+    rows, cols = int(np.prod(shape[:-1])), shape[-1]
+    plain = REGISTRY["linear_activation"].forward(np, z.reshape(rows, cols), np.eye(cols, dtype=dtype), bias,
+                                                  activation=act)
+    if z.size:
+        z.flat[0] = np.nan                                      # NaN stays NaN in every form
+    z64, b64 = z.astype(np.float64), bias.astype(np.float64)     # copies: the kernel works in place
+    got = kernels.bias_activation_forward(act, dev(z), dev(bias))
+    assert got is not None
+    got = kernels_get(got)
+    assert got.dtype == dtype and got.shape == shape
+    close(got, ACTIVATIONS[act][1](z64 + b64), dtype, scale=2, err=act)
+    if z.size:
+        assert np.isnan(got.flat[0])
+        got.flat[0] = plain.flat[0]
+    close(got.reshape(rows, cols), plain.astype(np.float64), dtype, scale=4, err=f"{act} vs the op")
+
+
 def check_sgd(dev, n, dtype, rng, config):
     p = rng.normal(size=n).astype(dtype)
     buf = rng.normal(size=n).astype(dtype) if config.get("momentum") else None
@@ -495,6 +519,24 @@ def test_softmax_cross_entropy_degenerate_targets(host):
 @pytest.mark.parametrize("act", list(ACTIVATIONS))
 def test_bias_activation_backward(host, act, shape, dtype):
     check_bias_activation(_numpy, act, shape, dtype, np.random.default_rng(sum(shape)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (1, 1), (7, 3), (33, 17), (4, 5, 6), (2, 1031)], ids=str)
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh"])
+def test_bias_activation_forward(host, act, shape, dtype):
+    check_bias_forward(_numpy, act, shape, dtype, np.random.default_rng(sum(shape) + 7))
+
+
+def test_bias_activation_forward_declines_what_it_cannot_take(host):
+    z, b = np.ones((3, 4), F32), np.ones(4, F32)
+    assert kernels.bias_activation_forward("relu", z.astype(F64), b) is None      # mixed dtypes
+    assert kernels.bias_activation_forward("relu", z, np.ones(3, F32)) is None    # bias of another length
+    assert kernels.bias_activation_forward("relu", z.T, np.ones(3, F32)) is None  # not C-contiguous
+    assert kernels.bias_activation_forward("relu", z.astype(np.int32), b.astype(np.int32)) is None
+    assert (z == 1).all() and host.launches == []
+    with pytest.raises(ValueError, match="unknown activation 'gelu'; one of relu, sigmoid, tanh"):
+        kernels.bias_activation_forward("gelu", z, b)
 
 
 @pytest.mark.parametrize("rows_per_chunk", [1, 2, 7, 40, 41, 100])
@@ -886,6 +928,8 @@ def test_cuda_kernels_match_the_references():
             for n in (0, 1, 257, 100_003):
                 check_activation(dev, act, n, dtype, rng)
             check_bias_activation(dev, act, (1000, 33), dtype, rng)
+        for act in ("relu", "sigmoid", "tanh"):
+            check_bias_forward(dev, act, (1000, 33), dtype, rng)
         for op in ("multiply", "divide"):
             check_binary(dev, op, (100_003,), dtype, rng)
         for reduction in ("mean", "sum", "none"):

@@ -116,6 +116,8 @@ def kernel_bytes(kernel: str, n: int, rows: int = 0, cols: int = 0, itemsize: in
     if kernel.endswith("_backward") and activation in ACTIVATIONS and kernel.startswith("bias_"):
         # g, saved in; dx out; bias in, db out (small)
         return 3 * n * itemsize + 2 * cols * itemsize
+    if kernel.startswith("bias_") and kernel.endswith("_forward"):    # z, bias in; z out, in place
+        return 2 * n * itemsize + cols * itemsize
     if kernel in ("multiply_backward", "divide_backward"):
         return 5 * n * itemsize                     # g, a, b in; two gradients out
     if kernel == "softmax_cross_entropy_forward":   # logits, int64 target in; loss, lse out
@@ -494,6 +496,26 @@ def g1_cases(cp: Any, torch: Any | None, n: int, opt_sizes: Sequence[int],
 
     for act in plain.ACTIVATIONS:
         factories.append(lambda act=act: bias_case(act))
+
+    def bias_forward_case(act: str) -> Case:
+        name = f"bias_{act}_forward"
+        z, bias = randn(rows, cols, scale=2.0), randn(cols)
+        work = z.copy()                   # the kernel works in place: timed runs reuse this buffer
+        fused = lambda: kernels.bias_activation_forward(act, work, bias)  # noqa: E731
+        composed = lambda: plain.bias_activation_forward(cp, act, z, bias)  # noqa: E731
+        tfn = None
+        if T is not None:
+            tz, tb, torch_act = tt(z), tt(bias), {"relu": T.relu, "sigmoid": T.sigmoid, "tanh": T.tanh}[act]
+            tfn = lambda: torch_act(tz + tb)  # noqa: E731
+
+        def check() -> str:
+            work[...] = z                 # from the same product as the others
+            return checked(fused, composed, tfn, ["out"])
+        return Case(name, rows * cols, kernel_bytes(name, rows * cols, rows, cols), fused, composed, tfn,
+                    None, check, label=f"{name} ({rows}x{cols})")
+
+    for act in plain.BIAS_FORWARD_ACTIVATIONS:
+        factories.append(lambda act=act: bias_forward_case(act))
 
     def sgd_case(size: int) -> Case:
         name = "sgd_step"

@@ -23,6 +23,7 @@ from gpugrad.optim import functional
 
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu_tanh", "gelu_erf")
 SAVES_OUTPUT = frozenset({"relu", "sigmoid", "tanh"})   # the others' kernels read the input x
+BIAS_FORWARD_ACTIVATIONS = ("relu", "sigmoid", "tanh")  # bias_ACT_forward (linear_activation's forward)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -55,6 +56,11 @@ def activation_forward(xp: Any, act: str, x: Any, alpha: float = 0.01) -> Any:
     if act == "gelu_erf":
         return 0.5 * x * (1 + erf(xp, x * _INV_SQRT_2))
     raise ValueError(f"unknown activation {act!r}; one of {', '.join(ACTIVATIONS)}")
+
+
+def bias_activation_forward(xp: Any, act: str, z: Any, bias: Any) -> Any:
+    """act(z + bias), bias over the last dim: bias_ACT_forward (linear_activation's `z += b; act(z)`)."""
+    return activation_forward(xp, act, z + bias)
 
 
 def activation_backward(xp: Any, act: str, g: Any, saved: Any, alpha: float = 0.0) -> Any:

@@ -69,6 +69,10 @@ def _linear_activation_case(x_shape: tuple, out: int, activation: str):
 def linear_activation(xp, x, weight, bias, *, activation):
     """act(x Wᵀ + b): a Linear layer and its activation as one node, the activation in place."""
     out = xp.matmul(x, weight.T)
+    if xp is not np:                          # CUDA: the bias and the activation in one pass
+        from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+        if kernels.bias_activation_forward(activation, out, bias) is not None:
+            return out
     out += bias
     if activation == "relu":
         xp.maximum(out, 0, out=out)
