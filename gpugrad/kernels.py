@@ -112,7 +112,7 @@ def kernel_source(file: str) -> str:
 
 
 _modules: dict[tuple[str, int], Any] = {}
-_functions: dict[tuple[str, int], Any] = {}
+_functions: dict[tuple[str, np.dtype, int], Any] = {}
 _max_blocks: dict[int, int] = {}
 
 
@@ -127,17 +127,25 @@ def get_module(file: str, device_id: int | None = None) -> Any:
     return mod
 
 
+def _current_device() -> int:
+    """The current CUDA device's index (0 without asking the driver where there is one GPU)."""
+    return backend.load_cupy().cuda.runtime.getDevice() if backend.multi_gpu else 0
+
+
 def get_kernel(name: str, dtype: Any) -> Any:
-    """The RawKernel ``name_f32`` / ``_f64`` / ``_f16`` for ``dtype`` on the current device."""
-    spec = _spec(name)
-    entry = spec.entry(dtype)
-    cp = backend.load_cupy()
-    dev = cp.cuda.Device().id
-    fn = _functions.get((entry, dev))
+    """The RawKernel ``name_f32`` / ``_f64`` / ``_f16`` for ``dtype`` on the current device.
+
+    Called for every launch: after the first, one dict lookup (by name, dtype and device).
+    """
+    dev = _current_device()
+    fn = _functions.get((name, dtype, dev))
     if fn is None:
+        spec = _spec(name)
+        entry = spec.entry(dtype)
+        cp = backend.load_cupy()
         with cp.cuda.Device(dev):                 # RawModule compiles for the current device
             fn = get_module(spec.file, dev).get_function(entry)
-        _functions[(entry, dev)] = fn
+        _functions[(name, np.dtype(dtype), dev)] = fn
     return fn
 
 
@@ -150,11 +158,10 @@ def grid_size(n: int, block: int, max_blocks: int, per_block: int | None = None)
 
 def max_blocks(device_id: int | None = None) -> int:
     """How many blocks a grid-stride launch uses at most on a device: SMs x BLOCKS_PER_SM."""
-    cp = backend.load_cupy()
-    dev = cp.cuda.Device().id if device_id is None else int(device_id)
+    dev = _current_device() if device_id is None else int(device_id)
     m = _max_blocks.get(dev)
     if m is None:
-        sms = cp.cuda.runtime.getDeviceProperties(dev)["multiProcessorCount"]
+        sms = backend.load_cupy().cuda.runtime.getDeviceProperties(dev)["multiProcessorCount"]
         m = _max_blocks[dev] = int(sms) * BLOCKS_PER_SM
     return m
 
@@ -177,7 +184,7 @@ class _CudaLauncher:
         return backend.load_cupy()
 
     def device(self, array: Any) -> Any:
-        return array.device               # a cupy.cuda.Device: a context manager
+        return backend.device_scope(array)   # the array's GPU made current (a no-op with one GPU)
 
     def kernel(self, name: str, dtype: Any) -> Any:
         return get_kernel(name, dtype)
