@@ -70,7 +70,7 @@ KERNELS: dict[str, KernelSpec] = {
     **_family("bias_activation_forward.cu", *(f"bias_{a}_forward" for a in _FORWARD_ACTIVATIONS)),
     **_family("bias_activation_backward.cu", *(f"bias_{a}_backward" for a in _ACTIVATIONS),
               "bias_grad_reduce"),
-    **_family("optimizer.cu", "sgd_step", "adam_step", "adamw_step"),
+    **_family("optimizer.cu", "sgd_step", "adam_step", "adamw_step", "adam_step_multi", "adamw_step_multi"),
 }
 
 
@@ -185,6 +185,9 @@ class _CudaLauncher:
 
     def device(self, array: Any) -> Any:
         return backend.device_scope(array)   # the array's GPU made current (a no-op with one GPU)
+
+    def pointer(self, array: Any) -> int:
+        return array.data.ptr             # the device address of a CuPy array's first element
 
     def kernel(self, name: str, dtype: Any) -> Any:
         return get_kernel(name, dtype)
@@ -528,6 +531,64 @@ def adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_
                   np.int32(bool(amsgrad)), np.int32(bool(maximize))))
 
 
+MULTI_TENSORS = 32    # GG_MULTI_TENSORS in kernels/optimizer.cu: parameters per multi-tensor launch
+_ADDRESSES = (MULTI_TENSORS,)
+# gg::AdamTensors, field for field (all 8-byte: no padding either side)
+ADAM_TENSORS = np.dtype([("param", np.uint64, _ADDRESSES), ("grad", np.uint64, _ADDRESSES),
+                         ("exp_avg", np.uint64, _ADDRESSES), ("exp_avg_sq", np.uint64, _ADDRESSES),
+                         ("max_exp_avg_sq", np.uint64, _ADDRESSES), ("size", np.int64, _ADDRESSES),
+                         ("count", np.int64)], align=True)
+
+
+def adam_step_multi(tensors: list[tuple[Any, Any, Any, Any, Any | None]], *, step: int, lr: float,
+                    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+                    amsgrad: bool = False, maximize: bool = False, decoupled: bool = False) -> None:
+    """adam_step for many parameters of one dtype and step count: one launch per MULTI_TENSORS of them.
+
+    tensors: (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq or None) per parameter, each
+    checked as adam_step checks them. The kernel gets the arrays' addresses in one struct
+    passed by value (gg::AdamTensors), so nothing is copied to the device first.
+    """
+    name = "adamw_step_multi" if decoupled else "adam_step_multi"
+    if step < 1:
+        raise ValueError(f"{name}: step counts from 1, got {step}")
+    if not tensors:
+        return
+    L = _launcher
+    xp = L.xp()
+    dtype = np.dtype(tensors[0][0].dtype)
+    device = backend.device_of(tensors[0][0])
+    checked = []
+    for i, (param, grad, exp_avg, exp_avg_sq, vmax) in enumerate(tensors):
+        if amsgrad and vmax is None:
+            raise ValueError(f"{name}: amsgrad=True needs max_exp_avg_sq (parameter {i})")
+        vmax = vmax if amsgrad else param
+        if param.dtype != dtype or (backend.multi_gpu and backend.device_of(param) != device):
+            raise ValueError(f"{name}: parameter {i} is {param.dtype} on {backend.device_of(param)}, "
+                             f"parameter 0 {dtype} on {device}: one dtype and one device per call")
+        _in_place(name, param=param, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, max_exp_avg_sq=vmax)
+        (grad,) = _inputs(xp, name, grad=grad)
+        _same(name, "param", {"param": param, "grad": grad})
+        checked.append((param, grad, exp_avg, exp_avg_sq, vmax))
+    step_size = lr / (1.0 - beta1 ** step)
+    bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    s = _acc(dtype).type
+    scalars = (s(lr), s(beta1), s(beta2), s(eps), s(weight_decay), s(step_size), s(bias_correction2_sqrt),
+               np.int32(bool(amsgrad)), np.int32(bool(maximize)))
+    with L.device(tensors[0][0]):
+        kernel = L.kernel(name, dtype)
+        for start in range(0, len(checked), MULTI_TENSORS):
+            chunk = checked[start:start + MULTI_TENSORS]
+            packed = np.zeros((), dtype=ADAM_TENSORS)
+            for k, arrays in enumerate(chunk):
+                for field, a in zip(("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"), arrays):
+                    packed[field][k] = L.pointer(a)
+                packed["size"][k] = arrays[0].size
+            packed["count"] = len(chunk)
+            # enough threads for the largest tensor; the others take fewer grid-stride steps
+            L.launch(kernel, max(a[0].size for a in chunk), (packed[()], *scalars))
+
+
 def adamw_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any | None = None,
                **kwargs: Any) -> None:
     """One AdamW step in place (decoupled weight decay): adam_step(..., decoupled=True)."""
@@ -552,6 +613,8 @@ def adam_update(xp: Any, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, m
 
 # What gpugrad.optim.functional.FUSED takes: name -> update with the reference's signature.
 OPTIMIZER_UPDATES: dict[str, Callable[..., None]] = {"sgd": sgd_update, "adam": adam_update}
+# ... and FUSED_MULTI: name -> the update of many parameters (same dtype, device and step) at once.
+OPTIMIZER_MULTI_UPDATES: dict[str, Callable[..., None]] = {"adam": adam_step_multi}
 
 
 # ----------------------------------------------------------------------------- fused VJPs for ops

@@ -1,4 +1,5 @@
-// optimizer.cu: one pass per parameter for SGD, Adam and AdamW (PyTorch's formulas).
+// optimizer.cu: one pass per parameter for SGD, Adam and AdamW (PyTorch's formulas), and
+// Adam/AdamW over up to GG_MULTI_TENSORS parameters in one launch.
 //
 // Each kernel reads the parameter, its gradient and its state once and writes the new
 // parameter and state in place (grid-stride; nothing to do for n == 0). Scalars that
@@ -95,6 +96,41 @@ GG_FN void adam_step(T* __restrict__ param, const T* __restrict__ grad, T* __res
   }
 }
 
+// adam_step_multi / adamw_step_multi(gg::AdamTensors tensors, A lr, A beta1, A beta2, A eps,
+//                                    A weight_decay, A step_size, A bias_correction2_sqrt,
+//                                    int amsgrad, int maximize)
+//
+// adam_step for tensors.count parameters (of one dtype, at one step count) in one launch:
+// a step of a model's parameters is one kernel instead of one per parameter, which is what
+// bounds a small model's step on the GPU (each launch costs microseconds of host time).
+// The addresses and sizes come by value in one struct (a kernel's parameters may take
+// 4 KB; this one is 1.5 KB), so nothing is copied to the device first. Every thread walks
+// the tensors in order, grid-striding over each.
+#define GG_MULTI_TENSORS 32
+namespace gg {
+struct AdamTensors {                              // the host packs the same layout (numpy, align=True)
+  unsigned long long param[GG_MULTI_TENSORS];     // device addresses
+  unsigned long long grad[GG_MULTI_TENSORS];
+  unsigned long long exp_avg[GG_MULTI_TENSORS];
+  unsigned long long exp_avg_sq[GG_MULTI_TENSORS];
+  unsigned long long max_exp_avg_sq[GG_MULTI_TENSORS];   // any address without amsgrad
+  long long size[GG_MULTI_TENSORS];
+  long long count;                                // tensors used, <= GG_MULTI_TENSORS
+};
+}  // namespace gg
+
+template <bool kDecoupled, class T>
+GG_FN void adam_step_multi(const gg::AdamTensors& t, gg::acc_t<T> lr, gg::acc_t<T> beta1, gg::acc_t<T> beta2,
+                           gg::acc_t<T> eps, gg::acc_t<T> weight_decay, gg::acc_t<T> step_size,
+                           gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {
+  for (long long k = 0; k < t.count && k < GG_MULTI_TENSORS; ++k) {
+    adam_step<kDecoupled>(reinterpret_cast<T*>(t.param[k]), reinterpret_cast<const T*>(t.grad[k]),
+                          reinterpret_cast<T*>(t.exp_avg[k]), reinterpret_cast<T*>(t.exp_avg_sq[k]),
+                          reinterpret_cast<T*>(t.max_exp_avg_sq[k]), t.size[k], lr, beta1, beta2, eps,
+                          weight_decay, step_size, bias_correction2_sqrt, amsgrad, maximize);
+  }
+}
+
 #define GG_OPTIMIZER_ENTRIES(SFX, T, UNUSED)                                                       \
   extern "C" __global__ void sgd_step_##SFX(T* __restrict__ param, const T* __restrict__ grad,   \
                                             T* buf, long long n, gg::acc_t<T> lr,                 \
@@ -119,6 +155,20 @@ GG_FN void adam_step(T* __restrict__ param, const T* __restrict__ grad, T* __res
       gg::acc_t<T> step_size, gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {    \
     adam_step<true>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, lr, beta1, beta2, eps,   \
                     weight_decay, step_size, bias_correction2_sqrt, amsgrad, maximize);           \
+  }                                                                                               \
+  extern "C" __global__ void adam_step_multi_##SFX(                                               \
+      gg::AdamTensors tensors, gg::acc_t<T> lr, gg::acc_t<T> beta1, gg::acc_t<T> beta2,           \
+      gg::acc_t<T> eps, gg::acc_t<T> weight_decay, gg::acc_t<T> step_size,                        \
+      gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {                            \
+    adam_step_multi<false, T>(tensors, lr, beta1, beta2, eps, weight_decay, step_size,            \
+                              bias_correction2_sqrt, amsgrad, maximize);                          \
+  }                                                                                               \
+  extern "C" __global__ void adamw_step_multi_##SFX(                                              \
+      gg::AdamTensors tensors, gg::acc_t<T> lr, gg::acc_t<T> beta1, gg::acc_t<T> beta2,           \
+      gg::acc_t<T> eps, gg::acc_t<T> weight_decay, gg::acc_t<T> step_size,                        \
+      gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {                            \
+    adam_step_multi<true, T>(tensors, lr, beta1, beta2, eps, weight_decay, step_size,             \
+                             bias_correction2_sqrt, amsgrad, maximize);                           \
   }
 
 GG_FOR_EACH_DTYPE(GG_OPTIMIZER_ENTRIES, 0)

@@ -65,6 +65,8 @@ NOT_OP_KERNELS = {
     "sgd_step": "an optimizer update: gpugrad.optim.functional.FUSED['sgd'] = kernels.sgd_update",
     "adam_step": "an optimizer update: FUSED['adam'] = kernels.adam_update (decoupled=False)",
     "adamw_step": "the same update with decoupled weight decay",
+    "adam_step_multi": "Adam over many parameters at once: FUSED_MULTI['adam'] = kernels.adam_step_multi",
+    "adamw_step_multi": "the same with decoupled weight decay",
 }
 
 KERNEL_FILES = sorted({spec.file for spec in kernels.KERNELS.values()})
@@ -454,6 +456,28 @@ def check_adam(dev, n, dtype, rng, config, decoupled):
             close(kernels_get(got), want, dtype, err=f"adam {name}, step {step}")
 
 
+def check_adam_multi(dev, sizes, dtype, rng, config, decoupled):
+    """adam_step_multi over tensors of ``sizes`` equals adam_step on each, bit for bit."""
+    kw = dict(lr=config["lr"], beta1=config.get("beta1", 0.9), beta2=config.get("beta2", 0.999),
+              eps=config.get("eps", 1e-8), weight_decay=config.get("weight_decay", 0.0),
+              amsgrad=config.get("amsgrad", False), maximize=config.get("maximize", False))
+    multi = [[dev(rng.normal(size=n).astype(dtype))] + [dev(np.zeros(n, dtype)) for _ in range(3)]
+             for n in sizes]
+    single = [[dev(kernels_get(a).copy()) for a in arrays] for arrays in multi]
+    for step in range(1, 3):
+        grads = [rng.normal(size=n).astype(dtype) for n in sizes]
+        kernels.adam_step_multi([(p, dev(g), m, v, vmax if kw["amsgrad"] else None)
+                                 for (p, m, v, vmax), g in zip(multi, grads)],
+                                step=step, decoupled=decoupled, **kw)
+        for (p, m, v, vmax), g in zip(single, grads):
+            kernels.adam_step(p, dev(g), m, v, vmax if kw["amsgrad"] else None, step=step,
+                              decoupled=decoupled, **kw)
+        for i, (a, b) in enumerate(zip(multi, single)):
+            for name, x, y in zip(("param", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"), a, b):
+                np.testing.assert_array_equal(kernels_get(x), kernels_get(y),
+                                              err_msg=f"tensor {i} ({sizes[i]}) {name}, step {step}")
+
+
 # ----------------------------------------------------------------------------- emulated runs
 
 
@@ -589,6 +613,33 @@ def test_sgd_step(host, config, n, dtype):
 @pytest.mark.parametrize("config", ADAM_CONFIGS, ids=str)
 def test_adam_step(host, config, decoupled, n, dtype):
     check_adam(_numpy, n, dtype, np.random.default_rng(n), config, decoupled)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])
+@pytest.mark.parametrize("config", ADAM_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_adam_step_multi(host, config, decoupled, dtype):
+    check_adam_multi(_numpy, [257, 0, 1, 1031, 5], dtype, np.random.default_rng(3), config, decoupled)
+
+
+def test_adam_step_multi_launches_once_per_32_tensors(host):
+    sizes = [(i % 7) + 1 for i in range(70)]                      # 70 tensors: launches of 32, 32, 6
+    check_adam_multi(_numpy, sizes, F32, np.random.default_rng(0), dict(lr=0.01), False)
+    multi = [launch for launch in host.launches if launch[0].startswith("adam_step_multi")]
+    assert len(multi) == 2 * 3 and {n for _, n, _, _ in multi} == {7}
+
+
+def test_adam_step_multi_refuses_mixed_dtypes_and_missing_state(host):
+    a32, a64 = np.zeros(3, F32), np.zeros(3, F64)
+    with pytest.raises(ValueError, match="parameter 1 is float64 on cpu, parameter 0 float32 on cpu"):
+        kernels.adam_step_multi([(a32, a32, a32.copy(), a32.copy(), None), (a64, a64, a64.copy(), a64.copy(),
+                                                                             None)], step=1, lr=0.1)
+    with pytest.raises(ValueError, match=r"amsgrad=True needs max_exp_avg_sq \(parameter 0\)"):
+        kernels.adam_step_multi([(a32, a32, a32.copy(), a32.copy(), None)], step=1, lr=0.1, amsgrad=True)
+    with pytest.raises(ValueError, match="step counts from 1"):
+        kernels.adam_step_multi([(a32, a32, a32.copy(), a32.copy(), None)], step=0, lr=0.1)
+    kernels.adam_step_multi([], step=1, lr=0.1)                    # nothing to do
+    assert kernels.ADAM_TENSORS.itemsize == 6 * 8 * kernels.MULTI_TENSORS + 8   # gg::AdamTensors' size
 
 
 def test_optimizer_updates_take_optim_functionals_signature(host):

@@ -63,6 +63,7 @@ from gpugrad import backend  # noqa: E402
 F32_BYTES = 4
 COLS = 1024                                      # row length of the 2-d kernels (cross-entropy, bias)
 MLP_SIZES = (784, 512, 512, 10)
+MULTI_PARTS = 10                                 # G1 adam(w)_step_multi: tensors, as in G5
 TINY_OPS = 100                                   # G4: 99 chained ops + the final sum
 SPIN_US = 200                                    # GPU busy-work before each timed run
 TARGET_FRAC, TARGET_SPEEDUP = 0.8, 2.0
@@ -126,7 +127,7 @@ def kernel_bytes(kernel: str, n: int, rows: int = 0, cols: int = 0, itemsize: in
         return 2 * n * itemsize + rows * (8 + 2 * itemsize)
     if kernel == "sgd_step":                        # with momentum: p, g, buf in; p, buf out
         return 5 * n * itemsize
-    if kernel in ("adam_step", "adamw_step"):       # p, g, m, v in; p, m, v out
+    if kernel in ("adam_step", "adamw_step", "adam_step_multi", "adamw_step_multi"):   # p, g, m, v; p, m, v
         return 7 * n * itemsize
     if kernel.endswith("_backward") and activation in ACTIVATIONS:   # g, saved in; dx out
         return 3 * n * itemsize
@@ -592,10 +593,37 @@ def g1_cases(cp: Any, torch: Any | None, n: int, opt_sizes: Sequence[int],
         return Case(name, size, kernel_bytes(name, size), fused, composed, tfn, native, check,
                     label=f"{name} ({size})")
 
+    def adam_multi_case(size: int, decoupled: bool) -> Case:
+        # size parameters in MULTI_PARTS tensors, one launch (G5's shape): against one adam_step each
+        name = "adamw_step_multi" if decoupled else "adam_step_multi"
+        kw = dict(step=10, lr=1e-3, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-8, decoupled=decoupled)
+        parts = [size // MULTI_PARTS] * (MULTI_PARTS - 1) + [size - (MULTI_PARTS - 1) * (size // MULTI_PARTS)]
+        tensors = [(randn(k), randn(k), randn(k, scale=0.1), cp.abs(randn(k, scale=0.1)), None)
+                   for k in parts]
+        fused = lambda: kernels.adam_step_multi(tensors, **kw)  # noqa: E731
+
+        def one_each() -> None:
+            for p, g, m, v, _ in tensors:
+                kernels.adam_step(p, g, m, v, **kw)
+
+        def check() -> str:                        # one step from the same state, before any timing
+            a = [tuple(x.copy() for x in t[:4]) + (None,) for t in tensors]
+            b = [tuple(x.copy() for x in t[:4]) for t in tensors]
+            kernels.adam_step_multi(a, **kw)
+            for p, g, m, v in b:
+                kernels.adam_step(p, g, m, v, **kw)
+            return compare(cp, [(f"{k} {i}", x, y) for i, (ta, tb) in enumerate(zip(a, b))
+                                for k, x, y in zip(("param", "exp_avg", "exp_avg_sq"), ta, tb)], tol=1e-6)
+
+        return Case(name, size, kernel_bytes(name, size), fused, one_each, None, None, check,
+                    label=f"{name} ({size} in {MULTI_PARTS} tensors; vs one adam_step each)")
+
     for size in opt_sizes:
         factories.append(lambda size=size: sgd_case(size))
         factories.append(lambda size=size: adam_case(size, False))
         factories.append(lambda size=size: adam_case(size, True))
+        factories.append(lambda size=size: adam_multi_case(size, False))
+        factories.append(lambda size=size: adam_multi_case(size, True))
     return factories
 
 

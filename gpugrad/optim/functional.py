@@ -16,6 +16,8 @@ import numpy as np
 
 # name -> fused implementation with the reference's signature, used for CuPy arrays only
 FUSED: dict[str, Callable[..., None]] = {}
+# name -> a multi-tensor fused update (CuPy arrays only; see pick_multi)
+FUSED_MULTI: dict[str, Callable[..., None]] = {}
 
 
 def sgd_update(xp: Any, param: Any, grad: Any, buf: Any, *, lr: float, momentum: float, dampening: float,
@@ -67,6 +69,20 @@ def adam_update(xp: Any, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, m
 
 
 REFERENCE: dict[str, Callable[..., None]] = {"sgd": sgd_update, "adam": adam_update}
+
+
+def pick_multi(name: str, xp: Any) -> Callable[..., None] | None:
+    """The multi-tensor update for ``xp``'s arrays (a kernel over many parameters at once), or None.
+
+    Only CuPy arrays have one (kernels.OPTIMIZER_MULTI_UPDATES); its signature is
+    ``update(tensors, *, step, **hyperparameters)`` (see kernels.adam_step_multi).
+    """
+    if xp is np:
+        return None
+    if not FUSED_MULTI:
+        from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+        FUSED_MULTI.update(kernels.OPTIMIZER_MULTI_UPDATES)
+    return FUSED_MULTI.get(name)
 
 
 def pick(name: str, xp: Any) -> Callable[..., None]:

@@ -109,6 +109,7 @@ class Optimizer:
                 loss = closure()
         site = user_site()               # where the step was called, for in-place error messages
         for group in self.param_groups:
+            items = []
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -120,9 +121,19 @@ class Optimizer:
                 state = self.state.get(p)
                 if state is None:
                     state = self.state[p] = {}
-                self._update(p, grad, state, group)
+                items.append((p, grad, state))
+            self._update_group(items, group)
+            for p, _, _ in items:
                 _bump_version(p.data, f"{type(self).__name__}.step", site)
         return loss
+
+    def _update_group(self, items: list[tuple[Tensor, Any, dict[str, Any]]], group: dict[str, Any]) -> None:
+        """Update the parameters of one group that have a gradient: (param, grad array, state) each.
+
+        One ``_update`` per parameter; an optimizer with a multi-tensor kernel overrides this.
+        """
+        for p, grad, state in items:
+            self._update(p, grad, state, group)
 
     def _update(self, p: Tensor, grad: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
         """Update one parameter in place; subclasses implement their algorithm here."""

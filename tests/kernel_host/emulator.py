@@ -28,7 +28,7 @@ SHIM_DIR = Path(__file__).resolve().parent
 GUARD = 256                    # guard bytes on each side of every array a kernel gets
 _FILL = 0xFF                   # NaN in every float format (and -1 as int64)
 
-_KIND_SCALAR_INT, _KIND_CONST_PTR, _KIND_PTR, _KIND_SCALAR_FLOAT = 0, 1, 2, 3
+_KIND_SCALAR_INT, _KIND_CONST_PTR, _KIND_PTR, _KIND_SCALAR_FLOAT, _KIND_STRUCT = 0, 1, 2, 3, 4
 F16 = np.dtype(np.float16)
 
 
@@ -115,6 +115,12 @@ class HostKernel:
                     raise TypeError(f"{where}: element of {size} bytes (floating={floating}); got {a.dtype}")
                 if kind == _KIND_PTR and not a.flags.writeable:
                     raise TypeError(f"{where}: the kernel writes it, but the array is read-only")
+            elif kind == _KIND_STRUCT:
+                # a struct by value: a NumPy structured scalar with the C struct's size (CuPy
+                # passes its bytes). Addresses inside it are used as they are: no guard bytes.
+                if not isinstance(a, np.void) or a.dtype.itemsize != size:
+                    raise TypeError(f"{where} is a {size}-byte struct; pass a NumPy structured scalar of "
+                                    f"that size, got {type(a).__name__} {getattr(a, 'dtype', '')}")
             else:
                 if not isinstance(a, np.generic):
                     raise TypeError(f"{where} is a {size}-byte scalar; pass a NumPy scalar, got "
@@ -179,6 +185,9 @@ class HostLauncher:
 
     def device(self, array: Any) -> Any:
         return contextlib.nullcontext()
+
+    def pointer(self, array: Any) -> int:
+        return array.ctypes.data
 
     def max_blocks(self) -> int:
         return self._max_blocks

@@ -172,9 +172,9 @@ inline int gg_shim_launch(void (*kernel)(A...), unsigned grid, unsigned block, v
 }
 
 // Describe each parameter: kind[i] = 0 an integer scalar, 3 a floating-point scalar,
-// 1 a pointer to const, 2 a pointer; size[i] = sizeof the scalar or of the pointed-to
-// element; floating[i] = 1 for float/double, 0 for an integer, 2 for another type
-// (gg::f16_t). Returns the arity.
+// 1 a pointer to const, 2 a pointer, 4 a struct passed by value; size[i] = sizeof the
+// scalar, the struct or the pointed-to element; floating[i] = 1 for float/double, 0 for an
+// integer, 2 for another type (gg::f16_t, a struct). Returns the arity.
 template <class T>
 inline int gg_shim_floating() {
   return std::is_floating_point_v<T> ? 1 : std::is_integral_v<T> ? 0 : 2;
@@ -187,6 +187,10 @@ inline void gg_shim_describe(int* kind, int* size, int* floating) {
     *kind = std::is_const_v<E> ? 1 : 2;
     *size = (int)sizeof(E);
     *floating = gg_shim_floating<std::remove_cv_t<E>>();
+  } else if constexpr (std::is_class_v<P>) {
+    *kind = 4;
+    *size = (int)sizeof(P);
+    *floating = 2;
   } else {
     *kind = std::is_floating_point_v<P> ? 3 : 0;
     *size = (int)sizeof(P);
