@@ -585,8 +585,9 @@ def adam_step_multi(tensors: list[tuple[Any, Any, Any, Any, Any | None]], *, ste
                     packed[field][k] = L.pointer(a)
                 packed["size"][k] = arrays[0].size
             packed["count"] = len(chunk)
-            # enough threads for the largest tensor; the others take fewer grid-stride steps
-            L.launch(kernel, max(a[0].size for a in chunk), (packed[()], *scalars))
+            # enough threads for the largest tensor; the others take fewer grid-stride steps. CuPy
+            # passes a NumPy array of size one by value: its bytes are the struct.
+            L.launch(kernel, max(a[0].size for a in chunk), (packed, *scalars))
 
 
 def adamw_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any | None = None,

@@ -639,6 +639,14 @@ def test_adam_step_multi_refuses_mixed_dtypes_and_missing_state(host):
     with pytest.raises(ValueError, match="step counts from 1"):
         kernels.adam_step_multi([(a32, a32, a32.copy(), a32.copy(), None)], step=0, lr=0.1)
     kernels.adam_step_multi([], step=1, lr=0.1)                    # nothing to do
+    # the struct goes by value as CuPy passes it: a NumPy array of size one, of the struct's size
+    kernel = host.kernel("adam_step_multi", F32)
+    scalars = (*(np.float32(v) for v in (0.1, 0.9, 0.999, 1e-8, 0.0, 0.1, 0.1)), np.int32(0), np.int32(0))
+    packed = np.zeros((), dtype=kernels.ADAM_TENSORS)
+    kernel.check((packed, *scalars))
+    for wrong in (packed[()], np.zeros(2, dtype=kernels.ADAM_TENSORS), np.zeros((), dtype=np.int64)):
+        with pytest.raises(TypeError, match="1544-byte struct"):
+            kernel.check((wrong, *scalars))
     assert kernels.ADAM_TENSORS.itemsize == 6 * 8 * kernels.MULTI_TENSORS + 8   # gg::AdamTensors' size
 
 

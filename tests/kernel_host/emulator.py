@@ -116,11 +116,14 @@ class HostKernel:
                 if kind == _KIND_PTR and not a.flags.writeable:
                     raise TypeError(f"{where}: the kernel writes it, but the array is read-only")
             elif kind == _KIND_STRUCT:
-                # a struct by value: a NumPy structured scalar with the C struct's size (CuPy
-                # passes its bytes). Addresses inside it are used as they are: no guard bytes.
-                if not isinstance(a, np.void) or a.dtype.itemsize != size:
-                    raise TypeError(f"{where} is a {size}-byte struct; pass a NumPy structured scalar of "
-                                    f"that size, got {type(a).__name__} {getattr(a, 'dtype', '')}")
+                # a struct by value: a NumPy array of size one with a structured dtype of the C
+                # struct's size (CuPy passes such an array's bytes by value). Addresses inside it
+                # are used as they are: no guard bytes.
+                if not (isinstance(a, np.ndarray) and a.size == 1 and a.dtype.names
+                        and a.dtype.itemsize == size):
+                    raise TypeError(f"{where} is a {size}-byte struct; pass a NumPy array of size one with "
+                                    f"a structured dtype of that size, got {type(a).__name__} "
+                                    f"{getattr(a, 'dtype', '')}")
             else:
                 if not isinstance(a, np.generic):
                     raise TypeError(f"{where} is a {size}-byte scalar; pass a NumPy scalar, got "
