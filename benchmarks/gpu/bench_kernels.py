@@ -63,6 +63,7 @@ from gpugrad import backend  # noqa: E402
 F32_BYTES = 4
 COLS = 1024                                      # row length of the 2-d kernels (cross-entropy, bias)
 MLP_SIZES = (784, 512, 512, 10)
+G1_SHARE = 0.6                                   # of the time budget, at most, for the G1 rows
 MULTI_PARTS = 10                                 # G1 adam(w)_step_multi: tensors, as in G5
 TINY_OPS = 100                                   # G4: 99 chained ops + the final sum
 SPIN_US = 200                                    # GPU busy-work before each timed run
@@ -945,7 +946,9 @@ def run_all(cp: Any, torch: Any | None, timer: Any, args: argparse.Namespace, re
     """Every section asked for, into ``result`` (device="cpu": tests/test_gpu_scripts.py's dry run)."""
     if "g1" in args.sections:
         print(f"G1: fused kernels on 2**{args.log2n} float32 elements", flush=True)
-        run_g1(cp, torch, timer, args, deadline, result, device)
+        # G1 may take 60% of what is left, so the G2-G5 workloads always get their turn
+        now = time.perf_counter()
+        run_g1(cp, torch, timer, args, min(deadline, now + G1_SHARE * (deadline - now)), result, device)
     smoke = args.smoke
     sections: list[tuple[str, Callable[[], Any]]] = [
         ("g2", lambda: run_mlp(cp, torch, 128, 5 if smoke else 100, 2 if smoke else 10, "G2", False, device,
