@@ -729,6 +729,35 @@ def test_fused_vjps_match_the_ops_rules(host):
         kernels.fused_vjp("sgd_step", g, out)
 
 
+def _fused_samples():
+    for op in REGISTRY.values():
+        if op.fused is None:
+            continue
+        for sample in op.samples(np.random.default_rng(1)):
+            yield pytest.param(op, sample, id=f"{op.name}-{sample.name}")
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=str)
+@pytest.mark.parametrize(("op", "sample"), list(_fused_samples()))
+def test_recorded_nodes_take_the_fused_path_as_on_a_gpu(host, op, sample, dtype):
+    # The path backward takes on CUDA (OpDef._run_vjp_cuda, with what the node saved), run on the
+    # CPU emulation: it must give the plain rule's gradients for every sample of every fused op.
+    import gpugrad as gg
+
+    args = [gg.tensor(a.astype(dtype), requires_grad=True) if isinstance(a, np.ndarray) and a.dtype.kind == "f"
+            else getattr(a, "value", a) for a in sample.args]
+    out = op(*args, **sample.params)
+    node = out._node
+    g = np.random.default_rng(2).normal(size=out.shape).astype(out.dtype)
+    want = op.run_vjp(g, node)
+    got = op._run_vjp_cuda(np, g, node)
+    tol = 1e-12 if dtype == F64 else 2e-5
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert (a is None) == (b is None), i
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"input {i}")
+
+
 def test_nothing_is_launched_for_empty_arrays(host):
     e = np.empty(0, F32)
     kernels.tanh_backward(e, e)

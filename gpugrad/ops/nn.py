@@ -63,7 +63,8 @@ def _linear_activation_case(x_shape: tuple, out: int, activation: str):
     return make
 
 
-@defop(save=("x", "weight", "out"), fused="linear_activation_backward", samples=samples(
+# bias is saved for the CUDA rule (its fused kernel takes the bias's address); the plain rule reads none
+@defop(save=("x", "weight", "bias", "out"), fused="linear_activation_backward", samples=samples(
     *(_linear_activation_case((3, 4), 2, a) for a in LINEAR_ACTIVATIONS),
     _linear_activation_case((2, 3, 4), 5, "relu")))
 def linear_activation(xp, x, weight, bias, *, activation):
