@@ -744,8 +744,9 @@ def test_recorded_nodes_take_the_fused_path_as_on_a_gpu(host, op, sample, dtype)
     # CPU emulation: it must give the plain rule's gradients for every sample of every fused op.
     import gpugrad as gg
 
-    args = [gg.tensor(a.astype(dtype), requires_grad=True) if isinstance(a, np.ndarray) and a.dtype.kind == "f"
-            else getattr(a, "value", a) for a in sample.args]
+    args = [gg.tensor(a.astype(dtype), requires_grad=True)
+            if isinstance(a, np.ndarray) and a.dtype.kind == "f" else getattr(a, "value", a)
+            for a in sample.args]
     out = op(*args, **sample.params)
     node = out._node
     g = np.random.default_rng(2).normal(size=out.shape).astype(out.dtype)
@@ -756,6 +757,39 @@ def test_recorded_nodes_take_the_fused_path_as_on_a_gpu(host, op, sample, dtype)
         assert (a is None) == (b is None), i
         if a is not None:
             np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"input {i}")
+
+
+@pytest.mark.parametrize("config", [{}, {"amsgrad": True, "weight_decay": 0.1}, {"maximize": True}], ids=str)
+@pytest.mark.parametrize("cls", ["Adam", "AdamW"])
+def test_adam_optimizers_batch_parameters_into_the_multi_tensor_kernel(host, monkeypatch, cls, config):
+    # Adam._update_group as it runs on CUDA (pick_multi gives the kernel), on the emulation:
+    # the same parameters after a few steps as the per-parameter reference update
+    import gpugrad as gg
+    from gpugrad.optim import adam as adam_module
+
+    def train(multi: bool) -> list[np.ndarray]:
+        gg.manual_seed(0)
+        model = gg.nn.MLP([5, 8, 8, 3], dtype=gg.float64)
+        extra = gg.zeros(4, dtype=gg.float64, requires_grad=True)     # a group member with no grad
+        opt = getattr(gg.optim, cls)([{"params": list(model.parameters()) + [extra]}], lr=0.05, **config)
+        x, t = gg.randn(6, 5, dtype=gg.float64), gg.tensor([0, 1, 2, 0, 1, 2])
+        with monkeypatch.context() as m:
+            if multi:
+                m.setattr(adam_module, "pick_multi", lambda name, xp: kernels.adam_step_multi)
+            for _ in range(3):
+                opt.zero_grad()
+                gg.nn.functional.cross_entropy(model(x), t).backward()
+                opt.step()
+        assert extra.grad is None and not opt.state.get(extra)
+        assert all(opt.state[p]["step"] == 3 for p in model.parameters())
+        return [p.detach().numpy().copy() for p in model.parameters()]
+
+    before = len([e for e in host.launches if "multi" in e[0]])
+    batched = train(multi=True)
+    launches = [e for e in host.launches if "multi" in e[0]][before:]
+    assert len(launches) == 3                                        # one per step for the six tensors
+    for a, b in zip(batched, train(multi=False)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
 def test_nothing_is_launched_for_empty_arrays(host):
