@@ -66,7 +66,7 @@ class Adam(Optimizer):
     def _update_group(self, items: list[tuple[Tensor, Any, dict[str, Any]]], group: dict[str, Any]) -> None:
         # On CUDA, parameters of one dtype, device and step count go to one multi-tensor kernel
         # (one launch per 32 instead of one each); elsewhere one update per parameter.
-        batches: dict[tuple, list] = {}
+        batches: dict[tuple, tuple[Any, list]] = {}      # (dtype, device, step) -> (update, tensors)
         for p, grad, state in items:
             multi = pick_multi("adam", backend.namespace(p.data))
             if multi is None:
@@ -74,11 +74,10 @@ class Adam(Optimizer):
                 continue
             self._advance(p, state, group)
             key = (p.data.dtype, backend.device_of(p.data), state["step"])
-            batches.setdefault(key, []).append(
+            batches.setdefault(key, (multi, []))[1].append(
                 (p.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")))
-        for (_, _, step), tensors in batches.items():
-            pick_multi("adam", backend.namespace(tensors[0][0]))(
-                tensors, step=step, decoupled=self._decoupled, **self._hyper(group))
+        for (_, _, step), (multi, tensors) in batches.items():
+            multi(tensors, step=step, decoupled=self._decoupled, **self._hyper(group))
 
 
 class AdamW(Adam):
