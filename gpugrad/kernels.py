@@ -70,7 +70,8 @@ KERNELS: dict[str, KernelSpec] = {
     **_family("bias_activation_forward.cu", *(f"bias_{a}_forward" for a in _FORWARD_ACTIVATIONS)),
     **_family("bias_activation_backward.cu", *(f"bias_{a}_backward" for a in _ACTIVATIONS),
               "bias_grad_reduce"),
-    **_family("optimizer.cu", "sgd_step", "adam_step", "adamw_step", "adam_step_multi", "adamw_step_multi"),
+    **_family("optimizer.cu", "sgd_step", "adam_step", "adamw_step", "sgd_step_multi", "adam_step_multi",
+              "adamw_step_multi"),
 }
 
 
@@ -532,40 +533,98 @@ def adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_
 
 
 MULTI_TENSORS = 32    # GG_MULTI_TENSORS in kernels/optimizer.cu: parameters per multi-tensor launch
-_ADDRESSES = (MULTI_TENSORS,)
-# gg::AdamTensors, field for field (all 8-byte: no padding either side)
-ADAM_TENSORS = np.dtype([("param", np.uint64, _ADDRESSES), ("grad", np.uint64, _ADDRESSES),
-                         ("exp_avg", np.uint64, _ADDRESSES), ("exp_avg_sq", np.uint64, _ADDRESSES),
-                         ("max_exp_avg_sq", np.uint64, _ADDRESSES), ("size", np.int64, _ADDRESSES),
-                         ("count", np.int64)], align=True)
+
+
+def _tensors_struct(*fields: str) -> np.dtype:
+    """The layout of a gg::*Tensors struct: an address array per field, sizes, count (all 8-byte)."""
+    return np.dtype([(f, np.uint64, (MULTI_TENSORS,)) for f in fields]
+                    + [("size", np.int64, (MULTI_TENSORS,)), ("count", np.int64)], align=True)
+
+
+ADAM_TENSORS = _tensors_struct("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")   # gg::AdamTensors
+SGD_TENSORS = _tensors_struct("param", "grad", "buf")                                      # gg::SgdTensors
+
+
+def _launch_multi(name: str, layout: np.dtype, tensors: list[tuple[Any, ...]], scalars: tuple) -> None:
+    """Launch the multi-tensor kernel ``name`` once per MULTI_TENSORS of ``tensors``.
+
+    Each entry holds the arrays of one parameter in the order of ``layout``'s address fields
+    (the first is the parameter, whose size counts). The addresses go to the kernel in one
+    struct passed by value: CuPy passes a NumPy array of size one as its bytes, so nothing
+    is copied to the device first.
+    """
+    L = _launcher
+    fields = layout.names[:-2]                            # the address arrays (then size, count)
+    with L.device(tensors[0][0]):
+        kernel = L.kernel(name, tensors[0][0].dtype)
+        for start in range(0, len(tensors), MULTI_TENSORS):
+            chunk = tensors[start:start + MULTI_TENSORS]
+            packed = np.zeros((), dtype=layout)
+            for k, arrays in enumerate(chunk):
+                for field, a in zip(fields, arrays):
+                    packed[field][k] = L.pointer(a)
+                packed["size"][k] = arrays[0].size
+            packed["count"] = len(chunk)
+            # enough threads for the largest tensor; the others take fewer grid-stride steps
+            L.launch(kernel, max(a[0].size for a in chunk), (packed, *scalars))
+
+
+def _check_multi(name: str, index: int, param: Any, dtype: np.dtype, device: Any) -> None:
+    if param.dtype != dtype or (backend.multi_gpu and backend.device_of(param) != device):
+        raise ValueError(f"{name}: parameter {index} is {param.dtype} on {backend.device_of(param)}, "
+                         f"parameter 0 {dtype} on {device}: one dtype and one device per call")
+
+
+def sgd_step_multi(tensors: list[tuple[Any, Any, Any | None]], *, lr: float, momentum: float = 0.0,
+                   dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+                   maximize: bool = False, first_step: bool = False) -> None:
+    """sgd_step for many parameters of one dtype and device: one launch per MULTI_TENSORS of them.
+
+    tensors: (param, grad, momentum_buffer or None) per parameter, checked as sgd_step
+    checks them; first_step applies to all (a caller batches first steps apart).
+    """
+    name = "sgd_step_multi"
+    if not tensors:
+        return
+    xp = _launcher.xp()
+    dtype, device = np.dtype(tensors[0][0].dtype), backend.device_of(tensors[0][0])
+    checked = []
+    for i, (param, grad, buf) in enumerate(tensors):
+        if momentum != 0 and buf is None:
+            raise ValueError(f"{name}: momentum={momentum} needs a momentum_buffer (parameter {i})")
+        buf = param if momentum == 0 else buf
+        _check_multi(name, i, param, dtype, device)
+        _in_place(name, param=param, momentum_buffer=buf)
+        (grad,) = _inputs(xp, name, grad=grad)
+        _same(name, "param", {"param": param, "grad": grad})
+        checked.append((param, grad, buf))
+    s = _acc(dtype).type
+    _launch_multi(name, SGD_TENSORS, checked, (s(lr), s(momentum), s(dampening), s(weight_decay),
+                                                np.int32(bool(nesterov)), np.int32(bool(maximize)),
+                                                np.int32(bool(first_step))))
 
 
 def adam_step_multi(tensors: list[tuple[Any, Any, Any, Any, Any | None]], *, step: int, lr: float,
                     beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
                     amsgrad: bool = False, maximize: bool = False, decoupled: bool = False) -> None:
-    """adam_step for many parameters of one dtype and step count: one launch per MULTI_TENSORS of them.
+    """adam_step for many parameters of one dtype, device and step count: one launch per MULTI_TENSORS.
 
     tensors: (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq or None) per parameter, each
-    checked as adam_step checks them. The kernel gets the arrays' addresses in one struct
-    passed by value (gg::AdamTensors), so nothing is copied to the device first.
+    checked as adam_step checks them.
     """
     name = "adamw_step_multi" if decoupled else "adam_step_multi"
     if step < 1:
         raise ValueError(f"{name}: step counts from 1, got {step}")
     if not tensors:
         return
-    L = _launcher
-    xp = L.xp()
-    dtype = np.dtype(tensors[0][0].dtype)
-    device = backend.device_of(tensors[0][0])
+    xp = _launcher.xp()
+    dtype, device = np.dtype(tensors[0][0].dtype), backend.device_of(tensors[0][0])
     checked = []
     for i, (param, grad, exp_avg, exp_avg_sq, vmax) in enumerate(tensors):
         if amsgrad and vmax is None:
             raise ValueError(f"{name}: amsgrad=True needs max_exp_avg_sq (parameter {i})")
         vmax = vmax if amsgrad else param
-        if param.dtype != dtype or (backend.multi_gpu and backend.device_of(param) != device):
-            raise ValueError(f"{name}: parameter {i} is {param.dtype} on {backend.device_of(param)}, "
-                             f"parameter 0 {dtype} on {device}: one dtype and one device per call")
+        _check_multi(name, i, param, dtype, device)
         _in_place(name, param=param, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, max_exp_avg_sq=vmax)
         (grad,) = _inputs(xp, name, grad=grad)
         _same(name, "param", {"param": param, "grad": grad})
@@ -575,19 +634,7 @@ def adam_step_multi(tensors: list[tuple[Any, Any, Any, Any, Any | None]], *, ste
     s = _acc(dtype).type
     scalars = (s(lr), s(beta1), s(beta2), s(eps), s(weight_decay), s(step_size), s(bias_correction2_sqrt),
                np.int32(bool(amsgrad)), np.int32(bool(maximize)))
-    with L.device(tensors[0][0]):
-        kernel = L.kernel(name, dtype)
-        for start in range(0, len(checked), MULTI_TENSORS):
-            chunk = checked[start:start + MULTI_TENSORS]
-            packed = np.zeros((), dtype=ADAM_TENSORS)
-            for k, arrays in enumerate(chunk):
-                for field, a in zip(("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"), arrays):
-                    packed[field][k] = L.pointer(a)
-                packed["size"][k] = arrays[0].size
-            packed["count"] = len(chunk)
-            # enough threads for the largest tensor; the others take fewer grid-stride steps. CuPy
-            # passes a NumPy array of size one by value: its bytes are the struct.
-            L.launch(kernel, max(a[0].size for a in chunk), (packed, *scalars))
+    _launch_multi(name, ADAM_TENSORS, checked, scalars)
 
 
 def adamw_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any | None = None,
@@ -615,7 +662,7 @@ def adam_update(xp: Any, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, m
 # What gpugrad.optim.functional.FUSED takes: name -> update with the reference's signature.
 OPTIMIZER_UPDATES: dict[str, Callable[..., None]] = {"sgd": sgd_update, "adam": adam_update}
 # ... and FUSED_MULTI: name -> the update of many parameters (same dtype, device and step) at once.
-OPTIMIZER_MULTI_UPDATES: dict[str, Callable[..., None]] = {"adam": adam_step_multi}
+OPTIMIZER_MULTI_UPDATES: dict[str, Callable[..., None]] = {"sgd": sgd_step_multi, "adam": adam_step_multi}
 
 
 # ----------------------------------------------------------------------------- fused VJPs for ops

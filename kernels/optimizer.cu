@@ -1,5 +1,5 @@
 // optimizer.cu: one pass per parameter for SGD, Adam and AdamW (PyTorch's formulas), and
-// Adam/AdamW over up to GG_MULTI_TENSORS parameters in one launch.
+// each of them over up to GG_MULTI_TENSORS parameters in one launch (the *_multi kernels).
 //
 // Each kernel reads the parameter, its gradient and its state once and writes the new
 // parameter and state in place (grid-stride; nothing to do for n == 0). Scalars that
@@ -96,6 +96,12 @@ GG_FN void adam_step(T* __restrict__ param, const T* __restrict__ grad, T* __res
   }
 }
 
+// sgd_step_multi(gg::SgdTensors tensors, A lr, A momentum, A dampening, A weight_decay,
+//                int nesterov, int maximize, int first_step)
+//
+// sgd_step for tensors.count parameters (of one dtype, all on their first momentum step or
+// none) in one launch; the struct and the reasons are adam_step_multi's, below.
+//
 // adam_step_multi / adamw_step_multi(gg::AdamTensors tensors, A lr, A beta1, A beta2, A eps,
 //                                    A weight_decay, A step_size, A bias_correction2_sqrt,
 //                                    int amsgrad, int maximize)
@@ -118,6 +124,27 @@ struct AdamTensors {                              // the host packs the same lay
   long long count;                                // tensors used, <= GG_MULTI_TENSORS
 };
 }  // namespace gg
+
+namespace gg {
+struct SgdTensors {                               // the host packs the same layout (numpy, align=True)
+  unsigned long long param[GG_MULTI_TENSORS];
+  unsigned long long grad[GG_MULTI_TENSORS];
+  unsigned long long buf[GG_MULTI_TENSORS];       // any address without momentum
+  long long size[GG_MULTI_TENSORS];
+  long long count;
+};
+}  // namespace gg
+
+template <class T>
+GG_FN void sgd_step_multi(const gg::SgdTensors& t, gg::acc_t<T> lr, gg::acc_t<T> momentum,
+                          gg::acc_t<T> dampening, gg::acc_t<T> weight_decay, int nesterov, int maximize,
+                          int first_step) {
+  for (long long k = 0; k < t.count && k < GG_MULTI_TENSORS; ++k) {
+    sgd_step(reinterpret_cast<T*>(t.param[k]), reinterpret_cast<const T*>(t.grad[k]),
+             reinterpret_cast<T*>(t.buf[k]), t.size[k], lr, momentum, dampening, weight_decay, nesterov,
+             maximize, first_step);
+  }
+}
 
 template <bool kDecoupled, class T>
 GG_FN void adam_step_multi(const gg::AdamTensors& t, gg::acc_t<T> lr, gg::acc_t<T> beta1, gg::acc_t<T> beta2,
@@ -155,6 +182,12 @@ GG_FN void adam_step_multi(const gg::AdamTensors& t, gg::acc_t<T> lr, gg::acc_t<
       gg::acc_t<T> step_size, gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {    \
     adam_step<true>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, lr, beta1, beta2, eps,   \
                     weight_decay, step_size, bias_correction2_sqrt, amsgrad, maximize);           \
+  }                                                                                               \
+  extern "C" __global__ void sgd_step_multi_##SFX(                                                \
+      gg::SgdTensors tensors, gg::acc_t<T> lr, gg::acc_t<T> momentum, gg::acc_t<T> dampening,     \
+      gg::acc_t<T> weight_decay, int nesterov, int maximize, int first_step) {                    \
+    sgd_step_multi<T>(tensors, lr, momentum, dampening, weight_decay, nesterov, maximize,         \
+                      first_step);                                                                \
   }                                                                                               \
   extern "C" __global__ void adam_step_multi_##SFX(                                               \
       gg::AdamTensors tensors, gg::acc_t<T> lr, gg::acc_t<T> beta1, gg::acc_t<T> beta2,           \

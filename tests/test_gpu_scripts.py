@@ -240,7 +240,7 @@ def test_all_sections_run_on_the_cpu(bench, emulated, capsys):
               "kernels": [], "steps": [], "errors": []}
     bench.run_all(fake_cupy(), torch, FakeTimer(), args, result, deadline=math.inf, device="cpu")
     assert result["errors"] == []
-    assert len(result["kernels"]) == 6 + 2 + 2 + 6 + 3 + 5 * 2
+    assert len(result["kernels"]) == 6 + 2 + 2 + 6 + 3 + 6 * 2
     for r in result["kernels"]:
         assert r["check"] == "ok", r
         name = r["kernel"].split(" ")[0]

@@ -65,6 +65,7 @@ NOT_OP_KERNELS = {
     "sgd_step": "an optimizer update: gpugrad.optim.functional.FUSED['sgd'] = kernels.sgd_update",
     "adam_step": "an optimizer update: FUSED['adam'] = kernels.adam_update (decoupled=False)",
     "adamw_step": "the same update with decoupled weight decay",
+    "sgd_step_multi": "SGD over many parameters at once: FUSED_MULTI['sgd'] = kernels.sgd_step_multi",
     "adam_step_multi": "Adam over many parameters at once: FUSED_MULTI['adam'] = kernels.adam_step_multi",
     "adamw_step_multi": "the same with decoupled weight decay",
 }
@@ -456,6 +457,26 @@ def check_adam(dev, n, dtype, rng, config, decoupled):
             close(kernels_get(got), want, dtype, err=f"adam {name}, step {step}")
 
 
+def check_sgd_multi(dev, sizes, dtype, rng, config):
+    """sgd_step_multi over tensors of ``sizes`` equals sgd_step on each, bit for bit."""
+    kw = dict(lr=config["lr"], momentum=config.get("momentum", 0.0), dampening=config.get("dampening", 0.0),
+              weight_decay=config.get("weight_decay", 0.0), nesterov=config.get("nesterov", False),
+              maximize=config.get("maximize", False))
+    multi = [[dev(rng.normal(size=n).astype(dtype)), dev(np.zeros(n, dtype))] for n in sizes]
+    single = [[dev(kernels_get(a).copy()) for a in arrays] for arrays in multi]
+    for step in range(1, 3):
+        grads = [rng.normal(size=n).astype(dtype) for n in sizes]
+        bufs = lambda arrays: arrays[1] if kw["momentum"] else None  # noqa: E731
+        kernels.sgd_step_multi([(a[0], dev(g), bufs(a)) for a, g in zip(multi, grads)], first_step=step == 1,
+                               **kw)
+        for a, g in zip(single, grads):
+            kernels.sgd_step(a[0], dev(g), bufs(a), first_step=step == 1, **kw)
+        for i, (a, b) in enumerate(zip(multi, single)):
+            for name, x, y in zip(("param", "momentum_buffer"), a, b):
+                np.testing.assert_array_equal(kernels_get(x), kernels_get(y),
+                                              err_msg=f"tensor {i} ({sizes[i]}) {name}, step {step}")
+
+
 def check_adam_multi(dev, sizes, dtype, rng, config, decoupled):
     """adam_step_multi over tensors of ``sizes`` equals adam_step on each, bit for bit."""
     kw = dict(lr=config["lr"], beta1=config.get("beta1", 0.9), beta2=config.get("beta2", 0.999),
@@ -620,6 +641,19 @@ def test_adam_step(host, config, decoupled, n, dtype):
 @pytest.mark.parametrize("config", ADAM_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
 def test_adam_step_multi(host, config, decoupled, dtype):
     check_adam_multi(_numpy, [257, 0, 1, 1031, 5], dtype, np.random.default_rng(3), config, decoupled)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("config", SGD_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_sgd_step_multi(host, config, dtype):
+    check_sgd_multi(_numpy, [257, 0, 1, 1031, 5], dtype, np.random.default_rng(4), config)
+
+
+def test_sgd_step_multi_refuses_a_missing_buffer(host):
+    a = np.zeros(3, F32)
+    with pytest.raises(ValueError, match=r"momentum=0.9 needs a momentum_buffer \(parameter 1\)"):
+        kernels.sgd_step_multi([(a, a, a.copy()), (a, a, None)], lr=0.1, momentum=0.9)
+    assert kernels.SGD_TENSORS.itemsize == 4 * 8 * kernels.MULTI_TENSORS + 8   # gg::SgdTensors' size
 
 
 def test_adam_step_multi_launches_once_per_32_tensors(host):
@@ -788,6 +822,36 @@ def test_adam_optimizers_batch_parameters_into_the_multi_tensor_kernel(host, mon
     batched = train(multi=True)
     launches = [e for e in host.launches if "multi" in e[0]][before:]
     assert len(launches) == 3                                        # one per step for the six tensors
+    for a, b in zip(batched, train(multi=False)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+SGD_BATCH_CONFIGS = [{"momentum": 0.9}, {"momentum": 0.9, "nesterov": True, "weight_decay": 0.1}, {}]
+
+
+@pytest.mark.parametrize("config", SGD_BATCH_CONFIGS, ids=str)
+def test_sgd_batches_parameters_into_the_multi_tensor_kernel(host, monkeypatch, config):
+    # SGD._update_group as it runs on CUDA, on the emulation: the per-parameter update's result
+    import gpugrad as gg
+    from gpugrad.optim import sgd as sgd_module
+
+    def train(multi: bool) -> list[np.ndarray]:
+        gg.manual_seed(0)
+        model = gg.nn.MLP([5, 8, 8, 3], dtype=gg.float64)
+        opt = gg.optim.SGD(model.parameters(), lr=0.05, **config)
+        x, t = gg.randn(6, 5, dtype=gg.float64), gg.tensor([0, 1, 2, 0, 1, 2])
+        with monkeypatch.context() as m:
+            if multi:
+                m.setattr(sgd_module, "pick_multi", lambda name, xp: kernels.sgd_step_multi)
+            for _ in range(3):
+                opt.zero_grad()
+                gg.nn.functional.cross_entropy(model(x), t).backward()
+                opt.step()
+        return [p.detach().numpy().copy() for p in model.parameters()]
+
+    before = len([e for e in host.launches if "multi" in e[0]])
+    batched = train(multi=True)
+    assert len([e for e in host.launches if "multi" in e[0]][before:]) == 3
     for a, b in zip(batched, train(multi=False)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 

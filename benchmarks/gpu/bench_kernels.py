@@ -126,7 +126,7 @@ def kernel_bytes(kernel: str, n: int, rows: int = 0, cols: int = 0, itemsize: in
         return n * itemsize + rows * (8 + 2 * itemsize)
     if kernel == "softmax_cross_entropy_backward":  # logits, target, lse, g in; dlogits out
         return 2 * n * itemsize + rows * (8 + 2 * itemsize)
-    if kernel == "sgd_step":                        # with momentum: p, g, buf in; p, buf out
+    if kernel in ("sgd_step", "sgd_step_multi"):    # with momentum: p, g, buf in; p, buf out
         return 5 * n * itemsize
     if kernel in ("adam_step", "adamw_step", "adam_step_multi", "adamw_step_multi"):   # p, g, m, v; p, m, v
         return 7 * n * itemsize
@@ -619,8 +619,32 @@ def g1_cases(cp: Any, torch: Any | None, n: int, opt_sizes: Sequence[int],
         return Case(name, size, kernel_bytes(name, size), fused, one_each, None, None, check,
                     label=f"{name} ({size} in {MULTI_PARTS} tensors; vs one adam_step each)")
 
+    def sgd_multi_case(size: int) -> Case:
+        name = "sgd_step_multi"
+        kw = dict(lr=1e-3, momentum=0.9)
+        parts = [size // MULTI_PARTS] * (MULTI_PARTS - 1) + [size - (MULTI_PARTS - 1) * (size // MULTI_PARTS)]
+        tensors = [(randn(k), randn(k), randn(k)) for k in parts]
+        fused = lambda: kernels.sgd_step_multi(tensors, **kw)  # noqa: E731
+
+        def one_each() -> None:
+            for p, g, b in tensors:
+                kernels.sgd_step(p, g, b, **kw)
+
+        def check() -> str:                        # one step from the same state, before any timing
+            a = [(p.copy(), g, b.copy()) for p, g, b in tensors]
+            c = [(p.copy(), g, b.copy()) for p, g, b in tensors]
+            kernels.sgd_step_multi(a, **kw)
+            for p, g, b in c:
+                kernels.sgd_step(p, g, b, **kw)
+            return compare(cp, [(f"{k} {i}", x[j], y[j]) for i, (x, y) in enumerate(zip(a, c))
+                                for j, k in ((0, "param"), (2, "buf"))], tol=1e-6)
+
+        return Case(name, size, kernel_bytes(name, size), fused, one_each, None, None, check,
+                    label=f"{name} ({size} in {MULTI_PARTS} tensors; vs one sgd_step each)")
+
     for size in opt_sizes:
         factories.append(lambda size=size: sgd_case(size))
+        factories.append(lambda size=size: sgd_multi_case(size))
         factories.append(lambda size=size: adam_case(size, False))
         factories.append(lambda size=size: adam_case(size, True))
         factories.append(lambda size=size: adam_multi_case(size, False))

@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import backend
 from ..tensor import Tensor
-from .functional import pick
+from .functional import pick, pick_multi
 from .optimizer import Optimizer, ParamsT
 
 
@@ -31,16 +31,37 @@ class SGD(Optimizer):
             raise ValueError(f"SGD: Nesterov momentum needs momentum > 0 and dampening = 0, param group "
                              f"{index} has momentum={group['momentum']}, dampening={group['dampening']}")
 
-    def _update(self, p: Tensor, grad: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _buffer(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> tuple[Any, Any, bool]:
+        """(xp, the momentum buffer or None without momentum, whether this is its first step)."""
         xp = backend.namespace(p.data)
-        momentum = group["momentum"]
         buf = state.get("momentum_buffer")
         first = buf is None
-        if momentum != 0:
-            if first:
-                buf = state["momentum_buffer"] = xp.empty_like(p.data)
-            else:
-                self._check_state_device(p, buf)
-        pick("sgd", xp)(xp, p.data, grad, buf if momentum != 0 else None, lr=group["lr"], momentum=momentum,
-                        dampening=group["dampening"], weight_decay=group["weight_decay"],
-                        nesterov=group["nesterov"], maximize=group["maximize"], first_step=first)
+        if group["momentum"] == 0:
+            return xp, None, first
+        if first:
+            buf = state["momentum_buffer"] = xp.empty_like(p.data)
+        else:
+            self._check_state_device(p, buf)
+        return xp, buf, first
+
+    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        return {k: group[k] for k in ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")}
+
+    def _update(self, p: Tensor, grad: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
+        xp, buf, first = self._buffer(p, state, group)
+        pick("sgd", xp)(xp, p.data, grad, buf, first_step=first, **self._hyper(group))
+
+    def _update_group(self, items: list[tuple[Tensor, Any, dict[str, Any]]], group: dict[str, Any]) -> None:
+        # On CUDA, parameters of one dtype and device, all on their first momentum step or none,
+        # go to one multi-tensor kernel (one launch per 32); elsewhere one update per parameter.
+        batches: dict[tuple, tuple[Any, list]] = {}      # (dtype, device, first) -> (update, tensors)
+        for p, grad, state in items:
+            multi = pick_multi("sgd", backend.namespace(p.data))
+            if multi is None:
+                self._update(p, grad, state, group)
+                continue
+            _, buf, first = self._buffer(p, state, group)
+            key = (p.data.dtype, backend.device_of(p.data), first)
+            batches.setdefault(key, (multi, []))[1].append((p.data, grad, buf))
+        for (_, _, first), (multi, tensors) in batches.items():
+            multi(tensors, first_step=first, **self._hyper(group))
