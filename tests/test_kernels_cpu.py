@@ -457,8 +457,8 @@ def check_adam(dev, n, dtype, rng, config, decoupled):
             close(kernels_get(got), want, dtype, err=f"adam {name}, step {step}")
 
 
-def check_sgd_multi(dev, sizes, dtype, rng, config):
-    """sgd_step_multi over tensors of ``sizes`` equals sgd_step on each, bit for bit."""
+def check_sgd_multi(dev, sizes, dtype, rng, config, exact=True):
+    """sgd_step_multi over tensors of ``sizes`` equals sgd_step on each (bit for bit when ``exact``)."""
     kw = dict(lr=config["lr"], momentum=config.get("momentum", 0.0), dampening=config.get("dampening", 0.0),
               weight_decay=config.get("weight_decay", 0.0), nesterov=config.get("nesterov", False),
               maximize=config.get("maximize", False))
@@ -473,12 +473,20 @@ def check_sgd_multi(dev, sizes, dtype, rng, config):
             kernels.sgd_step(a[0], dev(g), bufs(a), first_step=step == 1, **kw)
         for i, (a, b) in enumerate(zip(multi, single)):
             for name, x, y in zip(("param", "momentum_buffer"), a, b):
-                np.testing.assert_array_equal(kernels_get(x), kernels_get(y),
-                                              err_msg=f"tensor {i} ({sizes[i]}) {name}, step {step}")
+                _same_result(kernels_get(x), kernels_get(y), dtype, exact, f"tensor {i} ({sizes[i]}) {name}")
 
 
-def check_adam_multi(dev, sizes, dtype, rng, config, decoupled):
-    """adam_step_multi over tensors of ``sizes`` equals adam_step on each, bit for bit."""
+def _same_result(got, want, dtype, exact, err):
+    # on the CPU emulation both kernels compile to the same code; a GPU compiler may contract
+    # the inlined copy differently (an FMA), so there the results need only agree to rounding
+    if exact:
+        np.testing.assert_array_equal(got, want, err_msg=err)
+    else:
+        close(got, want.astype(np.float64), dtype, scale=4, err=err)
+
+
+def check_adam_multi(dev, sizes, dtype, rng, config, decoupled, exact=True):
+    """adam_step_multi over tensors of ``sizes`` equals adam_step on each (bit for bit when ``exact``)."""
     kw = dict(lr=config["lr"], beta1=config.get("beta1", 0.9), beta2=config.get("beta2", 0.999),
               eps=config.get("eps", 1e-8), weight_decay=config.get("weight_decay", 0.0),
               amsgrad=config.get("amsgrad", False), maximize=config.get("maximize", False))
@@ -495,8 +503,7 @@ def check_adam_multi(dev, sizes, dtype, rng, config, decoupled):
                               decoupled=decoupled, **kw)
         for i, (a, b) in enumerate(zip(multi, single)):
             for name, x, y in zip(("param", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"), a, b):
-                np.testing.assert_array_equal(kernels_get(x), kernels_get(y),
-                                              err_msg=f"tensor {i} ({sizes[i]}) {name}, step {step}")
+                _same_result(kernels_get(x), kernels_get(y), dtype, exact, f"tensor {i} ({sizes[i]}) {name}")
 
 
 # ----------------------------------------------------------------------------- emulated runs
@@ -1126,3 +1133,6 @@ def test_cuda_kernels_match_the_references():
         for config in ADAM_CONFIGS:
             check_adam(dev, 100_003, dtype, rng, config, decoupled=True)
             check_adam(dev, 1031, dtype, rng, config, decoupled=False)
+            check_adam_multi(dev, [100_003, 0, 1, 1031] * 9, dtype, rng, config, decoupled=True, exact=False)
+        for config in SGD_CONFIGS:
+            check_sgd_multi(dev, [100_003, 0, 1, 1031] * 9, dtype, rng, config, exact=False)
