@@ -2,7 +2,9 @@
 
 Each call either returns a Tensor (checked against NumPy where NumPy accepts the same
 arguments) or raises a clear, built-in error: TypeError, ValueError, IndexError or
-RuntimeError. Anything else (AttributeError, KeyError, ZeroDivisionError, a crash) is a bug.
+RuntimeError, or MemoryError for a size the machine cannot hold (gg.eye(10**6) asks for
+3.6 TiB; NumPy's message gives the size, shape and dtype). Anything else (AttributeError,
+KeyError, ZeroDivisionError, a crash) is a bug.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 
 import gpugrad as gg
 
-CLEAR = (TypeError, ValueError, IndexError, RuntimeError, NotImplementedError)
+CLEAR = (TypeError, ValueError, IndexError, RuntimeError, NotImplementedError, MemoryError)
 
 
 def _values():
