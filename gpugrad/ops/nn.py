@@ -50,7 +50,8 @@ def _(xp, g, out, x, weight, bias, needs):
 
 # ----------------------------------------------------------------------------- linear + activation
 
-# activations whose derivative is a function of their output, so the fused node saves only that
+# activations whose derivative is a function of their output, so the fused node needs no
+# pre-activation array (x Wᵀ + b) beside it
 LINEAR_ACTIVATIONS = ("relu", "tanh", "sigmoid")
 
 
