@@ -800,36 +800,46 @@ def test_recorded_nodes_take_the_fused_path_as_on_a_gpu(host, op, sample, dtype)
             np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"input {i}")
 
 
+def _train_three_steps(monkeypatch, make_opt, multi_kernel=None):
+    """Parameters of a small float64 MLP after 3 steps of make_opt(params); with multi_kernel, the
+    optimizer takes its CUDA path (Optimizer._update_group batching into that kernel)."""
+    import gpugrad as gg
+    from gpugrad.optim import optimizer as optimizer_module
+
+    gg.manual_seed(0)
+    model = gg.nn.MLP([5, 8, 8, 3], dtype=gg.float64)
+    opt, extra = make_opt(list(model.parameters()))
+    x, t = gg.randn(6, 5, dtype=gg.float64), gg.tensor([0, 1, 2, 0, 1, 2])
+    with monkeypatch.context() as m:
+        if multi_kernel is not None:
+            m.setattr(optimizer_module, "pick_multi", lambda name, xp: multi_kernel)
+        for _ in range(3):
+            opt.zero_grad()
+            gg.nn.functional.cross_entropy(model(x), t).backward()
+            opt.step()
+    return opt, model, extra, [p.detach().numpy().copy() for p in model.parameters()]
+
+
+def _multi_launches(host):
+    return len([e for e in host.launches if "multi" in e[0]])
+
+
 @pytest.mark.parametrize("config", [{}, {"amsgrad": True, "weight_decay": 0.1}, {"maximize": True}], ids=str)
 @pytest.mark.parametrize("cls", ["Adam", "AdamW"])
 def test_adam_optimizers_batch_parameters_into_the_multi_tensor_kernel(host, monkeypatch, cls, config):
-    # Adam._update_group as it runs on CUDA (pick_multi gives the kernel), on the emulation:
-    # the same parameters after a few steps as the per-parameter reference update
+    # Adam's batching as it runs on CUDA, on the emulation: the per-parameter reference update's result
     import gpugrad as gg
-    from gpugrad.optim import adam as adam_module
 
-    def train(multi: bool) -> list[np.ndarray]:
-        gg.manual_seed(0)
-        model = gg.nn.MLP([5, 8, 8, 3], dtype=gg.float64)
+    def make_opt(params):
         extra = gg.zeros(4, dtype=gg.float64, requires_grad=True)     # a group member with no grad
-        opt = getattr(gg.optim, cls)([{"params": list(model.parameters()) + [extra]}], lr=0.05, **config)
-        x, t = gg.randn(6, 5, dtype=gg.float64), gg.tensor([0, 1, 2, 0, 1, 2])
-        with monkeypatch.context() as m:
-            if multi:
-                m.setattr(adam_module, "pick_multi", lambda name, xp: kernels.adam_step_multi)
-            for _ in range(3):
-                opt.zero_grad()
-                gg.nn.functional.cross_entropy(model(x), t).backward()
-                opt.step()
-        assert extra.grad is None and not opt.state.get(extra)
-        assert all(opt.state[p]["step"] == 3 for p in model.parameters())
-        return [p.detach().numpy().copy() for p in model.parameters()]
+        return getattr(gg.optim, cls)([{"params": params + [extra]}], lr=0.05, **config), extra
 
-    before = len([e for e in host.launches if "multi" in e[0]])
-    batched = train(multi=True)
-    launches = [e for e in host.launches if "multi" in e[0]][before:]
-    assert len(launches) == 3                                        # one per step for the six tensors
-    for a, b in zip(batched, train(multi=False)):
+    before = _multi_launches(host)
+    opt, model, extra, batched = _train_three_steps(monkeypatch, make_opt, kernels.adam_step_multi)
+    assert extra.grad is None and not opt.state.get(extra)
+    assert all(opt.state[p]["step"] == 3 for p in model.parameters())
+    assert _multi_launches(host) - before == 3                       # one per step for the six tensors
+    for a, b in zip(batched, _train_three_steps(monkeypatch, make_opt)[3]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
@@ -838,28 +848,16 @@ SGD_BATCH_CONFIGS = [{"momentum": 0.9}, {"momentum": 0.9, "nesterov": True, "wei
 
 @pytest.mark.parametrize("config", SGD_BATCH_CONFIGS, ids=str)
 def test_sgd_batches_parameters_into_the_multi_tensor_kernel(host, monkeypatch, config):
-    # SGD._update_group as it runs on CUDA, on the emulation: the per-parameter update's result
+    # SGD's batching as it runs on CUDA, on the emulation: the per-parameter update's result
     import gpugrad as gg
-    from gpugrad.optim import sgd as sgd_module
 
-    def train(multi: bool) -> list[np.ndarray]:
-        gg.manual_seed(0)
-        model = gg.nn.MLP([5, 8, 8, 3], dtype=gg.float64)
-        opt = gg.optim.SGD(model.parameters(), lr=0.05, **config)
-        x, t = gg.randn(6, 5, dtype=gg.float64), gg.tensor([0, 1, 2, 0, 1, 2])
-        with monkeypatch.context() as m:
-            if multi:
-                m.setattr(sgd_module, "pick_multi", lambda name, xp: kernels.sgd_step_multi)
-            for _ in range(3):
-                opt.zero_grad()
-                gg.nn.functional.cross_entropy(model(x), t).backward()
-                opt.step()
-        return [p.detach().numpy().copy() for p in model.parameters()]
+    def make_opt(params):
+        return gg.optim.SGD(params, lr=0.05, **config), None
 
-    before = len([e for e in host.launches if "multi" in e[0]])
-    batched = train(multi=True)
-    assert len([e for e in host.launches if "multi" in e[0]][before:]) == 3
-    for a, b in zip(batched, train(multi=False)):
+    before = _multi_launches(host)
+    batched = _train_three_steps(monkeypatch, make_opt, kernels.sgd_step_multi)[3]
+    assert _multi_launches(host) - before == 3
+    for a, b in zip(batched, _train_three_steps(monkeypatch, make_opt)[3]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import backend
 from ..tensor import Tensor
-from .functional import pick, pick_multi
+from .functional import pick
 from .optimizer import Optimizer, ParamsT
 
 
@@ -15,6 +15,7 @@ class Adam(Optimizer):
 
     _state_keys = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _decoupled = False
+    _multi_name = "adam"
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
@@ -63,21 +64,14 @@ class Adam(Optimizer):
                          state.get("max_exp_avg_sq") if amsgrad else None, step=state["step"],
                          decoupled_weight_decay=self._decoupled, **self._hyper(group))
 
-    def _update_group(self, items: list[tuple[Tensor, Any, dict[str, Any]]], group: dict[str, Any]) -> None:
-        # On CUDA, parameters of one dtype, device and step count go to one multi-tensor kernel
-        # (one launch per 32 instead of one each); elsewhere one update per parameter.
-        batches: dict[tuple, tuple[Any, list]] = {}      # (dtype, device, step) -> (update, tensors)
-        for p, grad, state in items:
-            multi = pick_multi("adam", backend.namespace(p.data))
-            if multi is None:
-                self._update(p, grad, state, group)
-                continue
-            self._advance(p, state, group)
-            key = (p.data.dtype, backend.device_of(p.data), state["step"])
-            batches.setdefault(key, (multi, []))[1].append(
-                (p.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")))
-        for (_, _, step), (multi, tensors) in batches.items():
-            multi(tensors, step=step, decoupled=self._decoupled, **self._hyper(group))
+    def _multi_entry(self, p: Tensor, grad: Any, state: dict[str, Any],
+                     group: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        self._advance(p, state, group)
+        arrays = (p.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"))
+        return arrays, {"step": state["step"]}
+
+    def _multi_hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        return {**self._hyper(group), "decoupled": self._decoupled}
 
 
 class AdamW(Adam):

@@ -10,6 +10,7 @@ from ..engine import enable_grad
 from ..tensor import Tensor
 from ..versions import bump as _bump_version
 from ..versions import user_site
+from .functional import pick_multi
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -127,13 +128,37 @@ class Optimizer:
                 _bump_version(p.data, f"{type(self).__name__}.step", site)
         return loss
 
+    # the optimizer's name in optim.functional.FUSED_MULTI, for those with a multi-tensor kernel
+    _multi_name: str | None = None
+
     def _update_group(self, items: list[tuple[Tensor, Any, dict[str, Any]]], group: dict[str, Any]) -> None:
         """Update the parameters of one group that have a gradient: (param, grad array, state) each.
 
-        One ``_update`` per parameter; an optimizer with a multi-tensor kernel overrides this.
+        Where a multi-tensor kernel exists (CUDA arrays of an optimizer with ``_multi_name``),
+        parameters that share dtype, device and the per-call arguments ``_multi_entry`` gives
+        (Adam's step count, SGD's first momentum step) are updated together, one launch per
+        32; every other parameter gets its own ``_update``.
         """
+        batches: dict[tuple, tuple[Callable[..., None], dict[str, Any], list]] = {}
         for p, grad, state in items:
-            self._update(p, grad, state, group)
+            multi = pick_multi(self._multi_name, backend.namespace(p.data)) if self._multi_name else None
+            if multi is None:
+                self._update(p, grad, state, group)
+                continue
+            arrays, per_call = self._multi_entry(p, grad, state, group)
+            key = (p.data.dtype, backend.device_of(p.data), tuple(sorted(per_call.items())))
+            batches.setdefault(key, (multi, per_call, []))[2].append(arrays)
+        for multi, per_call, tensors in batches.values():
+            multi(tensors, **per_call, **self._multi_hyper(group))
+
+    def _multi_entry(self, p: Tensor, grad: Any, state: dict[str, Any],
+                     group: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        """Prepare one parameter's state for the multi-tensor kernel: (its arrays, per-call arguments)."""
+        raise NotImplementedError(f"{type(self).__name__} sets _multi_name but not _multi_entry")
+
+    def _multi_hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The multi-tensor kernel's hyperparameters for ``group``."""
+        raise NotImplementedError(f"{type(self).__name__} sets _multi_name but not _multi_hyper")
 
     def _update(self, p: Tensor, grad: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
         """Update one parameter in place; subclasses implement their algorithm here."""

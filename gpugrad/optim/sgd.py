@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import backend
 from ..tensor import Tensor
-from .functional import pick, pick_multi
+from .functional import pick
 from .optimizer import Optimizer, ParamsT
 
 
@@ -14,6 +14,7 @@ class SGD(Optimizer):
     """SGD: ``b = mu * b + (1 - dampening) * g``; ``p -= lr * (g + mu * b if nesterov else b)``."""
 
     _state_keys = ("momentum_buffer",)
+    _multi_name = "sgd"
 
     def __init__(self, params: ParamsT, lr: float, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False) -> None:
@@ -51,17 +52,10 @@ class SGD(Optimizer):
         xp, buf, first = self._buffer(p, state, group)
         pick("sgd", xp)(xp, p.data, grad, buf, first_step=first, **self._hyper(group))
 
-    def _update_group(self, items: list[tuple[Tensor, Any, dict[str, Any]]], group: dict[str, Any]) -> None:
-        # On CUDA, parameters of one dtype and device, all on their first momentum step or none,
-        # go to one multi-tensor kernel (one launch per 32); elsewhere one update per parameter.
-        batches: dict[tuple, tuple[Any, list]] = {}      # (dtype, device, first) -> (update, tensors)
-        for p, grad, state in items:
-            multi = pick_multi("sgd", backend.namespace(p.data))
-            if multi is None:
-                self._update(p, grad, state, group)
-                continue
-            _, buf, first = self._buffer(p, state, group)
-            key = (p.data.dtype, backend.device_of(p.data), first)
-            batches.setdefault(key, (multi, []))[1].append((p.data, grad, buf))
-        for (_, _, first), (multi, tensors) in batches.items():
-            multi(tensors, first_step=first, **self._hyper(group))
+    def _multi_entry(self, p: Tensor, grad: Any, state: dict[str, Any],
+                     group: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        _, buf, first = self._buffer(p, state, group)
+        return (p.data, grad, buf), {"first_step": first}
+
+    def _multi_hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        return self._hyper(group)
