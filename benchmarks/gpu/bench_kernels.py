@@ -594,61 +594,48 @@ def g1_cases(cp: Any, torch: Any | None, n: int, opt_sizes: Sequence[int],
         return Case(name, size, kernel_bytes(name, size), fused, composed, tfn, native, check,
                     label=f"{name} ({size})")
 
-    def adam_multi_case(size: int, decoupled: bool) -> Case:
-        # size parameters in MULTI_PARTS tensors, one launch (G5's shape): against one adam_step each
-        name = "adamw_step_multi" if decoupled else "adam_step_multi"
-        kw = dict(step=10, lr=1e-3, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-8, decoupled=decoupled)
+    def multi_case(name: str, size: int) -> Case:
+        # size parameters in MULTI_PARTS tensors, one launch (G5's shape): against one launch per tensor
         parts = [size // MULTI_PARTS] * (MULTI_PARTS - 1) + [size - (MULTI_PARTS - 1) * (size // MULTI_PARTS)]
-        tensors = [(randn(k), randn(k), randn(k, scale=0.1), cp.abs(randn(k, scale=0.1)), None)
-                   for k in parts]
-        fused = lambda: kernels.adam_step_multi(tensors, **kw)  # noqa: E731
+        if name == "sgd_step_multi":
+            kw: dict[str, Any] = dict(lr=1e-3, momentum=0.9)
+            tensors = [(randn(k), randn(k), randn(k)) for k in parts]
+            multi, single, written = kernels.sgd_step_multi, kernels.sgd_step, {"param": 0, "buf": 2}
+        else:
+            kw = dict(step=10, lr=1e-3, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-8,
+                      decoupled=name == "adamw_step_multi")
+            tensors = [(randn(k), randn(k), randn(k, scale=0.1), cp.abs(randn(k, scale=0.1)), None)
+                       for k in parts]
+            multi, single = kernels.adam_step_multi, kernels.adam_step
+            written = {"param": 0, "exp_avg": 2, "exp_avg_sq": 3}
+        fused = lambda: multi(tensors, **kw)  # noqa: E731
 
         def one_each() -> None:
-            for p, g, m, v, _ in tensors:
-                kernels.adam_step(p, g, m, v, **kw)
+            for arrays in tensors:
+                single(*arrays, **kw)
+
+        def fresh() -> list[tuple]:               # copies of what the kernels write (not grad, index 1)
+            return [tuple(a if i == 1 or a is None else a.copy() for i, a in enumerate(t)) for t in tensors]
 
         def check() -> str:                        # one step from the same state, before any timing
-            a = [tuple(x.copy() for x in t[:4]) + (None,) for t in tensors]
-            b = [tuple(x.copy() for x in t[:4]) for t in tensors]
-            kernels.adam_step_multi(a, **kw)
-            for p, g, m, v in b:
-                kernels.adam_step(p, g, m, v, **kw)
-            return compare(cp, [(f"{k} {i}", x, y) for i, (ta, tb) in enumerate(zip(a, b))
-                                for k, x, y in zip(("param", "exp_avg", "exp_avg_sq"), ta, tb)], tol=1e-6)
+            a, b = fresh(), fresh()
+            multi(a, **kw)
+            for arrays in b:
+                single(*arrays, **kw)
+            return compare(cp, [(f"{k} {i}", x[j], y[j]) for i, (x, y) in enumerate(zip(a, b))
+                                for k, j in written.items()], tol=1e-6)
 
+        single_name = name.removesuffix("_multi")
         return Case(name, size, kernel_bytes(name, size), fused, one_each, None, None, check,
-                    label=f"{name} ({size} in {MULTI_PARTS} tensors; vs one adam_step each)")
-
-    def sgd_multi_case(size: int) -> Case:
-        name = "sgd_step_multi"
-        kw = dict(lr=1e-3, momentum=0.9)
-        parts = [size // MULTI_PARTS] * (MULTI_PARTS - 1) + [size - (MULTI_PARTS - 1) * (size // MULTI_PARTS)]
-        tensors = [(randn(k), randn(k), randn(k)) for k in parts]
-        fused = lambda: kernels.sgd_step_multi(tensors, **kw)  # noqa: E731
-
-        def one_each() -> None:
-            for p, g, b in tensors:
-                kernels.sgd_step(p, g, b, **kw)
-
-        def check() -> str:                        # one step from the same state, before any timing
-            a = [(p.copy(), g, b.copy()) for p, g, b in tensors]
-            c = [(p.copy(), g, b.copy()) for p, g, b in tensors]
-            kernels.sgd_step_multi(a, **kw)
-            for p, g, b in c:
-                kernels.sgd_step(p, g, b, **kw)
-            return compare(cp, [(f"{k} {i}", x[j], y[j]) for i, (x, y) in enumerate(zip(a, c))
-                                for j, k in ((0, "param"), (2, "buf"))], tol=1e-6)
-
-        return Case(name, size, kernel_bytes(name, size), fused, one_each, None, None, check,
-                    label=f"{name} ({size} in {MULTI_PARTS} tensors; vs one sgd_step each)")
+                    label=f"{name} ({size} in {MULTI_PARTS} tensors; vs one {single_name} each)")
 
     for size in opt_sizes:
         factories.append(lambda size=size: sgd_case(size))
-        factories.append(lambda size=size: sgd_multi_case(size))
+        factories.append(lambda size=size: multi_case("sgd_step_multi", size))
         factories.append(lambda size=size: adam_case(size, False))
         factories.append(lambda size=size: adam_case(size, True))
-        factories.append(lambda size=size: adam_multi_case(size, False))
-        factories.append(lambda size=size: adam_multi_case(size, True))
+        factories.append(lambda size=size: multi_case("adam_step_multi", size))
+        factories.append(lambda size=size: multi_case("adamw_step_multi", size))
     return factories
 
 
