@@ -158,7 +158,7 @@ GG_FN void adam_step_multi(const gg::AdamTensors& t, gg::acc_t<T> lr, gg::acc_t<
   }
 }
 
-#define GG_OPTIMIZER_ENTRIES(SFX, T, UNUSED)                                                       \
+#define GG_SGD_ENTRIES(SFX, T, UNUSED)                                                             \
   extern "C" __global__ void sgd_step_##SFX(T* __restrict__ param, const T* __restrict__ grad,   \
                                             T* buf, long long n, gg::acc_t<T> lr,                 \
                                             gg::acc_t<T> momentum, gg::acc_t<T> dampening,        \
@@ -167,41 +167,31 @@ GG_FN void adam_step_multi(const gg::AdamTensors& t, gg::acc_t<T> lr, gg::acc_t<
     sgd_step(param, grad, buf, n, lr, momentum, dampening, weight_decay, nesterov, maximize,       \
              first_step);                                                                         \
   }                                                                                               \
-  extern "C" __global__ void adam_step_##SFX(                                                     \
-      T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,                 \
-      T* __restrict__ exp_avg_sq, T* max_exp_avg_sq, long long n, gg::acc_t<T> lr,                \
-      gg::acc_t<T> beta1, gg::acc_t<T> beta2, gg::acc_t<T> eps, gg::acc_t<T> weight_decay,        \
-      gg::acc_t<T> step_size, gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {    \
-    adam_step<false>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, lr, beta1, beta2, eps,  \
-                     weight_decay, step_size, bias_correction2_sqrt, amsgrad, maximize);          \
-  }                                                                                               \
-  extern "C" __global__ void adamw_step_##SFX(                                                    \
-      T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,                 \
-      T* __restrict__ exp_avg_sq, T* max_exp_avg_sq, long long n, gg::acc_t<T> lr,                \
-      gg::acc_t<T> beta1, gg::acc_t<T> beta2, gg::acc_t<T> eps, gg::acc_t<T> weight_decay,        \
-      gg::acc_t<T> step_size, gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {    \
-    adam_step<true>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, lr, beta1, beta2, eps,   \
-                    weight_decay, step_size, bias_correction2_sqrt, amsgrad, maximize);           \
-  }                                                                                               \
   extern "C" __global__ void sgd_step_multi_##SFX(                                                \
       gg::SgdTensors tensors, gg::acc_t<T> lr, gg::acc_t<T> momentum, gg::acc_t<T> dampening,     \
       gg::acc_t<T> weight_decay, int nesterov, int maximize, int first_step) {                    \
     sgd_step_multi<T>(tensors, lr, momentum, dampening, weight_decay, nesterov, maximize,         \
                       first_step);                                                                \
-  }                                                                                               \
-  extern "C" __global__ void adam_step_multi_##SFX(                                               \
-      gg::AdamTensors tensors, gg::acc_t<T> lr, gg::acc_t<T> beta1, gg::acc_t<T> beta2,           \
-      gg::acc_t<T> eps, gg::acc_t<T> weight_decay, gg::acc_t<T> step_size,                        \
-      gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {                            \
-    adam_step_multi<false, T>(tensors, lr, beta1, beta2, eps, weight_decay, step_size,            \
-                              bias_correction2_sqrt, amsgrad, maximize);                          \
-  }                                                                                               \
-  extern "C" __global__ void adamw_step_multi_##SFX(                                              \
-      gg::AdamTensors tensors, gg::acc_t<T> lr, gg::acc_t<T> beta1, gg::acc_t<T> beta2,           \
-      gg::acc_t<T> eps, gg::acc_t<T> weight_decay, gg::acc_t<T> step_size,                        \
-      gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {                            \
-    adam_step_multi<true, T>(tensors, lr, beta1, beta2, eps, weight_decay, step_size,             \
-                             bias_correction2_sqrt, amsgrad, maximize);                           \
   }
 
-GG_FOR_EACH_DTYPE(GG_OPTIMIZER_ENTRIES, 0)
+// NAME_SFX and NAME_multi_SFX for adam_step (DECOUPLED false) and adamw_step (true)
+#define GG_ADAM_ENTRIES(SFX, T, NAME, DECOUPLED)                                                   \
+  extern "C" __global__ void NAME##_##SFX(                                                        \
+      T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,                 \
+      T* __restrict__ exp_avg_sq, T* max_exp_avg_sq, long long n, gg::acc_t<T> lr,                \
+      gg::acc_t<T> beta1, gg::acc_t<T> beta2, gg::acc_t<T> eps, gg::acc_t<T> weight_decay,        \
+      gg::acc_t<T> step_size, gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {    \
+    adam_step<DECOUPLED>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, lr, beta1, beta2,   \
+                         eps, weight_decay, step_size, bias_correction2_sqrt, amsgrad, maximize); \
+  }                                                                                               \
+  extern "C" __global__ void NAME##_multi_##SFX(                                                  \
+      gg::AdamTensors tensors, gg::acc_t<T> lr, gg::acc_t<T> beta1, gg::acc_t<T> beta2,           \
+      gg::acc_t<T> eps, gg::acc_t<T> weight_decay, gg::acc_t<T> step_size,                        \
+      gg::acc_t<T> bias_correction2_sqrt, int amsgrad, int maximize) {                            \
+    adam_step_multi<DECOUPLED, T>(tensors, lr, beta1, beta2, eps, weight_decay, step_size,        \
+                                  bias_correction2_sqrt, amsgrad, maximize);                      \
+  }
+
+GG_FOR_EACH_DTYPE(GG_SGD_ENTRIES, 0)
+GG_FOR_EACH_DTYPE(GG_ADAM_ENTRIES, adam_step, false)
+GG_FOR_EACH_DTYPE(GG_ADAM_ENTRIES, adamw_step, true)
