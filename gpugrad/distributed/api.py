@@ -146,7 +146,8 @@ def broadcast(tensor: Tensor, src: int = 0, async_op: bool = False) -> Work | No
     return _done(group.broadcast(data, src), async_op)
 
 
-def all_gather_into_tensor(output_tensor: Tensor, input_tensor: Tensor, async_op: bool = False) -> Work | None:
+def all_gather_into_tensor(output_tensor: Tensor, input_tensor: Tensor,
+                           async_op: bool = False) -> Work | None:
     """``output_tensor`` (world_size times ``input_tensor``'s elements) gets every rank's input, in order."""
     group = default_group("all_gather_into_tensor")
     out, data = _arrays("all_gather_into_tensor", group, output_tensor=output_tensor,
@@ -222,7 +223,8 @@ def broadcast_object_list(object_list: list[Any], src: int = 0) -> None:
     group = default_group("broadcast_object_list")
     _check_rank("broadcast_object_list", group, src)
     if not isinstance(object_list, list):
-        raise TypeError(f"broadcast_object_list: object_list must be a list, got {type(object_list).__name__}")
+        raise TypeError("broadcast_object_list: object_list must be a list, got "
+                        f"{type(object_list).__name__}")
     received = group.broadcast_object(list(object_list), src)
     if len(received) != len(object_list):
         raise ValueError(f"broadcast_object_list: rank {src} sent {len(received)} objects, and this rank's "

@@ -48,9 +48,9 @@ def load_mpi(initialize: bool = True) -> Any:
         from mpi4py import MPI  # noqa: PLC0415
     except (ImportError, RuntimeError) as err:
         raise RuntimeError(
-            f"mpi4py could not load an MPI library: {'; '.join(str(err).splitlines())}. Install one in this environment "
-            f"({INSTALL_HINT}), or point mpi4py at the cluster's with MPI4PY_LIBMPI=/path/to/libmpi.so") \
-            from None
+            f"mpi4py could not load an MPI library: {'; '.join(str(err).splitlines())}. Install one in "
+            f"this environment ({INSTALL_HINT}), or point mpi4py at the cluster's with "
+            "MPI4PY_LIBMPI=/path/to/libmpi.so") from None
     if initialize and not MPI.Is_initialized():
         MPI.Init_thread()
         atexit.register(_finalize, MPI)
@@ -153,7 +153,7 @@ class MpiGroup(ProcessGroup):
         self.comm.Free()
 
     def describe(self) -> str:
-        aware = "CUDA-aware" if self.cuda_aware else "not CUDA-aware: CUDA tensors staged through pinned memory"
+        aware = "CUDA-aware" if self.cuda_aware else "not CUDA-aware: CUDA tensors go through pinned memory"
         return f"mpi, rank {self.rank} of {self.size} ({aware}, {self.cuda_aware_source})"
 
     # ------------------------------------------------------------------ the machinery
