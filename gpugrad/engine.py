@@ -427,7 +427,8 @@ def add_post_accumulate_hook(leaf: Tensor, hook: Callable) -> list[Callable]:
     entry = _post_accumulate.get(id(leaf))
     if entry is None or entry[0]() is not leaf:
         key = id(leaf)
-        entry = _post_accumulate[key] = (weakref.ref(leaf, lambda _: _post_accumulate.pop(key, None)), [])
+        forget = _post_accumulate.pop       # held, since module globals may be gone at exit
+        entry = _post_accumulate[key] = (weakref.ref(leaf, lambda _: forget(key, None)), [])
     entry[1].append(hook)
     return entry[1]
 
