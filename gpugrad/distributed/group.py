@@ -41,12 +41,10 @@ def as_reduce_op(op: Any, fn: str) -> ReduceOp:
 
 
 def check_reducible(fn: str, dtype: np.dtype, op: ReduceOp) -> None:
-    """AVG needs a floating dtype; complex numbers have no order for MIN and MAX."""
-    if op is ReduceOp.AVG and dtype.kind not in "fc":
+    """AVG needs a floating dtype."""
+    if op is ReduceOp.AVG and dtype.kind != "f":
         raise TypeError(f"{fn}: ReduceOp.AVG needs a floating-point tensor, got {dtype}; reduce with "
                         "ReduceOp.SUM and divide by the world size yourself")
-    if op in (ReduceOp.MIN, ReduceOp.MAX) and dtype.kind == "c":
-        raise TypeError(f"{fn}: {op!r} is undefined for complex tensors ({dtype})")
 
 
 class Work:
