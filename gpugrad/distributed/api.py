@@ -134,7 +134,7 @@ def all_reduce(tensor: Tensor, op: ReduceOp | str = ReduceOp.SUM, async_op: bool
     (data,) = _arrays("all_reduce", group, tensor=tensor)
     check_reducible("all_reduce", data.dtype, op)
     versions.bump(data, "all_reduce")
-    return _done(group.all_reduce(data, op), async_op)
+    return _done(group.all_reduce(data, op, async_op), async_op)
 
 
 def broadcast(tensor: Tensor, src: int = 0, async_op: bool = False) -> Work | None:
@@ -143,7 +143,7 @@ def broadcast(tensor: Tensor, src: int = 0, async_op: bool = False) -> Work | No
     _check_rank("broadcast", group, src)
     (data,) = _arrays("broadcast", group, tensor=tensor)
     versions.bump(data, "broadcast")
-    return _done(group.broadcast(data, src), async_op)
+    return _done(group.broadcast(data, src, async_op), async_op)
 
 
 def all_gather_into_tensor(output_tensor: Tensor, input_tensor: Tensor,
@@ -154,7 +154,7 @@ def all_gather_into_tensor(output_tensor: Tensor, input_tensor: Tensor,
                         input_tensor=input_tensor)
     _check_size("all_gather_into_tensor", out, "output_tensor", data.size * group.size)
     versions.bump(out, "all_gather_into_tensor")
-    return _done(group.all_gather(out, data), async_op)
+    return _done(group.all_gather(out, data, async_op), async_op)
 
 
 def all_gather(tensor_list: list[Tensor], tensor: Tensor, async_op: bool = False) -> Work | None:
@@ -167,7 +167,7 @@ def all_gather(tensor_list: list[Tensor], tensor: Tensor, async_op: bool = False
     outs = _tensor_list("all_gather", group, "tensor_list", tensor_list, like=tensor)
     (data,) = _arrays("all_gather", group, tensor=tensor, same_device_as=outs)
     gathered = backend.namespace(data).empty((group.size, *data.shape), data.dtype)
-    work = group.all_gather(gathered, data)
+    work = group.all_gather(gathered, data, async_op)
 
     def copy_out() -> None:
         work.wait()
@@ -187,7 +187,7 @@ def reduce_scatter_tensor(output: Tensor, input: Tensor, op: ReduceOp | str = Re
     _check_size("reduce_scatter_tensor", data, "input", out.size * group.size)
     check_reducible("reduce_scatter_tensor", data.dtype, op)
     versions.bump(out, "reduce_scatter_tensor")
-    return _done(group.reduce_scatter(out, data, op), async_op)
+    return _done(group.reduce_scatter(out, data, op, async_op), async_op)
 
 
 def reduce_scatter(output: Tensor, input_list: list[Tensor], op: ReduceOp | str = ReduceOp.SUM,
@@ -201,7 +201,7 @@ def reduce_scatter(output: Tensor, input_list: list[Tensor], op: ReduceOp | str 
     xp = backend.namespace(out)
     stacked = xp.stack(ins)
     versions.bump(out, "reduce_scatter")
-    return _done(group.reduce_scatter(out, stacked, op), async_op)
+    return _done(group.reduce_scatter(out, stacked, op, async_op), async_op)
 
 
 def barrier() -> None:

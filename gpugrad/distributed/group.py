@@ -78,18 +78,19 @@ class ProcessGroup:
     size: int = 1
 
     # Every collective works in place where PyTorch's does, on contiguous arrays the caller
-    # checked, and returns a Work; ``op`` is a ReduceOp the caller validated.
-    def all_reduce(self, array: Any, op: ReduceOp) -> Work:
+    # checked, and returns a Work; ``op`` is a ReduceOp the caller validated. With
+    # ``async_op=False`` the caller waits at once, and a backend may block instead.
+    def all_reduce(self, array: Any, op: ReduceOp, async_op: bool = True) -> Work:
         raise NotImplementedError
 
-    def broadcast(self, array: Any, src: int) -> Work:
+    def broadcast(self, array: Any, src: int, async_op: bool = True) -> Work:
         raise NotImplementedError
 
-    def all_gather(self, out: Any, array: Any) -> Work:
+    def all_gather(self, out: Any, array: Any, async_op: bool = True) -> Work:
         """``out`` (size * array.size elements) gets every rank's ``array``, in rank order."""
         raise NotImplementedError
 
-    def reduce_scatter(self, out: Any, array: Any, op: ReduceOp) -> Work:
+    def reduce_scatter(self, out: Any, array: Any, op: ReduceOp, async_op: bool = True) -> Work:
         """``out`` gets this rank's block (array.size / size elements) of the reduced ``array``."""
         raise NotImplementedError
 

@@ -112,26 +112,29 @@ class MpiGroup(ProcessGroup):
         self._staged: list[tuple[Any, list[Any]]] = []  # (event, pinned buffers) of copies up in flight
 
     # ------------------------------------------------------------------ collectives
-    def all_reduce(self, array: Any, op: ReduceOp) -> Work:
+    # Each collective names MPI's blocking call and its nonblocking twin: a caller that waits at
+    # once (async_op=False) gets the blocking one, which MPI libraries tune best.
+    def all_reduce(self, array: Any, op: ReduceOp, async_op: bool = True) -> Work:
         mpi_op = self._op(op, array.dtype)
-        return self._start("all_reduce", [array], reads=(0,), writes=(0,),
-                           start=lambda buf: self.comm.Iallreduce(self._MPI.IN_PLACE, buf, mpi_op),
-                           after=self._averager(op))
+        return self._start("all_reduce", [array], (0,), (0,), async_op,
+                           lambda call, buf: call(self._MPI.IN_PLACE, buf, mpi_op),
+                           self.comm.Allreduce, self.comm.Iallreduce, after=self._averager(op))
 
-    def broadcast(self, array: Any, src: int) -> Work:
+    def broadcast(self, array: Any, src: int, async_op: bool = True) -> Work:
         reads = (0,) if self.rank == src else ()
-        return self._start("broadcast", [array], reads=reads, writes=(0,),
-                           start=lambda buf: self.comm.Ibcast(buf, root=src))
+        return self._start("broadcast", [array], reads, (0,), async_op,
+                           lambda call, buf: call(buf, root=src), self.comm.Bcast, self.comm.Ibcast)
 
-    def all_gather(self, out: Any, array: Any) -> Work:
-        return self._start("all_gather", [out, array], reads=(1,), writes=(0,),
-                           start=lambda o, a: self.comm.Iallgather(a, o))
+    def all_gather(self, out: Any, array: Any, async_op: bool = True) -> Work:
+        return self._start("all_gather", [out, array], (1,), (0,), async_op,
+                           lambda call, o, a: call(a, o), self.comm.Allgather, self.comm.Iallgather)
 
-    def reduce_scatter(self, out: Any, array: Any, op: ReduceOp) -> Work:
+    def reduce_scatter(self, out: Any, array: Any, op: ReduceOp, async_op: bool = True) -> Work:
         mpi_op = self._op(op, array.dtype)
         average = self._averager(op)
-        return self._start("reduce_scatter", [out, array], reads=(1,), writes=(0,),
-                           start=lambda o, a: self.comm.Ireduce_scatter_block(a, o, mpi_op),
+        return self._start("reduce_scatter", [out, array], (1,), (0,), async_op,
+                           lambda call, o, a: call(a, o, mpi_op),
+                           self.comm.Reduce_scatter_block, self.comm.Ireduce_scatter_block,
                            after=None if average is None else lambda o, a: average(o))
 
     def barrier(self) -> None:
@@ -167,55 +170,55 @@ class MpiGroup(ProcessGroup):
         return lambda buf: backend.namespace(buf).divide(buf, size, out=buf)
 
     def _start(self, fn: str, arrays: list[Any], reads: tuple[int, ...], writes: tuple[int, ...],
-               start: Callable[..., Any], after: Callable[..., None] | None = None) -> Work:
-        """Start ``start(*buffers)`` (an MPI request) on the arrays, or on host copies of CUDA arrays
-        the MPI library cannot read; the Work waits, runs ``after(*buffers)``, copies results up."""
+               async_op: bool, invoke: Callable[..., Any], blocking: Any, nonblocking: Any,
+               after: Callable[..., None] | None = None) -> Work:
+        """Run ``invoke(mpi_call, *buffers)`` on the arrays, or on host copies of CUDA arrays the MPI
+        library cannot read; the Work waits for it, runs ``after(*buffers)``, copies results up."""
         xp = backend.namespace(arrays[0])
-        if xp is np or self.cuda_aware:
+        staged = xp is not np and not self.cuda_aware
+        if staged:
+            stream = xp.cuda.get_current_stream()
+            buffers = self._stage_down(arrays, reads, stream)
+        else:
             if xp is not np:
                 xp.cuda.get_current_stream().synchronize()      # MPI reads the memory as it is called
-            request = self._call(fn, arrays, start, arrays)
-            return Work(lambda: self._finish(fn, arrays, request, after, arrays), request.Test)
-        return self._start_staged(fn, xp, arrays, reads, writes, start, after)
+            buffers = arrays
+        try:
+            request = invoke(nonblocking if async_op else blocking, *buffers)
+        except self._MPI.Exception as err:
+            raise _mpi_error(fn, arrays, err) from None
 
-    def _start_staged(self, fn: str, xp: Any, arrays: list[Any], reads: tuple[int, ...],
-                      writes: tuple[int, ...], start: Callable[..., Any],
-                      after: Callable[..., None] | None) -> Work:
+        def finish() -> None:
+            if request is not None:
+                try:
+                    request.Wait()
+                except self._MPI.Exception as err:
+                    raise _mpi_error(fn, arrays, err) from None
+            if after is not None:
+                after(*buffers)
+            if staged:
+                self._stage_up(arrays, buffers, writes, stream)
+
+        if not async_op:
+            finish()
+            return Work()
+        return Work(finish, request.Test)
+
+    def _stage_down(self, arrays: list[Any], reads: tuple[int, ...], stream: Any) -> list[Any]:
+        """Pinned host copies of the arrays (the ones MPI reads filled, on ``stream``)."""
         import cupyx  # noqa: PLC0415 - only reached with CUDA arrays
 
-        self._release_staged()
-        stream = xp.cuda.get_current_stream()
+        self._staged = [(event, bufs) for event, bufs in self._staged if not event.done]
         host = [cupyx.empty_pinned(a.shape, a.dtype) for a in arrays]
         for i in reads:
             arrays[i].get(stream=stream, out=host[i], blocking=False)
         stream.synchronize()                    # the one host sync: MPI needs the values on the host
-        request = self._call(fn, arrays, start, host)
+        return host
 
-        def finish() -> None:
-            self._finish(fn, arrays, request, after, host)
-            for i in writes:
-                arrays[i].set(host[i], stream=stream)   # asynchronous, from pinned memory
-            self._staged.append((stream.record(), host))  # keep the buffers until the copies are done
-
-        return Work(finish, request.Test)
-
-    def _release_staged(self) -> None:
-        self._staged = [(event, bufs) for event, bufs in self._staged if not event.done]
-
-    def _call(self, fn: str, arrays: list[Any], start: Callable[..., Any], buffers: list[Any]) -> Any:
-        try:
-            return start(*buffers)
-        except self._MPI.Exception as err:
-            raise _mpi_error(fn, arrays, err) from None
-
-    def _finish(self, fn: str, arrays: list[Any], request: Any, after: Callable[..., None] | None,
-                buffers: list[Any]) -> None:
-        try:
-            request.Wait()
-        except self._MPI.Exception as err:
-            raise _mpi_error(fn, arrays, err) from None
-        if after is not None:
-            after(*buffers)
+    def _stage_up(self, arrays: list[Any], host: list[Any], writes: tuple[int, ...], stream: Any) -> None:
+        for i in writes:
+            arrays[i].set(host[i], stream=stream)       # asynchronous, from pinned memory
+        self._staged.append((stream.record(), host))     # keep the buffers until the copies are done
 
 
 def _mpi_error(fn: str, arrays: list[Any], err: Exception) -> RuntimeError:

@@ -84,7 +84,8 @@ class NcclGroup(ProcessGroup):
                    mpi_comm=mpi_comm, mpi=mpi)
 
     # ------------------------------------------------------------------ collectives
-    def all_reduce(self, array: Any, op: ReduceOp) -> Work:
+    # (always asynchronous on the stream: ``async_op`` changes nothing here)
+    def all_reduce(self, array: Any, op: ReduceOp, async_op: bool = True) -> Work:
         stream = self._current_stream()
         nccl_op, divide = self._op(op, array.dtype)
         self.comm.allReduce(_ptr(array), _ptr(array), array.size, self._dtype(array.dtype), nccl_op,
@@ -93,17 +94,17 @@ class NcclGroup(ProcessGroup):
             array /= self.size                  # enqueued on the same stream
         return self._work(stream)
 
-    def broadcast(self, array: Any, src: int) -> Work:
+    def broadcast(self, array: Any, src: int, async_op: bool = True) -> Work:
         stream = self._current_stream()
         self.comm.broadcast(_ptr(array), _ptr(array), array.size, self._dtype(array.dtype), src, stream.ptr)
         return self._work(stream)
 
-    def all_gather(self, out: Any, array: Any) -> Work:
+    def all_gather(self, out: Any, array: Any, async_op: bool = True) -> Work:
         stream = self._current_stream()
         self.comm.allGather(_ptr(array), _ptr(out), array.size, self._dtype(array.dtype), stream.ptr)
         return self._work(stream)
 
-    def reduce_scatter(self, out: Any, array: Any, op: ReduceOp) -> Work:
+    def reduce_scatter(self, out: Any, array: Any, op: ReduceOp, async_op: bool = True) -> Work:
         stream = self._current_stream()
         nccl_op, divide = self._op(op, array.dtype)
         self.comm.reduceScatter(_ptr(array), _ptr(out), out.size, self._dtype(array.dtype), nccl_op,
