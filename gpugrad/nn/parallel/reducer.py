@@ -5,7 +5,8 @@ their gradients), into flat buckets of about ``cap_bytes`` each, one dtype and d
 bucket. When backward has accumulated a parameter's gradient (its post-accumulate hook),
 the gradient is divided by the world size into its bucket slot; when a bucket's last slot
 is filled, its all-reduce (sum) starts, asynchronously, and the rest of backward runs
-meanwhile. Buckets start strictly in order (bucket k only after buckets 0..k-1), so every
+meanwhile (each later hook also tests the started ones: without a progress thread, an MPI
+library advances a nonblocking collective only inside MPI calls). Buckets start strictly in order (bucket k only after buckets 0..k-1), so every
 rank issues the same collectives in the same order whatever order its gradients arrive
 in. At the end of backward (an engine callback) the reducer waits for every bucket and
 copies the averages back into ``.grad``.
@@ -96,6 +97,8 @@ class Reducer:
         if bucket.filled[i]:
             return
         self._fill(bucket, i, param.grad.data)
+        for started in self.buckets[:self.next]:
+            started.work.is_completed()     # MPI advances a nonblocking collective only when asked
 
     def finish(self) -> None:
         """The end of backward: start what is left, wait for every bucket, write the averages back."""
