@@ -190,6 +190,17 @@ def worker_ddp(lib: str, steps: int, port: int) -> dict[str, float]:
     return {"step_s": slowest(statistics.median(times))}
 
 
+def _training_step(model, cross_entropy, opt, x, y):
+    """One step, the same text for gpugrad and PyTorch (their APIs agree)."""
+    def step():
+        loss = cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def _gpugrad_ddp(params, x, y, rank, size, port):
     import gpugrad as gg
     import gpugrad.distributed as dist
@@ -201,13 +212,7 @@ def _gpugrad_ddp(params, x, y, rank, size, port):
             p.copy_(gg.tensor(src))
     ddp = gg.nn.parallel.DistributedDataParallel(model)
     opt = gg.optim.SGD(model.parameters(), lr=LR)
-    xt, yt = gg.tensor(x), gg.tensor(y)
-
-    def step():
-        loss = gg.nn.functional.cross_entropy(ddp(xt), yt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    step = _training_step(ddp, gg.nn.functional.cross_entropy, opt, gg.tensor(x), gg.tensor(y))
 
     def slowest(v):
         return dist.reduce_metrics({"t": v}, op="max")["t"]
@@ -232,13 +237,8 @@ def _torch_ddp(params, x, y, rank, size, port):
             p.copy_(torch.from_numpy(src))
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-
-    def step():
-        loss = torch.nn.functional.cross_entropy(ddp(xt), yt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    step = _training_step(ddp, torch.nn.functional.cross_entropy, opt, torch.from_numpy(x),
+                          torch.from_numpy(y))
 
     def slowest(v):
         t = torch.tensor([v], dtype=torch.float64)

@@ -6,10 +6,10 @@ bucket. When backward has accumulated a parameter's gradient (its post-accumulat
 the gradient is divided by the world size into its bucket slot; when a bucket's last slot
 is filled, its all-reduce (sum) starts, asynchronously, and the rest of backward runs
 meanwhile (each later hook also tests the started ones: without a progress thread, an MPI
-library advances a nonblocking collective only inside MPI calls). Buckets start strictly in order (bucket k only after buckets 0..k-1), so every
-rank issues the same collectives in the same order whatever order its gradients arrive
-in. At the end of backward (an engine callback) the reducer waits for every bucket and
-copies the averages back into ``.grad``.
+library advances a nonblocking collective only inside MPI calls). Buckets start strictly
+in order (bucket k only after buckets 0..k-1), so every rank issues the same collectives in
+the same order whatever order its gradients arrive in. At the end of backward (an engine
+callback) the reducer waits for every bucket and copies the averages back into ``.grad``.
 
 With ``find_unused_parameters`` a parameter that got no gradient contributes its current
 ``.grad`` (or zeros), and each bucket carries one extra element per parameter, 1 where this
