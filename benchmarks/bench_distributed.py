@@ -248,31 +248,43 @@ def _torch_ddp(params, x, y, rank, size, port):
     return step, tdist.barrier, slowest
 
 
-def _numpy_ddp(params, x, y, rank, size, port):
-    """The floor: the step by hand in NumPy, all gradients in one flat buffer, one Allreduce."""
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
+def flat_buffer(params: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One float32 buffer for all gradients, and a view of it shaped like each parameter."""
     flat = np.empty(sum(p.size for p in params), np.float32)
     views, at = [], 0
     for p in params:
         views.append(flat[at:at + p.size].reshape(p.shape))
         at += p.size
+    return flat, views
+
+
+def numpy_mlp_gradients(params: list[np.ndarray], x: np.ndarray, onehot: np.ndarray,
+                        out: list[np.ndarray]) -> None:
+    """The mean cross-entropy's gradients of a ReLU MLP ([W1, b1, ...], W of shape (out, in)) into ``out``."""
+    acts = [x]
+    for i in range(0, len(params), 2):
+        h = acts[-1] @ params[i].T + params[i + 1]
+        acts.append(np.maximum(h, 0) if i < len(params) - 2 else h)
+    logits = acts[-1]
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    g = (e / e.sum(axis=1, keepdims=True) - onehot) / len(x)      # d mean CE / d logits
+    for i in range(len(params) - 2, -1, -2):
+        np.matmul(g.T, acts[i // 2], out=out[i])
+        g.sum(axis=0, out=out[i + 1])
+        if i:
+            g = (g @ params[i]) * (acts[i // 2] > 0)                # back through W and the ReLU
+
+
+def _numpy_ddp(params, x, y, rank, size, port):
+    """The floor: the step by hand in NumPy, all gradients in one flat buffer, one Allreduce."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    flat, views = flat_buffer(params)
     onehot = np.eye(MLP_SIZES[-1], dtype=np.float32)[y]
 
     def step():
-        acts = [x]
-        for i in range(0, len(params), 2):
-            h = acts[-1] @ params[i].T + params[i + 1]
-            acts.append(np.maximum(h, 0) if i < len(params) - 2 else h)
-        logits = acts[-1]
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        g = (e / e.sum(axis=1, keepdims=True) - onehot) / len(x)      # d mean CE / d logits
-        for i in range(len(params) - 2, -1, -2):
-            np.matmul(g.T, acts[i // 2], out=views[i])
-            g.sum(axis=0, out=views[i + 1])
-            if i:
-                g = (g @ params[i]) * (acts[i // 2] > 0)
+        numpy_mlp_gradients(params, x, onehot, views)
         comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
         np.divide(flat, size, out=flat)
         for p, gp in zip(params, views):
