@@ -616,3 +616,120 @@ def test_nccl_backend_on_a_gpu_at_world_size_1():
         cp.cuda.get_current_stream().synchronize()
     finally:
         dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- MPI with CUDA stand-ins
+
+class FakeStream:
+    def __init__(self):
+        self.log = []
+
+    def synchronize(self):
+        self.log.append("synchronize")
+
+    def record(self):
+        self.log.append("record")
+        return types.SimpleNamespace(done=False, synchronize=lambda: self.log.append("event synchronize"))
+
+
+class FakeCudaArray:
+    """A 'device' array: only get/set move data to and from the host, as with CuPy."""
+
+    def __init__(self, values, stream):
+        self._a = np.array(values)
+        self.shape, self.dtype, self.size = self._a.shape, self._a.dtype, self._a.size
+        self._stream = stream
+
+    def get(self, stream=None, out=None, blocking=True):
+        assert stream is self._stream and out.flags.c_contiguous and not blocking
+        stream.log.append("down")
+        out[...] = self._a
+        return out
+
+    def set(self, host, stream=None):
+        assert stream is self._stream
+        stream.log.append("up")
+        self._a[...] = host
+
+
+class FakeComm:
+    """Two ranks that hold the same values, behind mpi4py's calls; records what it was handed."""
+
+    Iallgather = None                                   # looked up, not called, by all_gather
+
+    def __init__(self, mpi):
+        self.mpi, self.seen = mpi, []
+
+    def Dup(self):                                      # noqa: N802 - mpi4py's names
+        return self
+
+    def Set_errhandler(self, handler):                  # noqa: N802
+        pass
+
+    def Get_rank(self):                                 # noqa: N802
+        return 0
+
+    def Get_size(self):                                 # noqa: N802
+        return 2
+
+    def _reduce(self, buf):
+        self.seen.append(type(buf))
+        target = buf._a if isinstance(buf, FakeCudaArray) else buf
+        target *= 2
+
+    def Allreduce(self, inplace, buf, op):              # noqa: N802
+        assert inplace is self.mpi.IN_PLACE
+        self._reduce(buf)
+
+    def Iallreduce(self, inplace, buf, op):             # noqa: N802
+        self.Allreduce(inplace, buf, op)
+        return types.SimpleNamespace(Wait=lambda: None, Test=lambda: True)
+
+    def Allgather(self, send, recv):                    # noqa: N802
+        self.seen.append(type(send))
+        recv.reshape(2, -1)[...] = send.reshape(1, -1)
+
+
+def _fake_cuda(monkeypatch, aware):
+    from gpugrad import backend
+    from gpugrad.distributed.mpi import MpiGroup
+
+    stream = FakeStream()
+    cupy = types.SimpleNamespace(ndarray=FakeCudaArray,
+                                 cuda=types.SimpleNamespace(get_current_stream=lambda: stream))
+    monkeypatch.setattr(backend, "_cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupyx", types.SimpleNamespace(empty_pinned=np.empty))
+    monkeypatch.setenv("GPUGRAD_MPI_CUDA_AWARE", "1" if aware else "0")
+    mpi = types.SimpleNamespace(IN_PLACE=object(), SUM="sum", MAX="max", ERRORS_RETURN=None,
+                                Exception=RuntimeError, Is_initialized=lambda: True)
+    mpi.COMM_WORLD = FakeComm(mpi)
+    return MpiGroup(mpi), mpi.COMM_WORLD, stream
+
+
+def test_mpi_stages_cuda_arrays_through_pinned_memory(monkeypatch):
+    group, comm, stream = _fake_cuda(monkeypatch, aware=False)
+    assert "not CUDA-aware" in group.describe()
+    x = FakeCudaArray([1.0, 2.0, 3.0], stream)
+    group.all_reduce(x, ReduceOp.AVG, async_op=False)
+    assert comm.seen == [np.ndarray]                        # MPI got a host buffer
+    assert stream.log == ["down", "synchronize", "up", "record"]    # one sync, the copy up is async
+    np.testing.assert_array_equal(x._a, [1.0, 2.0, 3.0])    # the average of two equal ranks
+    assert len(group._staged) == 1                          # kept until the copy up is done
+    work = group.all_reduce(x, ReduceOp.SUM)            # nonblocking: copied up by wait()
+    np.testing.assert_array_equal(x._a, [1.0, 2.0, 3.0])
+    work.wait()
+    np.testing.assert_array_equal(x._a, [2.0, 4.0, 6.0])
+    out = FakeCudaArray(np.zeros(6), stream)
+    stream.log.clear()
+    group.all_gather(out, x, async_op=False)
+    assert stream.log == ["down", "synchronize", "up", "record"]    # only the input goes down
+    np.testing.assert_array_equal(out._a, [2, 4, 6, 2, 4, 6])
+
+
+def test_mpi_hands_cuda_arrays_to_a_cuda_aware_library(monkeypatch):
+    group, comm, stream = _fake_cuda(monkeypatch, aware=True)
+    assert "(CUDA-aware, GPUGRAD_MPI_CUDA_AWARE=1)" in group.describe()
+    x = FakeCudaArray([1.0, 2.0], stream)
+    group.all_reduce(x, ReduceOp.SUM, async_op=False)
+    assert comm.seen == [FakeCudaArray] and stream.log == ["synchronize"]   # no copies, one sync
+    np.testing.assert_array_equal(x._a, [2.0, 4.0])
