@@ -373,6 +373,8 @@ def test_ddp_names_unused_parameters(echo):
     with pytest.raises(RuntimeError, match=r"received no gradient.*spare.bias \(2,\), spare.weight \(2, 4\)"
                                            r".*find_unused_parameters=True"):
         ddp(x).sum().backward()
+    with pytest.raises(RuntimeError, match="gg.grad and autograd.grad return gradients instead"):
+        gg.autograd.grad(ddp(x).sum(), list(model.body.parameters()))
     ddp = DistributedDataParallel(model, find_unused_parameters=True)
     model.zero_grad()
     ddp(x).sum().backward()

@@ -106,10 +106,14 @@ class Reducer:
         missing = [(b, i) for b in self.buckets[self.next:] for i, done in enumerate(b.filled) if not done]
         if missing and not self.find_unused:
             names = ", ".join(f"{b.names[i]} {b.params[i].shape}" for b, i in missing)
+            none_reached = len(missing) == sum(len(b.params) for b in self.buckets)
             raise RuntimeError(
                 f"DistributedDataParallel: these parameters received no gradient in this backward: "
                 f"{names}. Pass find_unused_parameters=True if they are legitimately unused in some "
-                "steps, or freeze them (requires_grad_(False)) before wrapping the model")
+                "steps, or freeze them (requires_grad_(False)) before wrapping the model"
+                + ("; gg.grad and autograd.grad return gradients instead of accumulating .grad, so "
+                   "DDP cannot average them: use backward(), or differentiate model.module" if none_reached
+                   else ""))
         for b, i in missing:
             grad = b.params[i].grad
             self._fill(b, i, None if grad is None else grad.data)
