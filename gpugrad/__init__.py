@@ -7,7 +7,7 @@
     x.grad              # tensor([ 0.,  4.,  8., 12.])
 """
 
-from . import autograd, cuda, data, linalg, nn, optim, testing
+from . import autograd, cuda, data, distributed, linalg, nn, optim, testing
 from .backend import Device
 from .backend import Device as device
 from .creation import (
@@ -50,5 +50,6 @@ __all__ = [
     "manual_seed", "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "stop_gradient",
     "no_grad", "enable_grad", "detect_anomaly", "is_anomaly_enabled",
     "set_grad_enabled", "is_grad_enabled", "float16", "float32", "float64", "int32", "int64",
-    "bool", "autograd", "cuda", "data", "linalg", "nn", "optim", "testing", "save", "load", *_op_names,
+    "bool", "autograd", "cuda", "data", "distributed", "linalg", "nn", "optim", "testing", "save", "load",
+    *_op_names,
 ]

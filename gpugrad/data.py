@@ -1,4 +1,4 @@
-"""Datasets and batching: Dataset, TensorDataset, Subset, random_split and DataLoader."""
+"""Datasets and batching: Dataset, TensorDataset, Subset, random_split, DataLoader, DistributedSampler."""
 
 from __future__ import annotations
 
@@ -150,9 +150,15 @@ class DataLoader:
     """Iterate over ``dataset`` in batches: each batch has the structure of a sample, with Tensors stacked."""
 
     def __init__(self, dataset: Dataset, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
-                 seed: int | None = None, device: Any = None) -> None:
+                 seed: int | None = None, device: Any = None, sampler: Any = None) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler and shuffle=True cannot be combined; the sampler decides "
+                             "the order (DistributedSampler(..., shuffle=True) shuffles)")
+        if sampler is not None and not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
+            raise TypeError(f"DataLoader: sampler must be an iterable of indices with a length, got "
+                            f"{type(sampler).__name__}")
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise TypeError(f"DataLoader: dataset must have __len__ and __getitem__, got "
                             f"{type(dataset).__name__}")
@@ -162,23 +168,29 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.seed = seed
         self.device = backend.as_device(device) if device is not None else None
+        self.sampler = sampler      # yields the sample indices, in order (e.g. a DistributedSampler)
         # with a seed: one generator for the loader's life, a new permutation each epoch
         self._rng = np.random.default_rng(seed) if seed is not None else None
 
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = self._num_samples()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _num_samples(self) -> int:
+        return len(self.sampler) if self.sampler is not None else len(self.dataset)
 
     def _order(self) -> np.ndarray | None:
         """This epoch's sample order (None: sequential)."""
+        if self.sampler is not None:
+            return np.fromiter(self.sampler, dtype=np.int64)
         if not self.shuffle:
             return None
         rng = self._rng if self._rng is not None else np.random.default_rng(_draw_seed())
         return rng.permutation(len(self.dataset))
 
     def __iter__(self) -> Iterator[Any]:
-        n = len(self.dataset)
         order = self._order()
+        n = self._num_samples()
         fetch_batch = getattr(self.dataset, "__getitems__", None)
         by_slice = fetch_batch is not None and getattr(self.dataset, "_batch_by_slice", False)
         for b in range(len(self)):
@@ -203,3 +215,57 @@ class DataLoader:
         if isinstance(batch, dict):
             return {k: self._to_device(v) for k, v in batch.items()}
         return batch
+
+
+class DistributedSampler:
+    """This rank's share of ``dataset``'s indices: rank r takes every num_replicas-th one from r.
+
+    As PyTorch's: ``num_replicas`` and ``rank`` default to the process group's; with
+    ``shuffle`` the order is a permutation seeded by ``seed + epoch`` (call ``set_epoch`` each
+    epoch; every rank must use the same seed); the uneven tail is padded by repeating the
+    first indices (every rank gets ``ceil(n / num_replicas)``), or with ``drop_last`` dropped
+    (``floor(n / num_replicas)`` each). The permutation comes from NumPy, so it differs from
+    PyTorch's.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int | None = None, rank: int | None = None,
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> None:
+        if num_replicas is None or rank is None:
+            from . import distributed  # noqa: PLC0415 - only when the process group decides
+
+            num_replicas = distributed.get_world_size() if num_replicas is None else num_replicas
+            rank = distributed.get_rank() if rank is None else rank
+        for name, value in (("num_replicas", num_replicas), ("rank", rank), ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"DistributedSampler: {name} must be an int, got {value!r}")
+        if num_replicas < 1:
+            raise ValueError(f"DistributedSampler: num_replicas must be >= 1, got {num_replicas}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"DistributedSampler: invalid rank {rank}, rank should be in the interval "
+                             f"[0, {num_replicas - 1}]")
+        self.dataset = dataset
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.shuffle, self.seed, self.drop_last = bool(shuffle), int(seed), bool(drop_last)
+        self.epoch = 0
+        n = len(dataset)
+        self.num_samples = n // self.num_replicas if self.drop_last else -(-n // self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s permutation from now on (with shuffle): call it before each epoch."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.dataset)
+        if self.shuffle:
+            indices = np.random.default_rng(self.seed + self.epoch).permutation(n)
+        else:
+            indices = np.arange(n)
+        if self.total_size > n:                                 # pad: repeat from the start
+            indices = np.resize(indices, self.total_size)
+        else:                                                   # drop the tail
+            indices = indices[:self.total_size]
+        return iter(indices[self.rank::self.num_replicas].tolist())

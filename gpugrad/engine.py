@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -220,10 +221,19 @@ def run_backward(
     the nodes on a path to those tensors run, so other graphs (of tensors that the
     differentiated function closed over) are neither computed nor freed.
     """
-    if create_graph:
-        with set_grad_enabled(True):
-            return _walk(roots, root_grads, retain_graph, capture, True)
-    return _walk(roots, root_grads, retain_graph, capture, False)
+    _callbacks.stack.append([])
+    try:
+        if create_graph:
+            with set_grad_enabled(True):
+                result = _walk(roots, root_grads, retain_graph, capture, True)
+        else:
+            result = _walk(roots, root_grads, retain_graph, capture, False)
+        queued = _callbacks.stack[-1]
+        for fn in queued:               # the loop also reaches callbacks that callbacks queue
+            fn()
+    finally:
+        _callbacks.stack.pop()
+    return result
 
 
 def _walk(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph: bool,
@@ -264,6 +274,8 @@ def _propagate(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph:
         needed = _nodes_leading_to([n for _, n in heap], set(wanted))
         heap = [entry for entry in heap if entry[1] in needed]
     heapq.heapify(heap)
+    # leaves with post-accumulate hooks, by their oldest consumer (the last to run): see _ready_leaves
+    ready = _ready_leaves([n for _, n in heap]) if _post_accumulate and capture is None else []
 
     node: Node | None = None
     g: Any = None
@@ -273,6 +285,8 @@ def _propagate(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph:
                 break
             node = heapq.heappop(heap)[1]
             g = grads.pop(node)
+        if ready and ready[-1][0] > node.seq:      # every consumer of these leaves has run
+            _finish_ready_leaves(ready, node.seq, grads, graph)
         if node.hooks:
             g = _run_hooks(node.hooks, g, graph)
         if wanted is not None and id(node) in wanted:
@@ -343,6 +357,8 @@ def _deliver(grads: dict, wanted: dict | None, capture: Sequence[Tensor] | None,
         if type(leaf) is not Node:
             unshared = sys.getrefcount(g) <= _SOLE_LOCAL_REFCOUNT    # `g` is the only reference
             _accumulate(leaf, g, Tensor, graph, unshared)
+            if _post_accumulate and id(leaf) in _post_accumulate:
+                _run_post_accumulate_hooks(leaf)
     return None
 
 
@@ -394,6 +410,93 @@ def _accumulate(leaf: Tensor, g: Any, tensor_cls: type, graph: bool, unshared: b
             leaf._grad = tensor_cls._wrap(namespace(g).array(g))  # a copy, and an array even for 0-d
     else:
         leaf._grad.data = leaf._grad.data + g
+
+
+# ----------------------------------------------------------------------------- hooks for data parallelism
+# DistributedDataParallel must learn, during backward, when a parameter's gradient is final
+# (to start reducing it while the rest of backward runs) and when backward has ended (to wait
+# for the reductions): PyTorch's Tensor.register_post_accumulate_grad_hook and
+# Engine.queue_callback. Without any such hook, backward pays one dict test for them.
+
+_post_accumulate: dict[int, tuple[weakref.ref, list[Callable]]] = {}   # id(leaf) -> (leaf, hooks)
+
+
+def add_post_accumulate_hook(leaf: Tensor, hook: Callable) -> list[Callable]:
+    """Register ``hook(leaf)`` to run once backward has accumulated ``leaf``'s gradient; returns
+    the leaf's hook list (for a RemovableHandle)."""
+    entry = _post_accumulate.get(id(leaf))
+    if entry is None or entry[0]() is not leaf:
+        key = id(leaf)
+        forget = _post_accumulate.pop       # held, since module globals may be gone at exit
+        entry = _post_accumulate[key] = (weakref.ref(leaf, lambda _: forget(key, None)), [])
+    entry[1].append(hook)
+    return entry[1]
+
+
+def _run_post_accumulate_hooks(leaf: Tensor) -> None:
+    for hook in list(_post_accumulate[id(leaf)][1]):
+        hook(leaf)
+
+
+def _ready_leaves(start: Sequence[Node]) -> list[tuple[int, Tensor]]:
+    """(seq of its oldest consumer, leaf) for each hooked leaf reachable from ``start``, by that seq.
+
+    The walk runs nodes newest first and never runs a node older than one that has run
+    before, so once it is about to run a node older than a leaf's oldest consumer, no
+    gradient can reach that leaf any more: its gradient is final.
+    """
+    oldest: dict[int, tuple[int, Tensor]] = {}
+    seen = set(start)
+    stack = list(start)
+    while stack:
+        node = stack.pop()
+        for parent in node:
+            if type(parent) is Node:
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
+            elif parent is not None and id(parent) in _post_accumulate:
+                known = oldest.get(id(parent))
+                if known is None or node.seq < known[0]:
+                    oldest[id(parent)] = (node.seq, parent)
+    return sorted(oldest.values(), key=_by_first)    # the walk pops the newest from the end
+
+
+def _by_first(entry: tuple) -> int:
+    return entry[0]
+
+
+def _finish_ready_leaves(ready: list[tuple[int, Tensor]], seq: int, grads: dict, graph: bool) -> None:
+    """Accumulate, then run the post-accumulate hooks of, every leaf whose consumers are all newer
+    than ``seq`` (the node about to run); a leaf no gradient reached is skipped, as in PyTorch."""
+    from .tensor import Tensor  # noqa: PLC0415
+
+    while ready and ready[-1][0] > seq:
+        leaf = ready.pop()[1]
+        if leaf not in grads:
+            continue
+        g = grads.pop(leaf)
+        if leaf._hooks:
+            g = _run_hooks(leaf._hooks, g, graph)
+        unshared = sys.getrefcount(g) <= _SOLE_LOCAL_REFCOUNT
+        _accumulate(leaf, g, Tensor, graph, unshared)
+        _run_post_accumulate_hooks(leaf)
+
+
+class _CallbackStack(threading.local):
+    def __init__(self) -> None:
+        self.stack: list[list[Callable[[], Any]]] = []   # one list per backward pass running
+
+
+_callbacks = _CallbackStack()
+
+
+def queue_callback(fn: Callable[[], Any]) -> None:
+    """Run ``fn()`` when the backward pass now running (in this thread) has delivered every gradient."""
+    if not _callbacks.stack:
+        raise RuntimeError("queue_callback: no backward pass is running in this thread; call it from "
+                           "a hook while backward runs")
+    _callbacks.stack[-1].append(fn)
 
 
 def iter_graph(root: Node) -> Iterator[Node]:

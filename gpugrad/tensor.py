@@ -14,7 +14,7 @@ import numpy as np
 
 from . import backend, versions
 from .dtypes import is_floating
-from .engine import Node, grad_mode, run_backward
+from .engine import Node, add_post_accumulate_hook, grad_mode, run_backward
 
 
 class Tensor:
@@ -136,6 +136,16 @@ class Tensor:
             hooks = self._node.hooks
         hooks.append(hook)
         return RemovableHandle(hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook: Any) -> RemovableHandle:
+        """Call ``hook(self)`` each time backward has accumulated this leaf's gradient into ``.grad``."""
+        if self._node is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only a leaf tensor accumulates a "
+                               "gradient into .grad; use register_hook on a computed tensor")
+        if not self._requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook: this tensor does not require grad, "
+                               "so no gradient will ever be accumulated into it")
+        return RemovableHandle(add_post_accumulate_hook(self, hook), hook)
 
     def retain_grad(self) -> None:
         """Keep this non-leaf tensor's gradient in ``.grad`` after backward (leaves always do)."""

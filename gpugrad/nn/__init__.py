@@ -5,7 +5,7 @@
     loss = nn.functional.cross_entropy(model(x), labels)
 """
 
-from . import functional, init
+from . import functional, init, parallel
 from .container import ModuleDict, ModuleList, Sequential
 from .layers import (
     GELU,
@@ -29,7 +29,7 @@ from .module import IncompatibleKeys, Module
 from .parameter import Parameter
 
 __all__ = [
-    "functional", "init", "Module", "Parameter", "IncompatibleKeys",
+    "functional", "init", "parallel", "Module", "Parameter", "IncompatibleKeys",
     "Sequential", "ModuleList", "ModuleDict",
     "Linear", "Embedding", "LayerNorm", "Dropout", "Flatten", "Identity", "MLP",
     "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "SiLU", "Softmax", "LogSoftmax",
