@@ -128,7 +128,7 @@ def _run(make_opt, init, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-@pytest.mark.parametrize("kw", SGD_CASES, ids=["-".join(f"{k}={v}" for k, v in kw.items()) for kw in SGD_CASES])
+@pytest.mark.parametrize("kw", SGD_CASES, ids=["-".join(f"{k}={v}" for k, v in c.items()) for c in SGD_CASES])
 def test_sgd_bit_for_bit(kw, dtype):
     init = _init(dtype)
     ref = [a.copy() for a in init]
@@ -203,7 +203,8 @@ def test_a_step_allocates_no_temporaries(make):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < w.data.nbytes // 8, f"a step allocated {peak} bytes at its peak; the weight has {w.data.nbytes}"
+    size = w.data.nbytes
+    assert peak < size // 8, f"a step allocated {peak} bytes at its peak; the weight has {size}"
 
 
 def test_scratch_lends_views_of_shared_buffers():
