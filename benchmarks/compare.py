@@ -99,7 +99,7 @@ def run_child(args: list[str], threads: int = machine.THREADS, timeout: float = 
 
 
 def measure(processes: int = 5, *, samples: int = 5, target_s: float = 0.2,
-            workloads: tuple[str, ...] = ("B1", "B2", "B3", "B4"), libs: list[str] | None = None,
+            workloads: tuple[str, ...] = wl.DEFAULT_WORKLOADS, libs: list[str] | None = None,
             threads: int = machine.THREADS, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time ``workloads`` in ``libs``, each measurement in its own process, ``processes`` rounds.
 
@@ -163,7 +163,7 @@ def measure_b5(libs: list[str] | None = None, steps: int = wl.B5_STEPS, start: i
 
 # ----------------------------------------------------------------------------- the table
 
-_FORMATS = {"B1": ".2f", "B2": ".2f", "B3": ".0f", "B4": ".0f"}
+_FORMATS = {"B1": ".2f", "B2": ".2f", "B3": ".0f", "B4": ".0f", "U1": ".1f", "U2": ".1f"}
 RATIO_TITLES = [f"{wl.LIBRARY_NAMES[a]}/{wl.LIBRARY_NAMES[b].replace('NumPy ', '')}" for a, b in RATIOS]
 HEADER = ("| id | workload | metric | " + " | ".join(wl.LIBRARY_NAMES.values()) + " | "
           + " | ".join(RATIO_TITLES) + " | target | met? |")
@@ -190,10 +190,10 @@ def table_rows(timings: dict[str, Any], b5: dict[str, dict[str, Any]] | None) ->
         spec, fmt = wl.WORKLOADS[wid], _FORMATS[wid]
         values = {lib: results[lib]["median"] if lib in results else None for lib in wl.RUNNERS}
         ratios = [_ratio(values, a, b) for a, b in RATIOS]
-        main = ratios[0]
-        met = "n/a" if main is None else ("yes" if main <= TARGETS[wid] else "no")
+        main, target = ratios[0], TARGETS.get(wid)
+        met = "-" if target is None else "n/a" if main is None else ("yes" if main <= target else "no")
         rows.append(_row([wid, spec["desc"], spec["metric"], *(_fmt(v, fmt) for v in values.values()),
-                          *(_fmt(r, ".2f") for r in ratios), f"<= {TARGETS[wid]}", met]))
+                          *(_fmt(r, ".2f") for r in ratios), "-" if target is None else f"<= {target}", met]))
     if b5 is not None:
         def val(lib: str, key: str) -> float | None:
             entry = b5.get(lib)
@@ -317,7 +317,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=machine.THREADS,
                         help=f"PyTorch and NumPy BLAS threads (default {machine.THREADS})")
     parser.add_argument("--no-b5", action="store_true", help="skip the B5 memory processes")
-    parser.add_argument("--only", nargs="*", choices=list(wl.WORKLOADS), help="time only these of B1-B4")
+    parser.add_argument("--only", nargs="*", choices=list(wl.WORKLOADS),
+                        help="time these workloads (default B1-B4; U1, U2: the optimizer steps alone)")
     parser.add_argument("--libs", nargs="*", choices=list(wl.RUNNERS),
                         help="runners besides gpugrad (default: every one installed)")
     parser.add_argument("--out", help="also write the report (markdown) to this file")
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     load = machine.CpuLoad()
     load.start()
     timings = measure(processes, samples=samples, target_s=target_s, libs=libs, threads=args.threads,
-                      workloads=tuple(args.only or wl.WORKLOADS), progress=progress)
+                      workloads=tuple(args.only or wl.DEFAULT_WORKLOADS), progress=progress)
     b5 = None
     if not args.no_b5:
         progress("B5 processes")

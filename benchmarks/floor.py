@@ -8,6 +8,8 @@ where it saves a temporary. The gap between gpugrad and this column is gpugrad's
 * Chains (B1, B4): the forward keeps each ``tanh`` output ``t``; the backward is
   ``g = g - g * t * t`` (tanh, with no Python scalar: NumPy takes longer for ``1 - a``) then
   ``g = g * m`` (the multiply; the add passes ``g`` through), from ``g = ones`` (the sum).
+* Optimizer steps (U1, U2): SGD with momentum and Adam (torch.optim's defaults otherwise),
+  in place on the parameter and its state through two preallocated buffers.
 * MLPs (B2, B3): ``z = h @ W.T + b`` and ReLU in place; cross-entropy (mean) through a
   row-wise log-sum-exp; ``dz = (softmax - onehot) / N``; per layer ``dW = dz.T @ h``,
   ``db = dz.sum(0)``, ``dh = (dz @ W) * (h > 0)`` (none for the input batch); then
@@ -98,4 +100,57 @@ def mlp_step(params: list[np.ndarray], batches: list, sizes: tuple[int, ...], lr
 
     step.grads = lambda: grads                     # type: ignore[attr-defined]
     step.params = lambda: weights                  # type: ignore[attr-defined]
+    return step
+
+
+def sgd_momentum_step(p0: np.ndarray, g0: np.ndarray, *, lr: float, momentum: float) -> Callable[[], Any]:
+    """SGD with momentum: ``b = mu * b + g`` (``b = g`` the first time), ``p -= lr * b``."""
+    p, g = p0.copy(), g0.copy()
+    buf, scaled = np.empty_like(p), np.empty_like(p)
+    state = {"first": True}
+
+    def step() -> Any:
+        if state["first"]:
+            np.copyto(buf, g)
+            state["first"] = False
+        else:
+            np.multiply(buf, momentum, out=buf)
+            np.add(buf, g, out=buf)
+        np.multiply(buf, lr, out=scaled)
+        np.subtract(p, scaled, out=p)
+        return p[0, 0]
+
+    step.grads = lambda: [g]                       # type: ignore[attr-defined]
+    step.params = lambda: [p]                      # type: ignore[attr-defined]
+    return step
+
+
+def adam_step(p0: np.ndarray, g0: np.ndarray, *, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+              eps: float = 1e-8) -> Callable[[], Any]:
+    """Adam: ``m += (1 - b1)(g - m)``, ``v = b2 v + (1 - b2) g^2``, ``p -= lr_t m / (sqrt(v) / c + eps)``."""
+    p, g = p0.copy(), g0.copy()
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    a, b = np.empty_like(p), np.empty_like(p)
+    beta1, beta2 = betas
+    state = {"t": 0}
+
+    def step() -> Any:
+        state["t"] = t = state["t"] + 1
+        np.subtract(g, m, out=a)
+        np.multiply(a, 1 - beta1, out=a)
+        np.add(m, a, out=m)
+        np.multiply(v, beta2, out=v)
+        np.multiply(g, g, out=a)
+        np.multiply(a, 1 - beta2, out=a)
+        np.add(v, a, out=v)
+        np.sqrt(v, out=b)
+        np.divide(b, (1 - beta2 ** t) ** 0.5, out=b)
+        np.add(b, eps, out=b)
+        np.multiply(m, lr / (1 - beta1 ** t), out=a)
+        np.divide(a, b, out=a)
+        np.subtract(p, a, out=p)
+        return p[0, 0]
+
+    step.grads = lambda: [g]                       # type: ignore[attr-defined]
+    step.params = lambda: [p]                      # type: ignore[attr-defined]
     return step

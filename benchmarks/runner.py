@@ -64,11 +64,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--start", type=int, default=wl.B5_FROM, help="B5: growth is measured from this step")
     args = parser.parse_args(argv)
     runner = wl.RUNNERS[args.lib]
-    if not wl.available(args.lib):
-        parser.error(f"{runner.label} needs {runner.module!r}, which is not installed here")
     if not wl.runs(args.lib, args.workload):
         parser.error(f"{runner.label} has no {args.workload}: it runs "
                      f"{', '.join(w for w in wl.WORKLOADS if wl.runs(args.lib, w))}")
+    if not wl.available(args.lib):
+        parser.error(f"{runner.label} needs {runner.module!r}, which is not installed here")
     if args.lib == "torch":
         import torch  # noqa: F401, PLC0415 - loaded before threadpoolctl's limits, so its threads are set too
     threads = machine.configure_threads(args.threads, torch=args.lib == "torch")

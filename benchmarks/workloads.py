@@ -5,6 +5,11 @@
     B3  MLP 64-64-64-10, same step, batch 32 (the "tiny MLP")                    us per step
     B4  chain of 20,000 add/mul/tanh ops on a (4, 4) tensor, forward + backward  ms
     B5  1,000 B3 steps in a fresh process: peak RSS and RSS growth (step 100 -> 1000)
+    U1  the optimizer alone: one SGD step (momentum 0.9) on a 4096x4096 float32 weight  ms per step
+    U2  the optimizer alone: one Adam step on a 4096x4096 float32 weight               ms per step
+
+B1-B5 run by default; U1 and U2 when asked for (they measure the update rules against the floor:
+``p - lr * g`` into a fresh array costs its page faults on every step).
 
 The runners (``RUNNERS``, one column each in benchmarks/compare.py): gpugrad, PyTorch, HIPS
 autograd, the hand-written NumPy floor (benchmarks/floor.py: the same arithmetic with no tape)
@@ -70,9 +75,16 @@ WORKLOADS: dict[str, dict[str, Any]] = {
            "desc": "MLP 64-64-64-10, ReLU, CE, SGD, batch 32", "metric": "us per step"},
     "B4": {"kind": "chain", "n_ops": 20_000,
            "desc": "chain of 20,000 add/mul/tanh ops, (4, 4), fwd + bwd", "metric": "ms per chain"},
+    "U1": {"kind": "update", "optimizer": "sgd", "shape": (4096, 4096),
+           "desc": "optimizer alone: SGD step, momentum 0.9, on a 4096x4096 weight", "metric": "ms per step"},
+    "U2": {"kind": "update", "optimizer": "adam", "shape": (4096, 4096),
+           "desc": "optimizer alone: Adam step on a 4096x4096 weight", "metric": "ms per step"},
 }
+DEFAULT_WORKLOADS = ("B1", "B2", "B3", "B4")     # U1, U2 when asked for (compare --only U1 U2)
 # seconds per unit -> the number reported in the metric's unit
-SCALE = {"B1": 1e6 / 300, "B2": 1e3, "B3": 1e6, "B4": 1e3}
+SCALE = {"B1": 1e6 / 300, "B2": 1e3, "B3": 1e6, "B4": 1e3, "U1": 1e3, "U2": 1e3}
+MOMENTUM = 0.9                    # U1's SGD
+ADAM_LR = 1e-3                    # U2's Adam (betas, eps: the defaults)
 
 
 # ----------------------------------------------------------------------------- shared inputs
@@ -101,6 +113,12 @@ def mlp_arrays(sizes: tuple[int, ...], batch: int, n_batches: int = N_BATCHES,
     batches = [(rng.standard_normal((batch, sizes[0])).astype(np.float32),
                 rng.integers(0, sizes[-1], batch).astype(np.int64)) for _ in range(n_batches)]
     return params, batches
+
+
+def update_arrays(shape: tuple[int, ...], seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """A parameter and its gradient (standard normal, float32) for the optimizer workloads U1, U2."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- chains
@@ -294,6 +312,48 @@ def _mlp_autograd(params: list[np.ndarray], batches: list, sizes: tuple[int, ...
     return step
 
 
+# ----------------------------------------------------------------------------- optimizer steps (U1, U2)
+# The gradient is set once; each unit is one optimizer step, and returns the parameter's first element.
+
+def _update_gpugrad(p0: np.ndarray, g0: np.ndarray, optimizer: str) -> Callable[[], Any]:
+    p = gg.tensor(p0, requires_grad=True)
+    p.grad = gg.tensor(g0)
+    opt = (gg.optim.SGD([p], lr=LR, momentum=MOMENTUM) if optimizer == "sgd"
+           else gg.optim.Adam([p], lr=ADAM_LR))
+
+    def step() -> Any:
+        opt.step()
+        return p.data[0, 0]
+
+    step.grads = lambda: [p.grad.data]             # type: ignore[attr-defined]
+    step.params = lambda: [p.data]                 # type: ignore[attr-defined]
+    return step
+
+
+def _update_torch(p0: np.ndarray, g0: np.ndarray, optimizer: str) -> Callable[[], Any]:
+    import torch  # noqa: PLC0415 - optional peer
+
+    p = torch.tensor(p0, requires_grad=True)
+    p.grad = torch.tensor(g0)
+    opt = (torch.optim.SGD([p], lr=LR, momentum=MOMENTUM) if optimizer == "sgd"
+           else torch.optim.Adam([p], lr=ADAM_LR))
+    data = p.detach()
+
+    def step() -> Any:
+        opt.step()
+        return data[0, 0]
+
+    step.grads = lambda: [p.grad.numpy()]          # type: ignore[attr-defined]
+    step.params = lambda: [data.numpy()]           # type: ignore[attr-defined]
+    return step
+
+
+def _update_floor(p0: np.ndarray, g0: np.ndarray, optimizer: str) -> Callable[[], Any]:
+    if optimizer == "sgd":
+        return floor.sgd_momentum_step(p0, g0, lr=LR, momentum=MOMENTUM)
+    return floor.adam_step(p0, g0, lr=ADAM_LR)
+
+
 # ----------------------------------------------------------------------------- public entry points
 
 @dataclass(frozen=True)
@@ -316,10 +376,14 @@ def _jax_mlp(params: list, batches: list, sizes: tuple[int, ...], **kw: Any) -> 
 
 
 RUNNERS: dict[str, Runner] = {
-    "gpugrad": Runner("gpugrad", None, {"chain": _chain_gpugrad, "mlp": _mlp_gpugrad}),
-    "torch": Runner("PyTorch", "torch", {"chain": _chain_torch, "mlp": _mlp_torch}, note="eager"),
-    "autograd": Runner("HIPS autograd", "autograd", {"chain": _chain_autograd, "mlp": _mlp_autograd}),
-    "floor": Runner("NumPy floor", None, {"chain": floor.chain_step, "mlp": _floor_mlp},
+    "gpugrad": Runner("gpugrad", None,
+                      {"chain": _chain_gpugrad, "mlp": _mlp_gpugrad, "update": _update_gpugrad}),
+    "torch": Runner("PyTorch", "torch", {"chain": _chain_torch, "mlp": _mlp_torch, "update": _update_torch},
+                    note="eager"),
+    "autograd": Runner("HIPS autograd", "autograd", {"chain": _chain_autograd, "mlp": _mlp_autograd},
+                       note="no optimizer of its own"),
+    "floor": Runner("NumPy floor", None,
+                    {"chain": floor.chain_step, "mlp": _floor_mlp, "update": _update_floor},
                     note="hand-written NumPy, no tape (benchmarks/floor.py)"),
     "jax-jit": Runner("jax.jit", "jax", {"mlp": _jax_mlp},
                       {"mlp": lambda *a: _jax_mlp(*a, keep_grads=True)},
@@ -360,6 +424,8 @@ def make_step(lib: str, wid: str, *, checking: bool = False) -> Callable[[], Any
     builder = (runner.checking if checking else {}).get(spec["kind"]) or runner.builders[spec["kind"]]
     if spec["kind"] == "chain":
         return builder(*chain_arrays(spec["n_ops"]), spec["n_ops"])
+    if spec["kind"] == "update":
+        return builder(*update_arrays(spec["shape"]), spec["optimizer"])
     params, batches = mlp_arrays(spec["sizes"], spec["batch"])
     return builder(params, batches, spec["sizes"])
 
