@@ -61,6 +61,17 @@ class Scratch:
         return views
 
 
+def _signed_l2(xp: Any, param: Any, grad: Any, out: Any, weight_decay: float, maximize: bool) -> Any:
+    """The gradient an update follows, ``(-)grad + wd * param``: ``grad`` itself, or written into ``out``."""
+    if weight_decay != 0:                                # L2 penalty; (-g) + x is x - g, bit for bit
+        xp.multiply(param, weight_decay, out=out)
+        (xp.subtract if maximize else xp.add)(out, grad, out=out)
+        return out
+    if maximize:
+        return xp.negative(grad, out=out)
+    return grad
+
+
 def sgd_update(xp: Any, param: Any, grad: Any, buf: Any, *, lr: float, momentum: float, dampening: float,
                weight_decay: float, nesterov: bool, maximize: bool, first_step: bool,
                scratch: Scratch | None = None) -> None:
@@ -73,14 +84,7 @@ def sgd_update(xp: Any, param: Any, grad: Any, buf: Any, *, lr: float, momentum:
     # d_p and mu * b_t are alive together only for Nesterov on a gradient already changed
     work = (scratch or Scratch()).take(xp, param, 2 if nesterov and (maximize or weight_decay != 0) else 1)
     s = work[0]
-    d_p = grad
-    if weight_decay != 0:                                # L2 penalty: d_p = (-)g + wd * p
-        xp.multiply(param, weight_decay, out=s)
-        (xp.subtract if maximize else xp.add)(s, grad, out=s)
-        d_p = s
-    elif maximize:
-        xp.negative(grad, out=s)
-        d_p = s
+    d_p = _signed_l2(xp, param, grad, s, weight_decay, maximize)
     if momentum != 0:
         if first_step:
             xp.copyto(buf, d_p)                          # b_1 = g
@@ -112,14 +116,7 @@ def adam_update(xp: Any, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, m
     Scratch when None), bit for bit the same as the formulas written out with temporaries.
     """
     a, b = (scratch or Scratch()).take(xp, param, 2)[:2]
-    g = grad
-    if weight_decay != 0 and not decoupled_weight_decay:     # Adam: L2 penalty g = (-)grad + wd * p
-        xp.multiply(param, weight_decay, out=a)
-        (xp.subtract if maximize else xp.add)(a, grad, out=a)
-        g = a
-    elif maximize:
-        xp.negative(grad, out=a)
-        g = a
+    g = _signed_l2(xp, param, grad, a, 0 if decoupled_weight_decay else weight_decay, maximize)
     if weight_decay != 0 and decoupled_weight_decay:
         xp.multiply(param, 1 - lr * weight_decay, out=param)     # AdamW: p *= 1 - lr * wd
     # m_t = beta1 * m + (1 - beta1) * g, evaluated as torch's lerp(m, g, w = 1 - beta1)
