@@ -1,15 +1,17 @@
-"""pytest-benchmark suite for the CPU workloads B1-B4, one benchmark per workload and library.
+"""pytest-benchmark suite for the CPU workloads B1-B4, one benchmark per workload and runner.
 
     python -m pytest benchmarks/bench_workloads.py --benchmark-only --benchmark-enable
     python -m pytest benchmarks/bench_workloads.py --benchmark-only --benchmark-enable -k B3
 
 (``--benchmark-enable`` because pyproject.toml's addopts carry ``--benchmark-disable``.) The
-workloads are benchmarks/workloads.py's: the same inputs and initial weights for gpugrad,
-PyTorch and HIPS autograd, float32, 2 threads (see ``workloads.configure_threads``). Each
-workload is one pytest-benchmark group ("B1" ... "B4"), so the libraries print side by side;
-a library that is not installed is skipped. ``extra_info`` holds the median in the
-workload's own unit (us per op for B1, ms per step for B2, ...). For the interleaved
-comparison with ratios and targets, and for B5 (memory), run ``python -m benchmarks.compare``.
+workloads are benchmarks/workloads.py's: the same inputs and initial weights for every
+runner (gpugrad, PyTorch, HIPS autograd, the NumPy floor, jax.jit), float32, 2 threads (see
+benchmarks/machine.py). Each workload is one pytest-benchmark group ("B1" ... "B4"), so the
+runners print side by side; one that is not installed, or has no such workload, is skipped.
+``extra_info`` holds the median in the workload's own unit (us per op for B1, ms per step for
+B2, ...). All of them run in this one pytest process, one after the other, so a runner's
+threads and garbage can slow the next one: for figures to compare (each workload of each
+runner in its own process, ratios, targets, B5), run ``python -m benchmarks.compare``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 
 import pytest
 
+from benchmarks import machine
 from benchmarks import workloads as wl
 
 _configured: dict = {}
@@ -29,7 +32,7 @@ def threads() -> dict:
     if not _configured:
         if wl.available("torch"):
             import torch  # noqa: F401, PLC0415 - loaded before threadpoolctl's limits
-        _configured.update(wl.configure_threads(wl.THREADS))
+        _configured.update(machine.configure_threads(machine.THREADS))
     return _configured
 
 
@@ -47,6 +50,8 @@ def _record(benchmark, wid: str) -> None:
 def test_workload(benchmark, threads, wid: str, lib: str) -> None:
     if not wl.available(lib):
         pytest.skip(f"{wl.LIBRARY_NAMES[lib]} is not installed")
+    if not wl.runs(lib, wid):
+        pytest.skip(f"{wl.LIBRARY_NAMES[lib]} has no {wid} ({wl.RUNNERS[lib].note})")
     benchmark.group = wid
     benchmark.name = f"{wid}-{lib}"
     step = wl.make_step(lib, wid)

@@ -1,12 +1,23 @@
-"""The CPU benchmark workloads B1-B5, written once for each library: gpugrad, PyTorch, HIPS autograd.
+"""The CPU benchmark workloads B1-B5, written once for each runner (a library, or a variant of one).
 
     B1  chain of 300 add/mul/tanh ops on a (4, 4) tensor, forward + backward     us per op
     B2  MLP 784-512-512-10, ReLU, cross-entropy, SGD, batch 128, one step        ms per step
-    B3  MLP 64-64-64-10, same step, batch 32                                     us per step
+    B3  MLP 64-64-64-10, same step, batch 32 (the "tiny MLP")                    us per step
     B4  chain of 20,000 add/mul/tanh ops on a (4, 4) tensor, forward + backward  ms
     B5  1,000 B3 steps in a fresh process: peak RSS and RSS growth (step 100 -> 1000)
+    U1  the optimizer alone: one SGD step (momentum 0.9) on a 4096x4096 float32 weight  ms per step
+    U2  the optimizer alone: one Adam step on a 4096x4096 float32 weight               ms per step
 
-Every library gets the same inputs, made by NumPy from one seed, all float32 (labels int64):
+B1-B5 run by default; U1 and U2 when asked for (they measure the update rules against the floor:
+``p - lr * g`` into a fresh array costs its page faults on every step).
+
+The runners (``RUNNERS``, one column each in benchmarks/compare.py): gpugrad, PyTorch, HIPS
+autograd, the hand-written NumPy floor (benchmarks/floor.py: the same arithmetic with no tape)
+and jax.jit (benchmarks/jax_jit.py: the MLP steps compiled, the peer for gg.jit). A runner
+names the module it needs and a builder per workload kind it runs; a new variant (gg.jit) is
+one more entry.
+
+Every runner gets the same inputs, made by NumPy from one seed, all float32 (labels int64):
 
 * Chains (B1, B4): ``y = x``, then ``n_ops // 3`` times ``y = y + a; y = y * m; y = tanh(y)``,
   then the sum's gradient with respect to ``x``. B1 uses the existing overhead benchmark's
@@ -15,53 +26,44 @@ Every library gets the same inputs, made by NumPy from one seed, all float32 (la
   gradient is still a normal float32 (between about 1e-9 and 5e-3): ``a = m = c`` would drive it
   into subnormals, then zero, which would both skew the timing and leave nothing to check.
 * MLPs (B2, B3): weights and biases drawn once from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's
-  default Linear init) with ``np.random.default_rng(SEED)``, copied into each library's model;
+  default Linear init) with ``np.random.default_rng(SEED)``, copied into each runner's model;
   ``N_BATCHES`` batches (standard-normal inputs, uniform labels in 0..9) converted to each
-  library's tensors up front and used in turn. A training step is forward, cross-entropy
+  runner's arrays up front and used in turn. A training step is forward, cross-entropy
   (mean), zero_grad, backward and a plain SGD update (lr 0.01, no momentum): gg.nn.MLP +
   gg.nn.functional.cross_entropy + gg.optim.SGD; torch.nn.Sequential of Linear/ReLU +
   torch.nn.functional.cross_entropy + torch.optim.SGD; HIPS autograd on a hand-written MLP
   (``h @ W.T + b``, ``np.maximum(h, 0)``, a log-sum-exp primitive with a softmax VJP, as
   autograd.scipy.special.logsumexp has) with ``value_and_grad`` and an in-place update
-  ``p -= lr * g``. All three start from the same weights and see the same batches.
+  ``p -= lr * g``. All start from the same weights and see the same batches.
 
-"2 threads" (``configure_threads``): ``torch.set_num_threads(2)``; for NumPy's BLAS (which both
-gpugrad and HIPS autograd run on) ``threadpoolctl.threadpool_limits(2, user_api="blas")`` when
-threadpoolctl is installed, else NumPy's default (one thread per core: 2 on the project's
-machine). Elementwise NumPy ufuncs are single-threaded anyway. Nothing here touches
-OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE; ``blas_info`` reports which OpenBLAS kernel runs.
+Threads: see benchmarks/machine.py (2 for PyTorch and NumPy's BLAS by default).
 
 ``make_step(lib, wid)`` returns a zero-argument callable that runs one unit of a workload (one
-chain forward + backward, or one training step) and returns the loss as the library's scalar;
+chain forward + backward, or one training step) and returns the loss as the runner's scalar;
 ``one_step(lib, wid)`` runs one unit from the initial state and returns NumPy arrays (loss,
-gradients, parameters after the update) for checking the libraries against each other.
-``python -m benchmarks.workloads b5 LIB [--steps N]`` is B5's child process (prints JSON).
+gradients, parameters after the update) for checking the runners against each other.
+``b5_run`` is B5, run by ``python -m benchmarks.runner B5 LIB`` in a process of its own.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import os
 import resource
-import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 import gpugrad as gg
+from benchmarks import floor, jax_jit
 from benchmarks.compare_overhead import input_arrays as _b1_arrays
 
 SEED = 20261128
-THREADS = 2
 LR = 0.01
 N_BATCHES = 4                     # distinct batches per MLP workload, used in turn
-
-LIBRARIES = ("gpugrad", "torch", "autograd")
-LIBRARY_NAMES = {"gpugrad": "gpugrad", "torch": "PyTorch", "autograd": "HIPS autograd"}
 
 # id -> (kind, parameters, description, unit of the reported number)
 WORKLOADS: dict[str, dict[str, Any]] = {
@@ -73,53 +75,16 @@ WORKLOADS: dict[str, dict[str, Any]] = {
            "desc": "MLP 64-64-64-10, ReLU, CE, SGD, batch 32", "metric": "us per step"},
     "B4": {"kind": "chain", "n_ops": 20_000,
            "desc": "chain of 20,000 add/mul/tanh ops, (4, 4), fwd + bwd", "metric": "ms per chain"},
+    "U1": {"kind": "update", "optimizer": "sgd", "shape": (4096, 4096),
+           "desc": "optimizer alone: SGD step, momentum 0.9, on a 4096x4096 weight", "metric": "ms per step"},
+    "U2": {"kind": "update", "optimizer": "adam", "shape": (4096, 4096),
+           "desc": "optimizer alone: Adam step on a 4096x4096 weight", "metric": "ms per step"},
 }
+DEFAULT_WORKLOADS = ("B1", "B2", "B3", "B4")     # U1, U2 when asked for (compare --only U1 U2)
 # seconds per unit -> the number reported in the metric's unit
-SCALE = {"B1": 1e6 / 300, "B2": 1e3, "B3": 1e6, "B4": 1e3}
-
-
-def available(lib: str) -> bool:
-    """Whether ``lib`` can run here (gpugrad always can)."""
-    if lib == "gpugrad":
-        return True
-    if lib not in LIBRARIES:
-        raise ValueError(f"unknown library {lib!r}; expected one of {LIBRARIES}")
-    return importlib.util.find_spec(lib) is not None
-
-
-# ----------------------------------------------------------------------------- threads and BLAS
-
-_limits: Any = None               # keeps threadpoolctl's limiter alive
-
-
-def configure_threads(n: int = THREADS, *, torch: bool = True) -> dict[str, Any]:
-    """Run PyTorch (if installed and ``torch``) and NumPy's BLAS on ``n`` threads; returns what was done."""
-    global _limits
-    info: dict[str, Any] = {"threads": n}
-    if torch and available("torch"):
-        import torch as _torch  # noqa: PLC0415 - optional peer
-
-        _torch.set_num_threads(n)
-        info["torch_threads"] = _torch.get_num_threads()
-    try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415 - optional
-    except ImportError:
-        info["numpy_blas"] = "threadpoolctl not installed: NumPy's default BLAS threads"
-    else:
-        _limits = threadpool_limits(limits=n, user_api="blas")
-        info["numpy_blas"] = f"threadpoolctl: BLAS limited to {n} threads"
-    info["blas"] = blas_info()
-    return info
-
-
-def blas_info() -> list[dict[str, Any]]:
-    """The BLAS libraries loaded in this process (threadpoolctl's view), or [] without it."""
-    try:
-        from threadpoolctl import threadpool_info  # noqa: PLC0415 - optional
-    except ImportError:
-        return []
-    keep = ("internal_api", "version", "architecture", "num_threads", "prefix")
-    return [{k: d.get(k) for k in keep} for d in threadpool_info() if d.get("user_api") == "blas"]
+SCALE = {"B1": 1e6 / 300, "B2": 1e3, "B3": 1e6, "B4": 1e3, "U1": 1e3, "U2": 1e3}
+MOMENTUM = 0.9                    # U1's SGD
+ADAM_LR = 1e-3                    # U2's Adam (betas, eps: the defaults)
 
 
 # ----------------------------------------------------------------------------- shared inputs
@@ -148,6 +113,12 @@ def mlp_arrays(sizes: tuple[int, ...], batch: int, n_batches: int = N_BATCHES,
     batches = [(rng.standard_normal((batch, sizes[0])).astype(np.float32),
                 rng.integers(0, sizes[-1], batch).astype(np.int64)) for _ in range(n_batches)]
     return params, batches
+
+
+def update_arrays(shape: tuple[int, ...], seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """A parameter and its gradient (standard normal, float32) for the optimizer workloads U1, U2."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- chains
@@ -341,25 +312,120 @@ def _mlp_autograd(params: list[np.ndarray], batches: list, sizes: tuple[int, ...
     return step
 
 
+# ----------------------------------------------------------------------------- optimizer steps (U1, U2)
+# The gradient is set once; each unit is one optimizer step, and returns the parameter's first element.
+
+def _update_gpugrad(p0: np.ndarray, g0: np.ndarray, optimizer: str) -> Callable[[], Any]:
+    p = gg.tensor(p0, requires_grad=True)
+    p.grad = gg.tensor(g0)
+    opt = (gg.optim.SGD([p], lr=LR, momentum=MOMENTUM) if optimizer == "sgd"
+           else gg.optim.Adam([p], lr=ADAM_LR))
+
+    def step() -> Any:
+        opt.step()
+        return p.data[0, 0]
+
+    step.grads = lambda: [p.grad.data]             # type: ignore[attr-defined]
+    step.params = lambda: [p.data]                 # type: ignore[attr-defined]
+    return step
+
+
+def _update_torch(p0: np.ndarray, g0: np.ndarray, optimizer: str) -> Callable[[], Any]:
+    import torch  # noqa: PLC0415 - optional peer
+
+    p = torch.tensor(p0, requires_grad=True)
+    p.grad = torch.tensor(g0)
+    opt = (torch.optim.SGD([p], lr=LR, momentum=MOMENTUM) if optimizer == "sgd"
+           else torch.optim.Adam([p], lr=ADAM_LR))
+    data = p.detach()
+
+    def step() -> Any:
+        opt.step()
+        return data[0, 0]
+
+    step.grads = lambda: [p.grad.numpy()]          # type: ignore[attr-defined]
+    step.params = lambda: [data.numpy()]           # type: ignore[attr-defined]
+    return step
+
+
+def _update_floor(p0: np.ndarray, g0: np.ndarray, optimizer: str) -> Callable[[], Any]:
+    if optimizer == "sgd":
+        return floor.sgd_momentum_step(p0, g0, lr=LR, momentum=MOMENTUM)
+    return floor.adam_step(p0, g0, lr=ADAM_LR)
+
+
 # ----------------------------------------------------------------------------- public entry points
 
-_BUILDERS = {
-    ("chain", "gpugrad"): _chain_gpugrad, ("chain", "torch"): _chain_torch,
-    ("chain", "autograd"): _chain_autograd,
-    ("mlp", "gpugrad"): _mlp_gpugrad, ("mlp", "torch"): _mlp_torch, ("mlp", "autograd"): _mlp_autograd,
+@dataclass(frozen=True)
+class Runner:
+    """One column of the comparison: a library, or a variant of one (compiled), running the workloads."""
+
+    label: str                                    # the column title
+    module: str | None                            # the module it needs; None: NumPy alone
+    builders: dict[str, Callable[..., Callable[[], Any]]]    # workload kind -> builder
+    checking: dict[str, Callable[..., Callable[[], Any]]] = field(default_factory=dict)  # for one_step
+    note: str = ""                                # what the column is, for the report
+
+
+def _floor_mlp(params: list, batches: list, sizes: tuple[int, ...]) -> Callable[[], Any]:
+    return floor.mlp_step(params, batches, sizes, LR)
+
+
+def _jax_mlp(params: list, batches: list, sizes: tuple[int, ...], **kw: Any) -> Callable[[], Any]:
+    return jax_jit.mlp_step(params, batches, sizes, LR, **kw)
+
+
+RUNNERS: dict[str, Runner] = {
+    "gpugrad": Runner("gpugrad", None,
+                      {"chain": _chain_gpugrad, "mlp": _mlp_gpugrad, "update": _update_gpugrad}),
+    "torch": Runner("PyTorch", "torch", {"chain": _chain_torch, "mlp": _mlp_torch, "update": _update_torch},
+                    note="eager"),
+    "autograd": Runner("HIPS autograd", "autograd", {"chain": _chain_autograd, "mlp": _mlp_autograd},
+                       note="no optimizer of its own"),
+    "floor": Runner("NumPy floor", None,
+                    {"chain": floor.chain_step, "mlp": _floor_mlp, "update": _update_floor},
+                    note="hand-written NumPy, no tape (benchmarks/floor.py)"),
+    "jax-jit": Runner("jax.jit", "jax", {"mlp": _jax_mlp},
+                      {"mlp": lambda *a: _jax_mlp(*a, keep_grads=True)},
+                      note="the MLP step as one compiled program (benchmarks/jax_jit.py)"),
 }
+LIBRARIES = tuple(RUNNERS)
+LIBRARY_NAMES = {name: r.label for name, r in RUNNERS.items()}
 
 
-def make_step(lib: str, wid: str) -> Callable[[], Any]:
-    """A fresh zero-argument callable running one unit of workload ``wid`` (B1-B4) in ``lib``.
+def available(lib: str) -> bool:
+    """Whether runner ``lib`` can run here (its module is installed)."""
+    if lib not in RUNNERS:
+        raise ValueError(f"unknown runner {lib!r}; expected one of {', '.join(RUNNERS)}")
+    module = RUNNERS[lib].module
+    return module is None or importlib.util.find_spec(module) is not None
 
-    It returns the loss (the library's own scalar type). It also carries ``grads()`` and
-    ``params()``, NumPy views of the last step's gradients and the current parameters.
+
+def runs(lib: str, wid: str) -> bool:
+    """Whether runner ``lib`` has workload ``wid`` (B1-B5; B5 is B3's step)."""
+    if wid not in WORKLOADS and wid != "B5":
+        raise ValueError(f"unknown workload {wid!r}; expected one of {', '.join(WORKLOADS)}, B5")
+    kind = WORKLOADS["B3" if wid == "B5" else wid]["kind"]
+    return kind in RUNNERS[lib].builders
+
+
+def make_step(lib: str, wid: str, *, checking: bool = False) -> Callable[[], Any]:
+    """A fresh zero-argument callable running one unit of workload ``wid`` (B1-B4) in runner ``lib``.
+
+    It returns the loss (the runner's own scalar type). It also carries ``grads()`` and
+    ``params()``, NumPy views of the last step's gradients and the current parameters
+    (``checking``: a runner that would otherwise not keep its gradients, jax.jit, keeps them).
     """
+    if not runs(lib, wid):
+        raise ValueError(f"runner {lib!r} has no workload {wid}: it runs "
+                         f"{', '.join(w for w in WORKLOADS if runs(lib, w))}")
     spec = WORKLOADS[wid]
-    builder = _BUILDERS[(spec["kind"], lib)]
+    runner = RUNNERS[lib]
+    builder = (runner.checking if checking else {}).get(spec["kind"]) or runner.builders[spec["kind"]]
     if spec["kind"] == "chain":
         return builder(*chain_arrays(spec["n_ops"]), spec["n_ops"])
+    if spec["kind"] == "update":
+        return builder(*update_arrays(spec["shape"]), spec["optimizer"])
     params, batches = mlp_arrays(spec["sizes"], spec["batch"])
     return builder(params, batches, spec["sizes"])
 
@@ -371,7 +437,7 @@ def to_float(loss: Any) -> float:
 
 def one_step(lib: str, wid: str) -> dict[str, Any]:
     """One unit of ``wid`` in ``lib`` from the initial state: loss, gradients and parameters after it."""
-    step = make_step(lib, wid)
+    step = make_step(lib, wid, checking=True)
     loss = to_float(step())
     return {"loss": loss,
             "grads": [np.array(g, copy=True) for g in step.grads()],      # type: ignore[attr-defined]
@@ -402,9 +468,9 @@ def _vm_hwm_bytes() -> int | None:
 
 
 def b5_run(lib: str, steps: int = B5_STEPS, start: int = B5_FROM) -> dict[str, Any]:
-    """``steps`` B3 training steps; peak RSS and the RSS growth from step ``start`` to the end.
+    """``steps`` B3 training steps in runner ``lib``; peak RSS and the RSS growth from step ``start`` on.
 
-    Meant to run in a process of its own (``python -m benchmarks.workloads b5 LIB``), so the
+    Meant to run in a process of its own (``python -m benchmarks.runner B5 LIB``), so the
     peak belongs to one library; in-process it still measures growth, but the peak is the
     whole process's. ``peak_rss_mib`` is VmHWM (/proc/self/status), the peak of this process's
     own address space. ``getrusage_maxrss_mib`` is resource.getrusage's ru_maxrss, which Linux
@@ -440,27 +506,3 @@ def b5_run(lib: str, steps: int = B5_STEPS, start: int = B5_FROM) -> dict[str, A
         "us_per_step": elapsed / steps * 1e6,
         "final_loss": to_float(loss),
     }
-
-
-def _main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="B5 child: peak RSS and RSS growth over B3 steps")
-    parser.add_argument("what", choices=["b5"])
-    parser.add_argument("lib", choices=LIBRARIES)
-    parser.add_argument("--steps", type=int, default=B5_STEPS)
-    parser.add_argument("--start", type=int, default=B5_FROM)
-    parser.add_argument("--threads", type=int, default=THREADS)
-    args = parser.parse_args(argv)
-    if not available(args.lib):
-        print(json.dumps({"lib": args.lib, "error": "not installed"}))
-        return
-    if args.lib == "torch":
-        import torch  # noqa: F401, PLC0415 - loaded before the limits so its threads are set too
-    configure_threads(args.threads, torch=args.lib == "torch")
-    if args.lib == "autograd":
-        import autograd  # noqa: F401, PLC0415 - imported before the first RSS reading
-    json.dump(b5_run(args.lib, args.steps, args.start), sys.stdout)
-    print()
-
-
-if __name__ == "__main__":
-    _main()

@@ -1,9 +1,11 @@
-"""The overhead benchmark computes what it claims to (no timing is asserted anywhere)."""
+"""The benchmarks compute what they claim to, and the harness runs (no timing is asserted anywhere)."""
+
+import json
 
 import numpy as np
 import pytest
 
-from benchmarks import compare, workloads
+from benchmarks import compare, machine, runner, workloads
 from benchmarks.compare_overhead import (
     N_OPS,
     format_table,
@@ -72,6 +74,15 @@ def _assert_same_step(actual: dict, expected: dict, what: str) -> None:
                                        err_msg=f"{what}: {key}[{i}]")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def small_updates():
+    """U1 and U2 on a (48, 40) weight here: the same code as 4096x4096, without 64 MiB arrays in the tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        for wid in ("U1", "U2"):
+            mp.setitem(workloads.WORKLOADS[wid], "shape", (48, 40))
+        yield
+
+
 @pytest.fixture(scope="module")
 def gpugrad_steps() -> dict:
     return {wid: workloads.one_step("gpugrad", wid) for wid in workloads.WORKLOADS}
@@ -86,8 +97,38 @@ def test_workload_matches_torch(wid, gpugrad_steps):
 @pytest.mark.parametrize("wid", list(workloads.WORKLOADS))
 def test_workload_matches_hips_autograd(wid, gpugrad_steps):
     pytest.importorskip("autograd")
+    if not workloads.runs("autograd", wid):
+        pytest.skip(f"HIPS autograd has no {wid} ({workloads.RUNNERS['autograd'].note})")
     _assert_same_step(gpugrad_steps[wid], workloads.one_step("autograd", wid),
                       f"{wid} gpugrad vs HIPS autograd")
+
+
+@pytest.mark.parametrize("wid", list(workloads.WORKLOADS))
+def test_numpy_floor_computes_the_same_step(wid, gpugrad_steps):
+    """The floor is the same arithmetic written by hand: same loss, gradients and updated parameters."""
+    _assert_same_step(gpugrad_steps[wid], workloads.one_step("floor", wid), f"{wid} gpugrad vs NumPy floor")
+
+
+@pytest.mark.parametrize("wid", ["B2", "B3"])
+def test_jax_jit_computes_the_same_step(wid, gpugrad_steps):
+    pytest.importorskip("jax")
+    _assert_same_step(gpugrad_steps[wid], workloads.one_step("jax-jit", wid), f"{wid} gpugrad vs jax.jit")
+    step = workloads.make_step("jax-jit", wid)          # the timed step keeps no gradients, and says so
+    step()
+    with pytest.raises(RuntimeError, match="keep_grads"):
+        step.grads()
+
+
+def test_runners_say_what_they_run():
+    assert workloads.LIBRARIES == ("gpugrad", "torch", "autograd", "floor", "jax-jit")
+    assert [w for w in workloads.WORKLOADS if workloads.runs("jax-jit", w)] == ["B2", "B3"]
+    assert workloads.runs("floor", "B5") and not workloads.runs("jax-jit", "B4")
+    with pytest.raises(ValueError, match="has no workload B1"):
+        workloads.make_step("jax-jit", "B1")
+    with pytest.raises(ValueError, match="unknown runner"):
+        workloads.available("tensorflow")
+    with pytest.raises(ValueError, match="unknown workload"):
+        workloads.runs("gpugrad", "B9")
 
 
 def _numpy_chain_grad(x: np.ndarray, a: np.ndarray, m: np.ndarray, n_ops: int) -> np.ndarray:
@@ -132,35 +173,122 @@ def test_b5_run_in_process():
         workloads.b5_run("gpugrad", steps=5, start=5)
 
 
-def test_compare_measure_and_table_gpugrad_only():
-    timings = compare.measure(rounds=1, target_s=0.0, workloads=("B1", "B3"), libs=["gpugrad"])
-    assert set(timings) == {"B1", "B3"} and timings["B3"]["gpugrad"]["median"] > 0
+def test_runner_times_in_process_and_prints_json(capsys):
+    result = runner.main(["B1", "floor", "--samples", "2", "--target-s", "0"])
+    assert json.loads(capsys.readouterr().out.strip()) == result
+    assert result["workload"] == "B1" and result["lib"] == "floor" and result["reps"] == 1
+    assert len(result["samples"]) == 2 and result["median"] > 0 and result["threads"]["threads"] == 2
+    assert result["first_loss"] == pytest.approx(workloads.one_step("gpugrad", "B1")["loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="samples"):
+        runner.time_workload("floor", "B1", samples=0)
+
+
+def test_runner_refuses_what_it_cannot_run(capsys, monkeypatch):
+    with pytest.raises(SystemExit):
+        runner.main(["B4", "jax-jit"])
+    assert "jax.jit has no B4: it runs B2, B3" in capsys.readouterr().err
+    monkeypatch.setattr(workloads, "available", lambda lib: lib != "torch")
+    with pytest.raises(SystemExit):
+        runner.main(["B3", "torch"])
+    assert "needs 'torch', which is not installed" in capsys.readouterr().err
+
+
+def test_compare_measures_each_runner_in_its_own_process():
+    # one process per (workload, runner) and round (the rotation is tested below, without processes)
+    timings = compare.measure(1, samples=2, target_s=0.0, workloads=("B3",), libs=["gpugrad", "floor"])
+    assert set(timings) == {"B3"} and set(timings["B3"]) == {"gpugrad", "floor"}
+    entry = timings["B3"]["gpugrad"]
+    assert len(entry["processes"]) == 1 and entry["median"] > 0 and entry["reps"] == [1]
+    load = entry["load"][0]
+    assert entry["threads"]["threads"] == 2 and (load is None or 0 <= load <= 1)
+    assert entry["loss"] == pytest.approx(timings["B3"]["floor"]["loss"], rel=1e-5)
     table = compare.format_table(timings)
     lines = table.splitlines()
-    assert lines[0] == compare.HEADER and len(lines) == 4
-    assert lines[2].startswith("| B1 |") and lines[2].endswith("| n/a | n/a | n/a | <= 0.8 | n/a |")
-    assert "B1 n/a" in compare.beats_autograd(timings, None)
+    assert lines[0] == compare.HEADER and len(lines) == 3
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    g, f = entry["median"], timings["B3"]["floor"]["median"]
+    assert cells[:3] == ["B3", workloads.WORKLOADS["B3"]["desc"], "us per step"]
+    assert cells[3:10] == [f"{g:.0f}", "n/a", "n/a", f"{f:.0f}", "n/a", "n/a", f"{g / f:.2f}"]
+    assert cells[10:] == ["<= 0.8", "n/a"]
+    assert "B3 n/a" in compare.beats_autograd(timings, None)
+    with pytest.raises(RuntimeError, match="(?s)benchmarks.runner B9 gpugrad.*invalid choice"):
+        compare.run_child(["B9", "gpugrad"])
+
+
+def test_compare_rotates_the_order_and_takes_the_median_over_processes(monkeypatch):
+    calls = []
+
+    def fake_child(args, threads):
+        wid, lib = args[:2]
+        calls.append((wid, lib))
+        n = sum(1 for c in calls if c == (wid, lib))
+        return {"median": {1: 5.0, 2: 1.0, 3: 3.0}[n], "reps": n, "first_loss": 2.0, "load": None,
+                "threads": {}}
+
+    monkeypatch.setattr(compare, "run_child", fake_child)
+    timings = compare.measure(3, workloads=("B1", "B2"), libs=["gpugrad", "floor", "jax-jit"])
+    # jax.jit has no B1; each round starts one runner later, and a process never holds two runners
+    g, f, j = "gpugrad", "floor", "jax-jit"
+    assert calls == [("B1", g), ("B1", f), ("B2", g), ("B2", f), ("B2", j),
+                     ("B1", f), ("B1", g), ("B2", f), ("B2", j), ("B2", g),
+                     ("B1", g), ("B1", f), ("B2", j), ("B2", g), ("B2", f)]
+    assert set(timings["B1"]) == {"gpugrad", "floor"}
+    assert timings["B2"][j]["processes"] == [5.0, 1.0, 3.0] and timings["B2"][j]["median"] == 3.0
+    assert timings["B2"]["jax-jit"]["reps"] == [1, 2, 3]
+    with pytest.raises(ValueError, match="processes"):
+        compare.measure(0)
+
+
+def test_compare_checks_that_every_process_computed_the_same_loss():
+    runs = {"B3": {"gpugrad": [{"first_loss": 2.0}], "floor": [{"first_loss": 2.0}, {"first_loss": 2.5}]}}
+    with pytest.raises(RuntimeError, match="B3: NumPy floor's first loss 2.5 differs from gpugrad's 2.0"):
+        compare._check_losses(runs)
+    runs["B3"]["floor"].pop()
+    compare._check_losses(runs)
 
 
 def test_compare_table_ratios_and_b5_rows():
-    timings = {"B2": {"gpugrad": {"median": 5.0}, "torch": {"median": 4.0}, "autograd": {"median": 10.0}}}
+    assert compare.HEADER == ("| id | workload | metric | gpugrad | PyTorch | HIPS autograd | NumPy floor "
+                              "| jax.jit | gpugrad/PyTorch | gpugrad/floor | target | met? |")
+    timings = {"B2": {"gpugrad": {"median": 5.0}, "torch": {"median": 4.0}, "autograd": {"median": 10.0},
+                      "floor": {"median": 2.0}, "jax-jit": {"median": 3.0}}}
     b5 = {"gpugrad": {"steps": 1000, "start": 100, "peak_rss_mib": 40.0, "growth_mib": 0.5},
           "torch": {"steps": 1000, "start": 100, "peak_rss_mib": 300.0, "growth_mib": 0.0},
           "autograd": {"error": "not installed"}}
     rows = compare.table_rows(timings, b5)
-    assert rows[0].endswith("| 5.00 | 4.00 | 10.00 | 1.25 | <= 1.1 | no |")
-    assert rows[1] == ("| B5 | 1000 B3 steps, own process | peak RSS, MiB | 40.0 | 300.0 | n/a | 0.13 "
-                       "| - | - |")
-    assert rows[2].endswith("| +0.50 | +0.00 | n/a | - | no growth (<= 1) | yes |")
+    assert rows[0].endswith("| 5.00 | 4.00 | 10.00 | 2.00 | 3.00 | 1.25 | 2.50 | <= 1.1 | no |")
+    assert rows[1] == ("| B5 | 1000 B3 steps, own process | peak RSS, MiB | 40.0 | 300.0 | n/a | n/a | n/a "
+                       "| 0.13 | n/a | - | - |")
+    assert rows[2].endswith("| +0.50 | +0.00 | n/a | n/a | n/a | - | - | no growth (<= 1) | yes |")
     assert "B2 yes (0.50x)" in compare.beats_autograd(timings, b5)
 
 
+def test_compare_report_says_what_was_left_out():
+    threads = {"threads": 2, "numpy_blas": "x", "blas": []}
+    timings = {"B1": {"gpugrad": {"median": 3.0, "processes": [3.0, 3.1], "reps": [10, 12], "loss": 1.0,
+                                  "load": [0.0, None], "threads": threads}}}
+    text = compare.report(timings, None, processes=2, samples=3, target_s=0.03, threads=2, foreign=0.25,
+                          libs=["gpugrad"], elapsed_s=1.0)
+    assert "median over 2 processes" in text and "other processes' CPU use: 25% of the machine" in text
+    assert "| B1 | gpugrad | 2 | 10-12 | 3.00 | 3.00 | 3.10 | 0% - 0% |" in text
+    left = compare.left_out(["gpugrad", "floor", "jax-jit"], ("B1", "B2"))
+    assert any(line.startswith("jax.jit: runs B2 of these") for line in left)
+    assert not any(line.startswith("NumPy floor") for line in left)
+
+
 def test_cpu_load_is_a_fraction():
-    load = compare.CpuLoad()
+    load = machine.CpuLoad()
     load.start()
     sum(i * i for i in range(10_000))
     foreign = load.stop()
     assert foreign is None or 0.0 <= foreign <= 1.0
+
+
+def test_child_env_sets_the_thread_limits():
+    env = machine.child_env(1, pythonpath="/x")
+    assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"
+    assert "intra_op_parallelism_threads=1" in env["XLA_FLAGS"] and env["PYTHONPATH"].startswith("/x")
+    assert "intra_op_parallelism_threads" not in machine.child_env(2).get("XLA_FLAGS", "")
 
 
 def test_overhead_split_reports_every_column(capsys):

@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import backend
 from ..tensor import Tensor
-from .functional import pick
+from .functional import Scratch, update
 from .optimizer import Optimizer, ParamsT
 
 
@@ -23,6 +23,7 @@ class Adam(Optimizer):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize)
         super().__init__(params, defaults)
+        self._scratch = Scratch()            # the CPU update's work arrays, shared by all parameters
 
     def _check_group(self, group: dict[str, Any], index: int) -> None:
         super()._check_group(group, index)
@@ -60,9 +61,9 @@ class Adam(Optimizer):
     def _update(self, p: Tensor, grad: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
         xp = self._advance(p, state, group)
         amsgrad = group["amsgrad"]
-        pick("adam", xp)(xp, p.data, grad, state["exp_avg"], state["exp_avg_sq"],
-                         state.get("max_exp_avg_sq") if amsgrad else None, step=state["step"],
-                         decoupled_weight_decay=self._decoupled, **self._hyper(group))
+        update("adam", xp, self._scratch, p.data, grad, state["exp_avg"], state["exp_avg_sq"],
+               state.get("max_exp_avg_sq") if amsgrad else None, step=state["step"],
+               decoupled_weight_decay=self._decoupled, **self._hyper(group))
 
     def _multi_entry(self, p: Tensor, grad: Any, state: dict[str, Any],
                      group: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import backend
 from ..tensor import Tensor
-from .functional import pick
+from .functional import Scratch, update
 from .optimizer import Optimizer, ParamsT
 
 
@@ -21,6 +21,7 @@ class SGD(Optimizer):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize)
         super().__init__(params, defaults)
+        self._scratch = Scratch()            # the CPU update's work arrays, shared by all parameters
 
     def _check_group(self, group: dict[str, Any], index: int) -> None:
         super()._check_group(group, index)
@@ -50,7 +51,7 @@ class SGD(Optimizer):
 
     def _update(self, p: Tensor, grad: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
         xp, buf, first = self._buffer(p, state, group)
-        pick("sgd", xp)(xp, p.data, grad, buf, first_step=first, **self._hyper(group))
+        update("sgd", xp, self._scratch, p.data, grad, buf, first_step=first, **self._hyper(group))
 
     def _multi_entry(self, p: Tensor, grad: Any, state: dict[str, Any],
                      group: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
