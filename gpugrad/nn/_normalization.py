@@ -1,0 +1,122 @@
+"""Normalisation functions: batch_norm (with running statistics), group_norm, normalize.
+
+Composites of primitives, so they differentiate to any order. batch_norm updates the
+running statistics in place, off the tape and on the device (no value is read back),
+with PyTorch's rule: the running variance takes the unbiased batch variance, while the
+batch is normalised with the biased one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .. import ops
+from ..engine import no_grad
+from ..tensor import Tensor
+from . import functional as F
+
+__all__ = ["batch_norm", "group_norm", "normalize"]
+
+
+def _check_channel_vector(op: str, name: str, t: Any, channels: int, dtype: Any) -> None:
+    if t is None:
+        return
+    if tuple(getattr(t, "shape", ())) != (channels,):
+        raise RuntimeError(f"{op}: {name} should contain {channels} elements (one per channel), got shape "
+                           f"{tuple(getattr(t, 'shape', ()))}")
+    if t.dtype != dtype:
+        raise RuntimeError(f"{op}: mixed dtypes: input is {dtype} but {name} is {t.dtype}; give all of them "
+                           "one dtype")
+
+
+def _affine(out: Tensor, weight: Any, bias: Any, shape: tuple[int, ...]) -> Tensor:
+    if weight is not None:
+        out = out * ops.reshape(weight, shape)
+    if bias is not None:
+        out = out + ops.reshape(bias, shape)
+    return out
+
+
+def _update_running(running: Tensor, batch: Any, momentum: Any) -> None:
+    """running <- (1 - momentum) running + momentum batch, in place (momentum: a float or a 0-d array)."""
+    with no_grad():
+        running.mul_(1 - momentum)
+        running.add_(batch * momentum)
+
+
+def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+               weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Normalise each channel (dimension 1) by its batch statistics (training) or the running ones (eval).
+
+    In training, ``running_mean`` and ``running_var`` (if given) move towards the batch mean
+    and the unbiased batch variance by ``momentum``; in eval they must be given.
+    """
+    x = F._tensor(input)
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: expected input of shape (N, C, ...) with at least 2 dimensions, got "
+                         f"{x.shape}")
+    channels = x.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        _check_channel_vector("batch_norm", name, t, channels, x.dtype)
+    shape = (1, channels) + (1,) * (x.ndim - 2)
+    if not training:
+        if running_mean is None or running_var is None:
+            raise RuntimeError("batch_norm: running_mean and running_var must be defined in evaluation mode "
+                               "(training=False)")
+        # eval: one scale and one shift per channel, so only two full-size operations
+        scale = 1.0 / ops.sqrt(ops.reshape(running_var, shape) + eps)
+        if weight is not None:
+            scale = scale * ops.reshape(weight, shape)
+        shift = -ops.reshape(running_mean, shape) * scale
+        if bias is not None:
+            shift = shift + ops.reshape(bias, shape)
+        return x * scale + shift
+    count = math.prod(x.shape) // channels
+    if count <= 1:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input of "
+                         f"shape {x.shape}")
+    axes = (0,) + tuple(range(2, x.ndim))
+    mean = ops.mean(x, axis=axes, keepdims=True)
+    centred = x - mean
+    var = ops.mean(centred * centred, axis=axes, keepdims=True)       # biased: what normalises the batch
+    if running_mean is not None:
+        _update_running(running_mean, mean.data.reshape(channels), momentum)
+    if running_var is not None:
+        _update_running(running_var, var.data.reshape(channels) * (count / (count - 1)), momentum)
+    out = centred / ops.sqrt(var + eps)
+    return _affine(out, weight, bias, shape)
+
+
+def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    """Normalise each group of channels of each sample over the group's channels and positions."""
+    x = F._tensor(input)
+    if x.ndim < 2:
+        raise RuntimeError(f"group_norm: expected input of shape (N, C, ...) with at least 2 dimensions, got "
+                           f"{x.shape}")
+    channels = x.shape[1]
+    if not isinstance(num_groups, int) or num_groups <= 0 or channels % num_groups:
+        raise RuntimeError(f"group_norm: expected number of channels in input to be divisible by num_groups, "
+                           f"but got input of shape {x.shape} and num_groups={num_groups!r}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        _check_channel_vector("group_norm", name, t, channels, x.dtype)
+    grouped = ops.reshape(x, (x.shape[0], num_groups, -1))
+    mean = ops.mean(grouped, axis=2, keepdims=True)
+    centred = grouped - mean
+    var = ops.mean(centred * centred, axis=2, keepdims=True)
+    out = ops.reshape(centred / ops.sqrt(var + eps), x.shape)
+    return _affine(out, weight, bias, (1, channels) + (1,) * (x.ndim - 2))
+
+
+def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out: Any = None) -> Tensor:
+    """input / max(||input||_p along dim, eps): unit vectors along ``dim``."""
+    if out is not None:
+        raise TypeError("normalize: out= is not supported; use the returned tensor")
+    x = F._tensor(input)
+    if x.ndim == 0:
+        raise IndexError(f"normalize: dimension {dim} is out of range for a 0-d tensor")
+    norm = ops.norm(x, ord=p, axis=dim, keepdims=True)
+    return x / ops.clip(norm, eps, None)
