@@ -6,6 +6,7 @@
 """
 
 from . import functional, init
+from .activation import CELU, ELU, SELU, Hardsigmoid, Hardswish, Hardtanh, Mish, ReLU6, Softmin, Softsign
 from .container import ModuleDict, ModuleList, Sequential
 from .layers import (
     GELU,
@@ -24,9 +25,33 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
+from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
+from .loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CosineSimilarity,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from .module import IncompatibleKeys, Module
+from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm
 from .parameter import Parameter
+from .pooling import (
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    AvgPool1d,
+    AvgPool2d,
+    MaxPool1d,
+    MaxPool2d,
+    Upsample,
+    UpsamplingBilinear2d,
+    UpsamplingNearest2d,
+)
 
 __all__ = [
     "functional", "init", "Module", "Parameter", "IncompatibleKeys",
@@ -34,4 +59,10 @@ __all__ = [
     "Linear", "Embedding", "LayerNorm", "Dropout", "Flatten", "Identity", "MLP",
     "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "SiLU", "Softmax", "LogSoftmax",
     "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss",
+    "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d",
+    "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d",
+    "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d",
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm",
+    "ELU", "SELU", "CELU", "ReLU6", "Hardtanh", "Hardsigmoid", "Hardswish", "Mish", "Softsign", "Softmin",
+    "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "CosineSimilarity",
 ]
