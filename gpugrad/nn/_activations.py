@@ -85,10 +85,11 @@ def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
 
 
 def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
-    """x * relu6(x + 3) / 6; PyTorch's gradient x / 3 + 1/2 holds on the closed interval [-3, 3]."""
+    """x * relu6(x + 3) / 6; its gradient is x / 3 + 1/2 for -3 < x < 3, 0 at -3 and below, 1 from 3 on."""
     x = F._tensor(input)
     middle = x * (x + 3.0) / 6.0
-    return _result(x, ops.where(ops.less_equal(x, 3.0), ops.where(ops.less(x, -3.0), 0.0, middle), x), inplace)
+    inner = ops.where(ops.less_equal(x, -3.0), 0.0, middle)
+    return _result(x, ops.where(ops.less(x, 3.0), inner, x), inplace)
 
 
 def mish(input: Tensor, inplace: bool = False) -> Tensor:
