@@ -8,6 +8,7 @@
 from . import functional, init
 from .activation import CELU, ELU, SELU, Hardsigmoid, Hardswish, Hardtanh, Mish, ReLU6, Softmin, Softsign
 from .container import ModuleDict, ModuleList, Sequential
+from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from .layers import (
     GELU,
     MLP,
@@ -25,7 +26,6 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from .loss import (
     BCELoss,
     BCEWithLogitsLoss,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 from .. import backend, ops
@@ -13,7 +14,7 @@ __all__ = ["scaled_dot_product_attention"]
 
 
 def _softmax_or_zero(scores: Tensor) -> Tensor:
-    """softmax along the last axis, where a row that is -inf everywhere (all masked) gives zeros, as PyTorch."""
+    """softmax along the last axis; a row that is -inf everywhere (all masked) gives zeros, as PyTorch."""
     top = ops.max(scores, axis=-1, keepdims=True).detach()
     top = ops.where(ops.isfinite(top), top, 0.0)
     weights = ops.exp(scores - top)
@@ -38,11 +39,11 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     """
     q, k, v = F._tensor(query), F._tensor(key), F._tensor(value)
     if not (q.dtype == k.dtype == v.dtype) or q.dtype.kind != "f":
-        raise RuntimeError(f"scaled_dot_product_attention: expected query, key and value to have one floating "
-                           f"dtype, got {q.dtype}, {k.dtype} and {v.dtype}")
+        raise RuntimeError(f"scaled_dot_product_attention: expected query, key and value to have one "
+                           f"floating dtype, got {q.dtype}, {k.dtype} and {v.dtype}")
     if min(q.ndim, k.ndim, v.ndim) < 2 or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
-        raise RuntimeError(f"scaled_dot_product_attention: expected query (..., L, E), key (..., S, E) and value "
-                           f"(..., S, Ev), got shapes {q.shape}, {k.shape} and {v.shape}")
+        raise RuntimeError(f"scaled_dot_product_attention: expected query (..., L, E), key (..., S, E) and "
+                           f"value (..., S, Ev), got shapes {q.shape}, {k.shape} and {v.shape}")
     if not 0.0 <= dropout_p <= 1.0:
         raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
     if enable_gqa and q.ndim >= 3 and k.shape[-3] != q.shape[-3]:
@@ -68,8 +69,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         elif mask.dtype == q.dtype:
             scores = scores + mask
         else:
-            raise RuntimeError(f"scaled_dot_product_attention: expected attn_mask dtype to be bool or to match "
-                               f"the query dtype {q.dtype}, got {mask.dtype}")
+            raise RuntimeError(f"scaled_dot_product_attention: expected attn_mask dtype to be bool or to "
+                               f"match the query dtype {q.dtype}, got {mask.dtype}")
     weights = _softmax_or_zero(scores)
     if dropout_p > 0.0:
         weights = F.dropout(weights, dropout_p, training=True)

@@ -8,7 +8,6 @@ PyTorch's deprecated spellings of ``reduction``, are accepted where PyTorch acce
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 
@@ -41,7 +40,8 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
     x, target = F._tensor(input), F._tensor(target)
     if target.shape != x.shape:
         raise ValueError(f"binary_cross_entropy: using a target size ({target.shape}) that is different to "
-                         f"the input size ({x.shape}) is not supported; please ensure they have the same size")
+                         f"the input size ({x.shape}) is not supported; please ensure they have the same "
+                         "size")
     if x.dtype.kind != "f" or target.dtype != x.dtype:
         raise RuntimeError(f"binary_cross_entropy: input and target must be floating point tensors of one "
                            f"dtype, got {x.dtype} and {target.dtype}")
@@ -56,8 +56,8 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
     return F._reduce(loss, reduction)
 
 
-def smooth_l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
-                   reduction: str = "mean", beta: float = 1.0) -> Tensor:
+def smooth_l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None,
+                   reduce: bool | None = None, reduction: str = "mean", beta: float = 1.0) -> Tensor:
     """0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (d = input - target); l1 for beta = 0."""
     reduction = _legacy_reduction("smooth_l1_loss", size_average, reduce, reduction)
     F._check_reduction("smooth_l1_loss", reduction)
@@ -104,8 +104,8 @@ def kl_div(input: Tensor, target: Tensor, size_average: bool | None = None, redu
     if size_average is not None or reduce is not None:
         reduction = _legacy_reduction("kl_div", size_average, reduce, reduction)
     elif reduction == "mean":
-        warnings.warn("kl_div: reduction 'mean' divides the total loss by both the batch size and the support "
-                      "size; 'batchmean' divides only by the batch size and is the KL divergence",
+        warnings.warn("kl_div: reduction 'mean' divides the total loss by both the batch size and the "
+                      "support size; 'batchmean' divides only by the batch size and is the KL divergence",
                       stacklevel=2)
     if reduction not in ("mean", "batchmean", "sum", "none"):
         raise ValueError(f"kl_div: reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")

@@ -62,8 +62,8 @@ def _batched(op: str, x: Tensor, spatial: int) -> tuple[Tensor, bool]:
         return x, False
     if x.ndim == spatial + 1:
         return ops.expand_dims(x, 0), True
-    raise RuntimeError(f"{op}: expected {spatial + 1}D (unbatched) or {spatial + 2}D (batched) input, but got "
-                       f"input of shape {x.shape}")
+    raise RuntimeError(f"{op}: expected {spatial + 1}D (unbatched) or {spatial + 2}D (batched) input, but "
+                       f"got input of shape {x.shape}")
 
 
 def _as_2d(x: Tensor, spatial: int) -> Tensor:
@@ -131,7 +131,8 @@ def _conv(op: str, spatial: int, input: Any, weight: Any, bias: Any, stride: Any
                            f"{groups} at dimension 0 (out_channels)")
     if bias is not None and tuple(getattr(bias, "shape", ())) != (out_ch,):
         raise RuntimeError(f"{op}: given weight of shape {weight.shape}, expected bias to be 1-dimensional "
-                           f"with {out_ch} elements, but got bias of shape {tuple(getattr(bias, 'shape', ()))}")
+                           f"with {out_ch} elements, but got bias of shape "
+                           f"{tuple(getattr(bias, 'shape', ()))}")
     kernel = tuple(weight.shape[2:])
     stride = _positive(op, "stride", _tuple(op, "stride", stride, spatial))
     dilation = _positive(op, "dilation", _tuple(op, "dilation", dilation, spatial))
@@ -166,7 +167,7 @@ def _conv(op: str, spatial: int, input: Any, weight: Any, bias: Any, stride: Any
 
 def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: int = 1) -> Tensor:
-    """1-d cross-correlation of (N, C, L) with weight (out, C / groups, k); padding may be 'same' or 'valid'."""
+    """1-d cross-correlation of (N, C, L) with weight (out, C / groups, k); padding may be 'same'/'valid'."""
     return _conv("conv1d", 1, input, weight, bias, stride, padding, dilation, groups)
 
 
@@ -239,7 +240,7 @@ def conv_transpose1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
 
 def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
                      padding: Any = 0, output_padding: Any = 0, groups: int = 1, dilation: Any = 1) -> Tensor:
-    """The transposed 2-d convolution (the gradient of conv2d for its input); weight (in, out / groups, kh, kw)."""
+    """The transposed 2-d convolution (conv2d's input gradient); weight (in, out / groups, kh, kw)."""
     return _conv_transpose("conv_transpose2d", 2, input, weight, bias, stride, padding, output_padding,
                            groups, dilation)
 
@@ -333,13 +334,15 @@ def _max_pool(op: str, spatial: int, input: Any, kernel_size: Any, stride: Any, 
 def max_pool1d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                ceil_mode: bool = False, return_indices: bool = False) -> Any:
     """The maximum of each window of (N, C, L); its gradient goes to the window's first maximum."""
-    return _max_pool("max_pool1d", 1, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    return _max_pool("max_pool1d", 1, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
 
 
 def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                ceil_mode: bool = False, return_indices: bool = False) -> Any:
     """The maximum of each window of (N, C, H, W) (and its flat h * W + w index with return_indices)."""
-    return _max_pool("max_pool2d", 2, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    return _max_pool("max_pool2d", 2, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
 
 
 def _pool_sizes(xp: Any, n: int, size: int, kernel: int, stride: int, pad: int, count_pad: bool) -> Any:
@@ -473,7 +476,7 @@ def _gather(x: Tensor, axis: int, index: Any) -> Tensor:
 def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
                 antialias: bool = False) -> Tensor:
-    """Resize (N, C, L) or (N, C, H, W) by ``size`` or ``scale_factor``: nearest, nearest-exact, (bi)linear."""
+    """Resize (N, C, L) or (N, C, H, W) by ``size`` or ``scale_factor``: nearest(-exact), (bi)linear."""
     x = F._tensor(input)
     if mode not in _MODES:
         raise NotImplementedError(f"interpolate: mode {mode!r} is not supported; use one of "
@@ -501,7 +504,8 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None, mode:
         factors = tuple(float(s) for s in scale_factor) if isinstance(scale_factor, Sequence) \
             else (float(scale_factor),) * spatial
         if len(factors) != spatial:
-            raise ValueError(f"interpolate: scale_factor must have {spatial} element(s), got {scale_factor!r}")
+            raise ValueError(f"interpolate: scale_factor must have {spatial} element(s), got "
+                             f"{scale_factor!r}")
         out_size = tuple(math.floor(n * f) for n, f in zip(in_size, factors))
         scales = (None,) * spatial if recompute_scale_factor else factors
     if any(o <= 0 for o in out_size):

@@ -39,18 +39,19 @@ class _ConvNd(Module):
         if out_channels % groups:
             raise ValueError(f"{name}: out_channels ({out_channels}) must be divisible by groups ({groups})")
         if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
-            raise ValueError(f"{name}: padding_mode must be one of 'zeros', 'reflect', 'replicate' or 'circular', "
-                             f"got {padding_mode!r}")
+            raise ValueError(f"{name}: padding_mode must be one of 'zeros', 'reflect', 'replicate' or "
+                             f"'circular', got {padding_mode!r}")
         if padding_mode != "zeros":
-            raise NotImplementedError(f"{name}: padding_mode={padding_mode!r} is not implemented yet; pad the "
-                                      "input yourself and use padding=0, or use padding_mode='zeros'")
+            raise NotImplementedError(f"{name}: padding_mode={padding_mode!r} is not implemented yet; "
+                                      "pad the input yourself and use padding=0, or use padding_mode='zeros'")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = _ntuple("kernel_size", kernel_size, n)
         self.stride = _ntuple("stride", stride, n)
         self.dilation = _ntuple("dilation", dilation, n)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
-                raise ValueError(f"{name}: invalid padding string {padding!r}, should be one of 'valid', 'same'")
+                raise ValueError(f"{name}: invalid padding string {padding!r}, should be one of 'valid', "
+                                 "'same'")
             if padding == "same" and any(s != 1 for s in self.stride):
                 raise ValueError(f"{name}: padding='same' is not supported for strided convolutions")
             self.padding: Any = padding
@@ -68,7 +69,7 @@ class _ConvNd(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """PyTorch's default: kaiming_uniform_(a=sqrt(5)) for the weight, U(-1/sqrt(fan_in), ..) for the bias."""
+        """PyTorch's default: kaiming_uniform_(a=sqrt(5)) weights, a U(-1/sqrt(fan_in), ..) bias."""
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
@@ -125,7 +126,8 @@ class _ConvTransposeNd(_ConvNd):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
-                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None,
+                 dtype: Any = None) -> None:
         if isinstance(padding, str):
             raise ValueError(f"{type(self).__name__}: padding must be an int or a tuple, not {padding!r}")
         if padding_mode != "zeros":
@@ -149,8 +151,9 @@ class _ConvTransposeNd(_ConvNd):
                         + self.dilation[a] * (self.kernel_size[a] - 1) + 1)
             largest = smallest + max(self.stride[a], self.dilation[a]) - 1
             if not smallest <= size[a] <= largest:
-                raise ValueError(f"{type(self).__name__}: requested an output size of {size}, but valid sizes "
-                                 f"range from {smallest} to {largest} (for an input of shape {input.shape})")
+                raise ValueError(f"{type(self).__name__}: requested an output size of {size}, but valid "
+                                 f"sizes range from {smallest} to {largest} (for an input of shape "
+                                 f"{input.shape})")
             extra.append(size[a] - smallest)
         return tuple(extra)
 

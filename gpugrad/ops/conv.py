@@ -202,8 +202,8 @@ def max_pool2d_indices(x: Any, windows: Windows) -> Any:
     """PyTorch's return_indices: each maximum's flat position h * W + w in its (H, W) plane (int64)."""
     xp = backend.namespace(x)
     first = _first_max(xp, x, windows)
-    (kh, kw), (sh, sw), (pt, pl), (dh, dw) = windows.kernel, windows.stride, windows.pad_lead, \
-        windows.dilation
+    kw = windows.kernel[1]
+    (sh, sw), (pt, pl), (dh, dw) = windows.stride, windows.pad_lead, windows.dilation
     oh, ow = windows.grid
     rows = xp.arange(oh).reshape(oh, 1) * sh - pt + (first // kw) * dh
     cols = xp.arange(ow).reshape(1, ow) * sw - pl + (first % kw) * dw
