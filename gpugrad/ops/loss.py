@@ -8,6 +8,8 @@ there instead. The rule is written with names gpugrad provides, so it has create
 
 from __future__ import annotations
 
+import numpy as np
+
 from .registry import defop
 from .samples import Sample, samples, uniform
 
@@ -23,8 +25,9 @@ def _bce_case(shape: tuple):
 @defop(save=("x", "target"), samples=samples(_bce_case(()), _bce_case((5,)), _bce_case((2, 3))))
 def binary_cross_entropy(xp, x, target):
     """-(t log x + (1 - t) log(1 - x)) elementwise, each log clamped at -100 as PyTorch does."""
-    log_x = xp.maximum(xp.log(x), _LOG_FLOOR)
-    log_1mx = xp.maximum(xp.log1p(-x), _LOG_FLOOR)
+    with np.errstate(divide="ignore"):        # log(0) = -inf is expected here: it is clamped
+        log_x = xp.maximum(xp.log(x), _LOG_FLOOR)
+        log_1mx = xp.maximum(xp.log1p(-x), _LOG_FLOOR)
     return (target - 1) * log_1mx - target * log_x
 
 
@@ -34,5 +37,6 @@ def _(xp, g, out, x, target, needs):
     if needs[0]:
         gx = g * (x - target) / xp.maximum(x * (1 - x), _EPSILON)
     if needs[1]:
-        gt = g * (xp.log1p(-x) - xp.log(x))                  # unclamped, as PyTorch
+        with np.errstate(divide="ignore"):
+            gt = g * (xp.log1p(-x) - xp.log(x))              # unclamped (inf at 0 and 1), as PyTorch
     return (gx, gt)
