@@ -61,7 +61,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
             raise RuntimeError("scaled_dot_product_attention: an explicit attn_mask should not be set when "
                                "is_causal=True")
         xp = backend.namespace(q.data)
-        attn_mask = Tensor._wrap(xp.tril(xp.ones((length, source), dtype=bool)))
+        attn_mask = Tensor._wrap(xp.tri(length, source, dtype=bool))      # lower triangle: may attend
     if attn_mask is not None:
         mask = F._tensor(attn_mask)
         if mask.dtype == np.bool_:

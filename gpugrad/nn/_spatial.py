@@ -110,16 +110,36 @@ def _conv_padding(op: str, padding: Any, kernel: tuple, stride: tuple, dilation:
     return pads, True
 
 
-def _conv(op: str, spatial: int, input: Any, weight: Any, bias: Any, stride: Any, padding: Any,
-          dilation: Any, groups: int) -> Tensor:
+def _operands(op: str, spatial: int, input: Any, weight: Any, bias: Any, groups: Any,
+              layout: str) -> tuple[Tensor, bool, Tensor]:
+    """(batched input, whether a batch dimension was added, weight), checked as every convolution is."""
     x, unbatched = _batched(op, F._tensor(input), spatial)
     weight = F._tensor(weight)
     if weight.ndim != spatial + 2:
-        raise RuntimeError(f"{op}: weight must be {spatial + 2}-D (out_channels, in_channels / groups, "
-                           f"*kernel), got shape {weight.shape}")
+        raise RuntimeError(f"{op}: weight must be {spatial + 2}-D ({layout}, *kernel), got shape "
+                           f"{weight.shape}")
     _same_dtype(op, x, weight, bias)
     if not isinstance(groups, int) or groups <= 0:
         raise RuntimeError(f"{op}: non-positive groups is not supported, got groups={groups!r}")
+    return x, unbatched, weight
+
+
+def _check_bias(op: str, bias: Any, out_ch: int, weight: Tensor) -> None:
+    shape = tuple(getattr(bias, "shape", ()))
+    if bias is not None and shape != (out_ch,):
+        raise RuntimeError(f"{op}: given weight of shape {weight.shape}, expected bias to be 1-dimensional "
+                           f"with {out_ch} elements, but got bias of shape {shape}")
+
+
+def _strides(op: str, spatial: int, stride: Any, dilation: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return (_positive(op, "stride", _tuple(op, "stride", stride, spatial)),
+            _positive(op, "dilation", _tuple(op, "dilation", dilation, spatial)))
+
+
+def _conv(op: str, spatial: int, input: Any, weight: Any, bias: Any, stride: Any, padding: Any,
+          dilation: Any, groups: int) -> Tensor:
+    x, unbatched, weight = _operands(op, spatial, input, weight, bias, groups,
+                                     "out_channels, in_channels / groups")
     out_ch, in_per_group = weight.shape[:2]
     n, channels = x.shape[:2]
     if in_per_group * groups != channels:
@@ -129,13 +149,9 @@ def _conv(op: str, spatial: int, input: Any, weight: Any, bias: Any, stride: Any
     if out_ch % groups:
         raise RuntimeError(f"{op}: given groups={groups}, expected weight {weight.shape} to be divisible by "
                            f"{groups} at dimension 0 (out_channels)")
-    if bias is not None and tuple(getattr(bias, "shape", ())) != (out_ch,):
-        raise RuntimeError(f"{op}: given weight of shape {weight.shape}, expected bias to be 1-dimensional "
-                           f"with {out_ch} elements, but got bias of shape "
-                           f"{tuple(getattr(bias, 'shape', ()))}")
+    _check_bias(op, bias, out_ch, weight)
     kernel = tuple(weight.shape[2:])
-    stride = _positive(op, "stride", _tuple(op, "stride", stride, spatial))
-    dilation = _positive(op, "dilation", _tuple(op, "dilation", dilation, spatial))
+    stride, dilation = _strides(op, spatial, stride, dilation)
     lead, symmetric = _conv_padding(op, padding, kernel, stride, dilation, spatial)
     size = tuple(x.shape[2:])
     padded = [s + (2 * p if symmetric else d * (k - 1)) for s, p, k, d in zip(size, lead, kernel, dilation)]
@@ -179,27 +195,17 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
 
 def _conv_transpose(op: str, spatial: int, input: Any, weight: Any, bias: Any, stride: Any, padding: Any,
                     output_padding: Any, groups: int, dilation: Any) -> Tensor:
-    x, unbatched = _batched(op, F._tensor(input), spatial)
-    weight = F._tensor(weight)
-    if weight.ndim != spatial + 2:
-        raise RuntimeError(f"{op}: weight must be {spatial + 2}-D (in_channels, out_channels / groups, "
-                           f"*kernel), got shape {weight.shape}")
-    _same_dtype(op, x, weight, bias)
-    if not isinstance(groups, int) or groups <= 0:
-        raise RuntimeError(f"{op}: non-positive groups is not supported, got groups={groups!r}")
+    x, unbatched, weight = _operands(op, spatial, input, weight, bias, groups,
+                                     "in_channels, out_channels / groups")
     n, in_ch = x.shape[:2]
     if weight.shape[0] != in_ch or in_ch % groups:
         raise RuntimeError(f"{op}: given transposed weight of shape {weight.shape} and groups={groups}, "
                            f"expected input {x.shape} to have {weight.shape[0]} channels (divisible by "
                            f"groups), but got {in_ch} channels instead")
     out_ch = weight.shape[1] * groups
-    if bias is not None and tuple(getattr(bias, "shape", ())) != (out_ch,):
-        raise RuntimeError(f"{op}: given transposed weight of shape {weight.shape}, expected bias to be "
-                           f"1-dimensional with {out_ch} elements, but got bias of shape "
-                           f"{tuple(getattr(bias, 'shape', ()))}")
+    _check_bias(op, bias, out_ch, weight)
     kernel = tuple(weight.shape[2:])
-    stride = _positive(op, "stride", _tuple(op, "stride", stride, spatial))
-    dilation = _positive(op, "dilation", _tuple(op, "dilation", dilation, spatial))
+    stride, dilation = _strides(op, spatial, stride, dilation)
     pads = _tuple(op, "padding", padding, spatial)
     extra = _tuple(op, "output_padding", output_padding, spatial)
     if any(p < 0 for p in pads + extra):
@@ -247,8 +253,7 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
 
 def _fold_windows(op: str, size: Pair, kernel_size: Any, dilation: Any, padding: Any, stride: Any) -> Windows:
     kernel = _positive(op, "kernel_size", _tuple(op, "kernel_size", kernel_size, 2))
-    dilation = _positive(op, "dilation", _tuple(op, "dilation", dilation, 2))
-    stride = _positive(op, "stride", _tuple(op, "stride", stride, 2))
+    stride, dilation = _strides(op, 2, stride, dilation)
     pads = _tuple(op, "padding", padding, 2)
     if any(p < 0 for p in pads):
         raise RuntimeError(f"{op}: negative padding is not supported, got padding={pads}")

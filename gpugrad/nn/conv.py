@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ..tensor import Tensor
 from . import functional as F
-from . import init
-from .layers import _new_parameter
+from .layers import _new_parameter, default_reset
 from .module import Module
 
 
@@ -22,14 +20,19 @@ def _ntuple(name: str, value: Any, n: int) -> tuple[int, ...]:
 
 
 class _ConvNd(Module):
-    """What every convolution layer shares: the checks, the parameters and their initialisation."""
+    """What every convolution layer shares: the checks, the parameters and their initialisation.
+
+    Its constructor has Conv1d's and Conv2d's signature (PyTorch's); the transposed layers
+    take theirs, which orders output_padding, groups and dilation differently.
+    """
 
     _dims = 2
     _transposed = False
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any, padding: Any,
-                 dilation: Any, groups: int, bias: bool, padding_mode: str, output_padding: Any = 0,
-                 device: Any = None, dtype: Any = None) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None, *,
+                 _output_padding: Any = 0) -> None:
         super().__init__()
         name, n = type(self).__name__, self._dims
         if not isinstance(groups, int) or groups <= 0:
@@ -57,7 +60,7 @@ class _ConvNd(Module):
             self.padding: Any = padding
         else:
             self.padding = _ntuple("padding", padding, n)
-        self.output_padding = _ntuple("output_padding", output_padding, n)
+        self.output_padding = _ntuple("output_padding", _output_padding, n)
         self.padding_mode = padding_mode
         shape = (in_channels, out_channels // groups) if self._transposed else \
             (out_channels, in_channels // groups)
@@ -70,11 +73,7 @@ class _ConvNd(Module):
 
     def reset_parameters(self) -> None:
         """PyTorch's default: kaiming_uniform_(a=sqrt(5)) weights, a U(-1/sqrt(fan_in), ..) bias."""
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            init.uniform_(self.bias, -bound, bound)
+        default_reset(self.weight, self.bias)
 
     def extra_repr(self) -> str:
         n = self._dims
@@ -98,24 +97,12 @@ class Conv1d(_ConvNd):
 
     _dims = 1
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
-                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, device=device, dtype=dtype)
-
     def forward(self, input: Tensor) -> Tensor:
         return F.conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 class Conv2d(_ConvNd):
     """2-d convolution over (N, C_in, H, W) (or unbatched (C_in, H, W)): F.conv2d with weight and bias."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
-                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, device=device, dtype=dtype)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -134,7 +121,7 @@ class _ConvTransposeNd(_ConvNd):
             raise ValueError(f"{type(self).__name__}: only 'zeros' padding_mode is supported, got "
                              f"{padding_mode!r}")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, output_padding, device, dtype)
+                         padding_mode, device, dtype, _output_padding=output_padding)
 
     def _output_padding(self, input: Tensor, output_size: Any) -> tuple[int, ...]:
         """The output_padding that gives ``output_size`` (PyTorch's forward(input, output_size))."""

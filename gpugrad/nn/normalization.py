@@ -15,8 +15,7 @@ from .. import backend
 from ..dtypes import as_dtype, default_float
 from ..tensor import Tensor
 from . import functional as F
-from . import init
-from .layers import _new_parameter
+from .layers import affine_parameters, reset_affine
 from .module import Module
 
 
@@ -37,15 +36,7 @@ class _BatchNorm(Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = _new_parameter((num_features,), dtype, device, fill=1.0)
-            if bias:
-                self.bias = _new_parameter((num_features,), dtype, device, fill=0.0)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        affine_parameters(self, (num_features,), affine, bias, dtype, device)
         if track_running_stats:
             float_type = as_dtype(dtype) or default_float
             self.register_buffer("running_mean", _buffer(0.0, (num_features,), float_type, device))
@@ -65,10 +56,7 @@ class _BatchNorm(Module):
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        reset_affine(self)
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.ndim not in self._input_dims:
@@ -122,21 +110,10 @@ class GroupNorm(Module):
         self.num_channels = num_channels
         self.eps = eps
         self.affine = affine
-        if affine:
-            self.weight = _new_parameter((num_channels,), dtype, device, fill=1.0)
-            if bias:
-                self.bias = _new_parameter((num_channels,), dtype, device, fill=0.0)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        affine_parameters(self, (num_channels,), affine, bias, dtype, device)
 
     def reset_parameters(self) -> None:
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        reset_affine(self)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
