@@ -188,6 +188,13 @@ ACTIVATIONS = [
     Case("mish", lambda F, x: F.mish(x), _inputs(_kinks([0.0]))),
     Case("softsign", lambda F, x: F.softsign(x), _inputs(_kinks([0.0]))),
     Case("softmin", lambda F, x: F.softmin(x, dim=1), _inputs(_u(3, 4))),
+    Case("hardshrink", lambda F, x: F.hardshrink(x), _inputs(_kinks([-0.5, 0.5]))),
+    Case("softshrink", lambda F, x: F.softshrink(x, 0.5), _inputs(_kinks([-0.5, 0.5]))),
+    Case("tanhshrink", lambda F, x: F.tanhshrink(x), _inputs(_kinks([0.0]))),
+    Case("threshold", lambda F, x: F.threshold(x, 0.5, -2.0), _inputs(_kinks([0.5]))),
+    Case("glu", lambda F, x: F.glu(x, dim=1), _inputs(_u(3, 4, 2))),
+    Case("prelu", lambda F, x, w: F.prelu(x, w), _inputs(_u(2, 3, 4), _u(3, lo=0, hi=1))),
+    Case("prelu-shared", lambda F, x, w: F.prelu(x, w), _inputs(_kinks([0.0]), _u(1, lo=0, hi=1))),
     Case("softmin-dtype", lambda F, x: F.softmin(x, dim=0, dtype=torch.float64 if F is TF else gg.float64),
          _inputs(_u(4, 2)), gradcheck=False),
 ]
@@ -353,14 +360,14 @@ def test_matches_torch(case, dtype):
         _same(ours[i].grad, theirs[i].grad, f"{case.name} gradient of input {i}", dtype, case.tol)
 
 
-KINKS = (0.0, 6.0, -2.0, 0.5, -3.0, 3.0)       # where the activations above have corners
+KINKS = (0.0, 6.0, -2.0, 0.5, -0.5, -3.0, 3.0)       # where the activations above have corners
 
 
 def _float64_inputs(case: Case) -> list:
     arrays = case.make(np.random.default_rng(3))
-    if case in ACTIVATIONS and case.name != "softmin":   # finite differences must not straddle a corner
+    if case in ACTIVATIONS and arrays[0].ndim == 1:   # finite differences must not straddle a corner
         x = arrays[0]
-        arrays = [x[(np.abs(x) < 10) & (np.abs(x[:, None] - np.array(KINKS)) > 0.01).all(axis=1)]]
+        arrays[0] = x[(np.abs(x) < 10) & (np.abs(x[:, None] - np.array(KINKS)) > 0.01).all(axis=1)]
     positions = case.grad_positions(arrays)
     return [gg.tensor(np.asarray(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f" else a,
                       requires_grad=i in positions) for i, a in enumerate(arrays)]
@@ -376,7 +383,9 @@ def test_composite_gradcheck(case):
 
 
 # the kinked activations are checked away from their corners (finite differences straddle a kink)
-PIECEWISE_LINEAR = ("relu6", "hardtanh", "hardsigmoid")     # second derivative 0: nothing to check
+# second derivative 0 (nothing to check), or 0 * a kink
+PIECEWISE_LINEAR = ("relu6", "hardtanh", "hardsigmoid", "hardshrink", "softshrink", "threshold",
+                    "prelu-shared")
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.gradcheck and c.name not in PIECEWISE_LINEAR],
@@ -666,6 +675,12 @@ MODULES = [
     ("Mish", lambda nn: nn.Mish(), (3, 4)),
     ("Softsign", lambda nn: nn.Softsign(), (3, 4)),
     ("Softmin", lambda nn: nn.Softmin(dim=1), (3, 4)),
+    ("Hardshrink", lambda nn: nn.Hardshrink(0.7), (3, 4)),
+    ("Softshrink", lambda nn: nn.Softshrink(), (3, 4)),
+    ("Tanhshrink", lambda nn: nn.Tanhshrink(), (3, 4)),
+    ("Threshold", lambda nn: nn.Threshold(0.1, 20.0), (3, 4)),
+    ("GLU", lambda nn: nn.GLU(), (3, 4)),
+    ("PReLU", lambda nn: nn.PReLU(3, init=0.1), (2, 3, 4)),
 ]
 
 

@@ -19,7 +19,7 @@ from ..tensor import Tensor
 from . import functional as F
 
 __all__ = ["elu", "selu", "celu", "relu6", "hardtanh", "hardsigmoid", "hardswish", "mish", "softsign",
-           "softmin"]
+           "softmin", "hardshrink", "softshrink", "tanhshrink", "threshold", "glu", "prelu"]
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -111,3 +111,62 @@ def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: 
     if dtype is not None:
         x = x.to(dtype)
     return F.softmax(-x, dim)
+
+
+def _outside(x: Tensor, lambd: float) -> Tensor:
+    """|x| > lambd: where the shrink functions pass the gradient (0 on the closed band, as PyTorch)."""
+    return ops.greater(ops.abs(x), lambd)
+
+
+def hardshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
+    """x where |x| > lambd, 0 elsewhere."""
+    x = F._tensor(input)
+    return ops.where(_outside(x, lambd), x, 0.0)
+
+
+def softshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
+    """x - lambd sign(x) where |x| > lambd, 0 elsewhere."""
+    if lambd < 0:
+        raise RuntimeError(f"softshrink: lambda must be greater or equal to 0, but found to be {lambd}")
+    x = F._tensor(input)
+    return ops.where(_outside(x, lambd), x - ops.sign(x.detach()) * lambd, 0.0)
+
+
+def tanhshrink(input: Tensor) -> Tensor:
+    """x - tanh(x)."""
+    x = F._tensor(input)
+    return x - ops.tanh(x)
+
+
+def threshold(input: Tensor, threshold: float, value: float, inplace: bool = False) -> Tensor:
+    """x where x > threshold, ``value`` elsewhere."""
+    x = F._tensor(input)
+    return _result(x, ops.where(ops.greater(x, threshold), x, value), inplace)
+
+
+def glu(input: Tensor, dim: int = -1) -> Tensor:
+    """a * sigmoid(b), with a and b the two halves of the input along ``dim``."""
+    x = F._tensor(input)
+    if x.ndim == 0:
+        raise RuntimeError("glu: does not support scalars (0-d tensors)")
+    axis = dim % x.ndim if -x.ndim <= dim < x.ndim else dim
+    if not 0 <= axis < x.ndim:
+        raise IndexError(f"glu: dimension {dim} is out of range for a tensor of shape {x.shape}")
+    half = x.shape[axis] // 2
+    if x.shape[axis] % 2:
+        raise RuntimeError(f"glu: halving dimension must be even, but dimension {dim} of shape {x.shape} is "
+                           f"size {x.shape[axis]}")
+    lead = (slice(None),) * axis
+    return x[lead + (slice(0, half),)] * ops.sigmoid(x[lead + (slice(half, None),)])
+
+
+def prelu(input: Tensor, weight: Tensor) -> Tensor:
+    """x where x > 0, weight * x elsewhere; weight has one entry, or one per channel (dimension 1)."""
+    x, w = F._tensor(input), F._tensor(weight)
+    if w.ndim != 1 or (w.shape[0] != 1 and (x.ndim < 2 or w.shape[0] != x.shape[1])):
+        channels = x.shape[1] if x.ndim >= 2 else 1
+        raise RuntimeError(f"prelu: mismatch of parameter numbers and input channel size: weight of shape "
+                           f"{w.shape} for input of shape {x.shape} (expected 1 or {channels} entries)")
+    if w.shape[0] != 1:
+        w = ops.reshape(w, (w.shape[0],) + (1,) * (x.ndim - 2))
+    return ops.where(ops.greater(x, 0), x, x * w)

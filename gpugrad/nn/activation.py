@@ -1,5 +1,5 @@
 """Activation layers around the functions of nn.functional: ELU, SELU, CELU, ReLU6, Hardtanh,
-Hardsigmoid, Hardswish, Mish, Softsign, Softmin.
+Hardsigmoid, Hardswish, Mish, Softsign, Softmin, Hardshrink, Softshrink, Tanhshrink, Threshold, GLU, PReLU.
 
 ``inplace=True`` overwrites the input, as in PyTorch, when no gradient is involved;
 otherwise the result is a new tensor (always use the returned value).
@@ -11,6 +11,8 @@ from typing import Any
 
 from ..tensor import Tensor
 from . import functional as F
+from . import init as nn_init
+from .layers import _new_parameter
 from .module import Module
 
 
@@ -114,3 +116,81 @@ class Softmin(Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+class Hardshrink(Module):
+    """F.hardshrink: x where |x| > lambd, 0 elsewhere."""
+
+    def __init__(self, lambd: float = 0.5) -> None:
+        super().__init__()
+        self.lambd = lambd
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.hardshrink(input, self.lambd)
+
+    def extra_repr(self) -> str:
+        return f"{self.lambd}"
+
+
+class Softshrink(Hardshrink):
+    """F.softshrink: x - lambd sign(x) where |x| > lambd, 0 elsewhere."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.softshrink(input, self.lambd)
+
+
+class Tanhshrink(Module):
+    """F.tanhshrink: x - tanh(x)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.tanhshrink(input)
+
+
+class Threshold(Module):
+    """F.threshold: x where x > threshold, ``value`` elsewhere."""
+
+    def __init__(self, threshold: float, value: float, inplace: bool = False) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.value = value
+        self.inplace = inplace
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.threshold(input, self.threshold, self.value, self.inplace)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")
+
+
+class GLU(Module):
+    """F.glu along ``dim``: the first half times the sigmoid of the second."""
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.glu(input, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class PReLU(Module):
+    """F.prelu with a learnable slope (one, or one per channel), starting at ``init``."""
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__()
+        self.num_parameters = num_parameters
+        self.init = init
+        self.weight = _new_parameter((num_parameters,), dtype, device, fill=init)
+
+    def reset_parameters(self) -> None:
+        nn_init.constant_(self.weight, self.init)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.prelu(input, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.num_parameters}"
