@@ -56,7 +56,7 @@ from .loss import (
     SmoothL1Loss,
 )
 from .module import IncompatibleKeys, Module
-from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm
+from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, InstanceNorm1d, InstanceNorm2d
 from .parameter import Parameter
 from .pooling import (
     AdaptiveAvgPool1d,
@@ -79,7 +79,7 @@ __all__ = [
     "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d",
     "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d",
     "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d",
-    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm",
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
     "ELU", "SELU", "CELU", "ReLU6", "Hardtanh", "Hardsigmoid", "Hardswish", "Mish", "Softsign", "Softmin",
     "Hardshrink", "Softshrink", "Tanhshrink", "Threshold", "GLU", "PReLU",
     "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "CosineSimilarity",

@@ -16,7 +16,7 @@ from ..engine import no_grad
 from ..tensor import Tensor
 from . import functional as F
 
-__all__ = ["batch_norm", "group_norm", "normalize"]
+__all__ = ["batch_norm", "instance_norm", "group_norm", "normalize"]
 
 
 def _check_channel_vector(op: str, name: str, t: Any, channels: int, dtype: Any) -> None:
@@ -88,6 +88,45 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         _update_running(running_var, var.data.reshape(channels) * (count / (count - 1)), momentum)
     out = centred / ops.sqrt(var + eps)
     return _affine(out, weight, bias, shape)
+
+
+def instance_norm(input: Tensor, running_mean: Tensor | None = None, running_var: Tensor | None = None,
+                  weight: Tensor | None = None, bias: Tensor | None = None, use_input_stats: bool = True,
+                  momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Normalise each channel of each sample over its positions (batch_norm per instance).
+
+    With ``use_input_stats`` the running statistics (if given) move towards the batch average
+    of the per-instance mean and unbiased variance, as PyTorch's; without, they normalise.
+    """
+    x = F._tensor(input)
+    if x.ndim < 3:
+        raise ValueError(f"instance_norm: expected input of shape (N, C, *positions) with at least 3 "
+                         f"dimensions, got {x.shape}")
+    channels = x.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        _check_channel_vector("instance_norm", name, t, channels, x.dtype)
+    shape = (1, channels) + (1,) * (x.ndim - 2)
+    if not use_input_stats:
+        if running_mean is None or running_var is None:
+            raise RuntimeError("instance_norm: running_mean and running_var must be given when "
+                               "use_input_stats=False")
+        out = (x - ops.reshape(running_mean, shape)) / ops.sqrt(ops.reshape(running_var, shape) + eps)
+        return _affine(out, weight, bias, shape)
+    count = math.prod(x.shape[2:])
+    if count <= 1:
+        raise ValueError(f"instance_norm: expected more than 1 spatial element when training, got input of "
+                         f"shape {x.shape}")
+    axes = tuple(range(2, x.ndim))
+    mean = ops.mean(x, axis=axes, keepdims=True)
+    centred = x - mean
+    var = ops.mean(centred * centred, axis=axes, keepdims=True)
+    if running_mean is not None:
+        _update_running(running_mean, mean.data.reshape(x.shape[:2]).mean(axis=0), momentum)
+    if running_var is not None:
+        unbiased = var.data.reshape(x.shape[:2]).mean(axis=0) * (count / (count - 1))
+        _update_running(running_var, unbiased, momentum)
+    return _affine(centred / ops.sqrt(var + eps), weight, bias, shape)
 
 
 def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,

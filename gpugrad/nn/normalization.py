@@ -1,4 +1,4 @@
-"""Normalisation layers with running statistics or groups: BatchNorm1d/2d/3d, GroupNorm.
+"""Normalisation layers with running statistics or groups: BatchNorm1d/2d/3d, InstanceNorm1d/2d, GroupNorm.
 
 BatchNorm keeps ``running_mean``, ``running_var`` and ``num_batches_tracked`` as buffers
 (in ``state_dict``, moved by ``to()``), updates them in training mode and normalises
@@ -95,6 +95,37 @@ class BatchNorm2d(_BatchNorm):
 class BatchNorm3d(_BatchNorm):
     """Batch normalisation of (N, C, D, H, W)."""
     _input_dims = (5,)
+
+
+class _InstanceNorm(_BatchNorm):
+    """Per-sample, per-channel normalisation; no scale and no running statistics unless asked for."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = False,
+                 track_running_stats: bool = False, device: Any = None, dtype: Any = None, *,
+                 bias: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        unbatched = input.ndim == self._input_dims[0]
+        x = input.unsqueeze(0) if unbatched else input
+        if x.shape[1] != self.num_features and self.affine:
+            raise ValueError(f"{type(self).__name__}: expected input's size at dim={1 - unbatched} to match "
+                             f"num_features ({self.num_features}), but got: {x.shape[1]}")
+        out = F.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                              self.training or not self.track_running_stats,
+                              self.momentum if self.momentum is not None else 0.0, self.eps)
+        return out.squeeze(0) if unbatched else out
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalisation of (N, C, L) or unbatched (C, L)."""
+    _input_dims = (2, 3)
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalisation of (N, C, H, W) or unbatched (C, H, W)."""
+    _input_dims = (3, 4)
 
 
 class GroupNorm(Module):
