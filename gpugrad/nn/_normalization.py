@@ -45,6 +45,41 @@ def _update_running(running: Tensor, batch: Any, momentum: Any) -> None:
         running.add_(batch * momentum)
 
 
+def _channel_input(op: str, input: Any, min_ndim: int, layout: str, running_mean: Any, running_var: Any,
+                   weight: Any, bias: Any) -> tuple[Tensor, tuple[int, ...]]:
+    """The input as a Tensor, checked with its per-channel vectors, and the shape (1, C, 1...) they take."""
+    x = F._tensor(input)
+    if x.ndim < min_ndim:
+        raise ValueError(f"{op}: expected input of shape {layout} with at least {min_ndim} dimensions, got "
+                         f"{x.shape}")
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        _check_channel_vector(op, name, t, x.shape[1], x.dtype)
+    return x, (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def _by_running_stats(op: str, x: Tensor, running_mean: Any, running_var: Any, weight: Any, bias: Any,
+                      eps: float, shape: tuple[int, ...]) -> Tensor:
+    """Normalise with given statistics: one scale and one shift per channel, two full-size operations."""
+    if running_mean is None or running_var is None:
+        raise RuntimeError(f"{op}: running_mean and running_var must be defined to normalise with running "
+                           "statistics (evaluation mode)")
+    scale = 1.0 / ops.sqrt(ops.reshape(running_var, shape) + eps)
+    if weight is not None:
+        scale = scale * ops.reshape(weight, shape)
+    shift = -ops.reshape(running_mean, shape) * scale
+    if bias is not None:
+        shift = shift + ops.reshape(bias, shape)
+    return x * scale + shift
+
+
+def _moments(x: Tensor, axes: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean, x - mean, biased variance) over ``axes``, kept as size-1 axes."""
+    mean = ops.mean(x, axis=axes, keepdims=True)
+    centred = x - mean
+    return mean, centred, ops.mean(centred * centred, axis=axes, keepdims=True)
+
+
 def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
                weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
                momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
@@ -53,41 +88,20 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     In training, ``running_mean`` and ``running_var`` (if given) move towards the batch mean
     and the unbiased batch variance by ``momentum``; in eval they must be given.
     """
-    x = F._tensor(input)
-    if x.ndim < 2:
-        raise ValueError(f"batch_norm: expected input of shape (N, C, ...) with at least 2 dimensions, got "
-                         f"{x.shape}")
-    channels = x.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
-                    ("bias", bias)):
-        _check_channel_vector("batch_norm", name, t, channels, x.dtype)
-    shape = (1, channels) + (1,) * (x.ndim - 2)
+    x, shape = _channel_input("batch_norm", input, 2, "(N, C, ...)", running_mean, running_var, weight, bias)
     if not training:
-        if running_mean is None or running_var is None:
-            raise RuntimeError("batch_norm: running_mean and running_var must be defined in evaluation mode "
-                               "(training=False)")
-        # eval: one scale and one shift per channel, so only two full-size operations
-        scale = 1.0 / ops.sqrt(ops.reshape(running_var, shape) + eps)
-        if weight is not None:
-            scale = scale * ops.reshape(weight, shape)
-        shift = -ops.reshape(running_mean, shape) * scale
-        if bias is not None:
-            shift = shift + ops.reshape(bias, shape)
-        return x * scale + shift
+        return _by_running_stats("batch_norm", x, running_mean, running_var, weight, bias, eps, shape)
+    channels = x.shape[1]
     count = math.prod(x.shape) // channels
     if count <= 1:
         raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input of "
                          f"shape {x.shape}")
-    axes = (0,) + tuple(range(2, x.ndim))
-    mean = ops.mean(x, axis=axes, keepdims=True)
-    centred = x - mean
-    var = ops.mean(centred * centred, axis=axes, keepdims=True)       # biased: what normalises the batch
+    mean, centred, var = _moments(x, (0,) + tuple(range(2, x.ndim)))   # biased var normalises the batch
     if running_mean is not None:
         _update_running(running_mean, mean.data.reshape(channels), momentum)
     if running_var is not None:
         _update_running(running_var, var.data.reshape(channels) * (count / (count - 1)), momentum)
-    out = centred / ops.sqrt(var + eps)
-    return _affine(out, weight, bias, shape)
+    return _affine(centred / ops.sqrt(var + eps), weight, bias, shape)
 
 
 def instance_norm(input: Tensor, running_mean: Tensor | None = None, running_var: Tensor | None = None,
@@ -98,29 +112,15 @@ def instance_norm(input: Tensor, running_mean: Tensor | None = None, running_var
     With ``use_input_stats`` the running statistics (if given) move towards the batch average
     of the per-instance mean and unbiased variance, as PyTorch's; without, they normalise.
     """
-    x = F._tensor(input)
-    if x.ndim < 3:
-        raise ValueError(f"instance_norm: expected input of shape (N, C, *positions) with at least 3 "
-                         f"dimensions, got {x.shape}")
-    channels = x.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
-                    ("bias", bias)):
-        _check_channel_vector("instance_norm", name, t, channels, x.dtype)
-    shape = (1, channels) + (1,) * (x.ndim - 2)
+    x, shape = _channel_input("instance_norm", input, 3, "(N, C, *positions)", running_mean, running_var,
+                              weight, bias)
     if not use_input_stats:
-        if running_mean is None or running_var is None:
-            raise RuntimeError("instance_norm: running_mean and running_var must be given when "
-                               "use_input_stats=False")
-        out = (x - ops.reshape(running_mean, shape)) / ops.sqrt(ops.reshape(running_var, shape) + eps)
-        return _affine(out, weight, bias, shape)
+        return _by_running_stats("instance_norm", x, running_mean, running_var, weight, bias, eps, shape)
     count = math.prod(x.shape[2:])
     if count <= 1:
         raise ValueError(f"instance_norm: expected more than 1 spatial element when training, got input of "
                          f"shape {x.shape}")
-    axes = tuple(range(2, x.ndim))
-    mean = ops.mean(x, axis=axes, keepdims=True)
-    centred = x - mean
-    var = ops.mean(centred * centred, axis=axes, keepdims=True)
+    mean, centred, var = _moments(x, tuple(range(2, x.ndim)))
     if running_mean is not None:
         _update_running(running_mean, mean.data.reshape(x.shape[:2]).mean(axis=0), momentum)
     if running_var is not None:
@@ -142,10 +142,7 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bia
                            f"but got input of shape {x.shape} and num_groups={num_groups!r}")
     for name, t in (("weight", weight), ("bias", bias)):
         _check_channel_vector("group_norm", name, t, channels, x.dtype)
-    grouped = ops.reshape(x, (x.shape[0], num_groups, -1))
-    mean = ops.mean(grouped, axis=2, keepdims=True)
-    centred = grouped - mean
-    var = ops.mean(centred * centred, axis=2, keepdims=True)
+    _, centred, var = _moments(ops.reshape(x, (x.shape[0], num_groups, -1)), (2,))
     out = ops.reshape(centred / ops.sqrt(var + eps), x.shape)
     return _affine(out, weight, bias, (1, channels) + (1,) * (x.ndim - 2))
 
