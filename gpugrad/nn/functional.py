@@ -381,3 +381,19 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tens
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction)
+
+
+# ----------------------------------------------------------------------------- convolution, pooling, norms,
+# more activations and losses, attention: their own modules, gathered here as torch.nn.functional has them
+from ._activations import *  # noqa: E402,F403
+from ._activations import __all__ as _activation_names  # noqa: E402
+from ._attention import *  # noqa: E402,F403
+from ._attention import __all__ as _attention_names  # noqa: E402
+from ._losses import *  # noqa: E402,F403
+from ._losses import __all__ as _loss_names  # noqa: E402
+from ._normalization import *  # noqa: E402,F403
+from ._normalization import __all__ as _normalization_names  # noqa: E402
+from ._spatial import *  # noqa: E402,F403
+from ._spatial import __all__ as _spatial_names  # noqa: E402
+
+__all__ += [*_activation_names, *_attention_names, *_loss_names, *_normalization_names, *_spatial_names]

@@ -30,6 +30,32 @@ def _new_parameter(shape: tuple[int, ...], dtype: Any, device: Any, fill: float 
     return Parameter(Tensor._wrap(arr))
 
 
+def default_reset(weight: Parameter, bias: Parameter | None) -> None:
+    """PyTorch's initialisation of Linear and convolution layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    # kaiming_uniform_ with a = sqrt(5): gain sqrt(2 / 6), bound gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in)
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = init._calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        init.uniform_(bias, -bound, bound)
+
+
+def affine_parameters(module: Module, shape: tuple[int, ...], affine: bool, bias: bool, dtype: Any,
+                      device: Any) -> None:
+    """Register a scale ``weight`` (ones) and a shift ``bias`` (zeros) of ``shape``, or None for either."""
+    module.register_parameter("weight", _new_parameter(shape, dtype, device, fill=1.0) if affine else None)
+    module.register_parameter("bias", _new_parameter(shape, dtype, device, fill=0.0) if affine and bias
+                              else None)
+
+
+def reset_affine(module: Module) -> None:
+    """The scale back to ones and the shift to zeros (those that exist)."""
+    if module.weight is not None:
+        init.ones_(module.weight)
+    if module.bias is not None:
+        init.zeros_(module.bias)
+
+
 # ----------------------------------------------------------------------------- Linear
 
 
@@ -53,13 +79,7 @@ class Linear(Module):
 
     def reset_parameters(self) -> None:
         """PyTorch's default: weight and bias from U(-1/sqrt(in_features), 1/sqrt(in_features))."""
-        # kaiming_uniform_ with a = sqrt(5): gain = sqrt(2 / 6), bound = gain * sqrt(3 / fan_in)
-        # = 1 / sqrt(fan_in)
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.in_features
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            init.uniform_(self.bias, -bound, bound)
+        default_reset(self.weight, self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if not x.shape or x.shape[-1] != self.in_features:
@@ -218,21 +238,10 @@ class LayerNorm(Module):
         self.normalized_shape = tuple(int(s) for s in shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        if elementwise_affine:
-            self.weight = _new_parameter(self.normalized_shape, dtype, device, fill=1.0)
-            if bias:
-                self.bias = _new_parameter(self.normalized_shape, dtype, device, fill=0.0)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        affine_parameters(self, self.normalized_shape, elementwise_affine, bias, dtype, device)
 
     def reset_parameters(self) -> None:
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        reset_affine(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)

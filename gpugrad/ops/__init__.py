@@ -1,5 +1,7 @@
 """The op functions, gathered in one NumPy-like namespace (``gg.exp``, ``gg.sum``...)."""
 
+from . import conv as conv
+from . import loss as loss
 from .convert import astype, clone, copy, to_device
 from .elementwise import (
     abs,
