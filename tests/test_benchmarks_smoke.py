@@ -1,6 +1,7 @@
 """The overhead benchmark computes what it claims to (no timing is asserted anywhere)."""
 
 import numpy as np
+import optional
 import pytest
 
 from benchmarks import compare, workloads
@@ -79,13 +80,13 @@ def gpugrad_steps() -> dict:
 
 @pytest.mark.parametrize("wid", list(workloads.WORKLOADS))
 def test_workload_matches_torch(wid, gpugrad_steps):
-    pytest.importorskip("torch")
+    optional.need("torch")
     _assert_same_step(gpugrad_steps[wid], workloads.one_step("torch", wid), f"{wid} gpugrad vs PyTorch")
 
 
 @pytest.mark.parametrize("wid", list(workloads.WORKLOADS))
 def test_workload_matches_hips_autograd(wid, gpugrad_steps):
-    pytest.importorskip("autograd")
+    optional.need("autograd")
     _assert_same_step(gpugrad_steps[wid], workloads.one_step("autograd", wid),
                       f"{wid} gpugrad vs HIPS autograd")
 
