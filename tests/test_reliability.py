@@ -420,6 +420,52 @@ def test_ten_thousand_training_steps_keep_memory_flat():
     assert second - first < 32 * 1024, f"grew {second - first} bytes over 9000 steps"
 
 
+def _cube_sum(x):
+    return (x ** 3).sum()
+
+
+def _pair_loss(params):
+    u, v = params["b"][1]
+    return (params["w"] * params["b"][0]).sum() + (u * v).sum()
+
+
+_X = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+TRANSFORM_CALLS = {
+    "grad": lambda x: gg.grad(_cube_sum)(x),
+    "value_and_grad": lambda x: gg.value_and_grad(_cube_sum)(x),
+    "grad-has_aux": lambda x: gg.grad(lambda x: (_cube_sum(x), {"aux": x * 2}), has_aux=True)(x),
+    "grad-pytree": lambda x: gg.grad(_pair_loss)({"w": x, "b": [x, (x, x)]}),
+    "grad-argnums": lambda x: gg.grad(lambda a, b: (a * b).sum(), argnums=(0, 1))(x, x),
+    "vjp": lambda x: gg.vjp(lambda x: {"y": gg.sin(x), "z": [x * 2]}, x)[1]({"y": gg.ones(3), "z": [x]}),
+    "jvp": lambda x: gg.jvp(gg.tanh, (x,), (gg.ones(3),)),
+    "jacobian": lambda x: gg.jacobian(gg.tanh)(x),
+    "hessian": lambda x: gg.hessian(_cube_sum)(x),
+    "grad-of-grad": lambda x: gg.grad(lambda y: gg.grad(_cube_sum)(y).sum())(x),
+    "autograd.grad-create_graph": lambda x: gg.autograd.grad(
+        _cube_sum(gg.tensor(x, requires_grad=True)), gg.tensor(x, requires_grad=True), allow_unused=True),
+    "Function": lambda x: _SAME_SHAPE.apply(gg.tensor(x, requires_grad=True) * 1.0).sum().backward(),
+}
+_SAME_SHAPE = _function_returning((3,))
+
+
+@pytest.mark.parametrize("name", list(TRANSFORM_CALLS))
+def test_transforms_leave_no_reference_cycles(name):
+    call, x = TRANSFORM_CALLS[name], gg.tensor(_X)
+    call(x)                                       # first-call caches (op tables, imports)
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        for _ in range(10):
+            call(x)
+        left = len(gc.get_objects()) - before
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert found == 0, f"{name}: 10 calls left {found} objects in reference cycles"
+    assert left < 10, f"{name}: 10 calls left {left} objects for the garbage collector"
+
+
 def test_hundred_thousand_op_chain_backpropagates():
     x = gg.tensor(0.5, requires_grad=True)
     y = x
