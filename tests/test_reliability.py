@@ -222,17 +222,22 @@ def test_threads_backpropagating_into_one_leaf_lose_no_gradient():
 
 # ----------------------------------------------------------------------------- what backward accepts
 
-def _function_returning(shape):
-    class Returns(gg.autograd.Function):
+def _doubling(gradient):
+    """A Function computing 2x whose backward returns ``gradient(g)``."""
+    class Doubling(gg.autograd.Function):
         @staticmethod
         def forward(ctx, x):
             return x * 2
 
         @staticmethod
         def backward(ctx, g):
-            return gg.ones(shape, dtype=g.dtype)
+            return gradient(g)
 
-    return Returns
+    return Doubling
+
+
+def _function_returning(shape):
+    return _doubling(lambda g: gg.ones(shape, dtype=g.dtype))
 
 
 @pytest.mark.parametrize("leaf", [True, False], ids=["leaf-input", "computed-input"])
@@ -241,7 +246,7 @@ def _function_returning(shape):
 def test_a_function_returning_a_wrong_shape_raises(x_shape, g_shape, leaf):
     x = gg.zeros(x_shape, requires_grad=True)
     out = _function_returning(g_shape).apply(x if leaf else x * 1.0)
-    message = re.escape(f"Returns.backward returned a gradient of shape {g_shape} for input 0, "
+    message = re.escape(f"Doubling.backward returned a gradient of shape {g_shape} for input 0, "
                         f"which has shape {x_shape}")
     with pytest.raises(RuntimeError, match=message):
         out.sum().backward()
@@ -258,17 +263,8 @@ def test_a_function_gradient_the_input_broadcasts_to_is_summed_as_in_pytorch(x_s
 
 
 def test_a_function_gradient_of_another_dtype_is_cast_to_the_input_dtype():
-    class Double(gg.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x * 2
-
-        @staticmethod
-        def backward(ctx, g):
-            return g.astype(gg.float64) * 2
-
     x = gg.ones(3, requires_grad=True)
-    Double.apply(x * 1.0).sum().backward()
+    _doubling(lambda g: g.astype(gg.float64) * 2).apply(x * 1.0).sum().backward()
     assert x.grad.dtype == gg.float32 and x.grad.tolist() == [2.0, 2.0, 2.0]
 
 
