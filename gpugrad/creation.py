@@ -240,10 +240,21 @@ def arange(start: float, stop: float | None = None, step: float = 1, *, dtype: A
     if dtype is None:
         ints = all(isinstance(v, numbers.Integral) for v in (start, stop, step))
         dtype = np.dtype(np.int64) if ints else default_float
-    count = max(0, math.ceil((stop - start) / step))
-    with allocating("arange", (count,), dtype):
+    with allocating("arange", (_arange_length(start, stop, step),), dtype):
         arr = np.arange(start, stop, step).astype(dtype)
     return _finish(arr, device, requires_grad)
+
+
+def _arange_length(start: Any, stop: Any, step: Any) -> int:
+    """How many values ``arange`` makes (0 for arguments that are not numbers: NumPy names those)."""
+    try:
+        span = (float(stop) - float(start)) / float(step)
+    except (TypeError, ValueError):
+        return 0
+    if not math.isfinite(span):
+        raise ValueError(f"arange: cannot make a range from {start} to {stop} in steps of {step}; "
+                         "give finite numbers")
+    return max(0, math.ceil(span))
 
 
 def linspace(start: float, stop: float, num: int = 50, *, steps: int | None = None,

@@ -220,3 +220,10 @@ def test_jvp_tangents_must_match_their_primals():
         gg.jvp(lambda a, b: a * b[0] * b[1], (x, [x, x]), (x, [x, gg.ones(2)]))
     out, tangent = gg.jvp(double, (2.0,), (1.5,))            # numbers are converted, as primals are
     assert tangent.item() == 3.0 and tangent.dtype == gg.float32 and tangent.shape == ()
+
+
+@pytest.mark.parametrize("args", [(float("inf"),), (0, float("nan")), (1.0, float("-inf"), -1.0)])
+def test_arange_of_an_infinite_range(args):
+    with pytest.raises(ValueError, match=r"^arange: cannot make a range from .* give finite numbers"):
+        gg.arange(*args)
+    assert gg.arange(0, 1, float("inf")).tolist() == [0.0]          # one step past the end, as NumPy
