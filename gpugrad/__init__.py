@@ -28,6 +28,7 @@ from .dtypes import bool_, float16, float32, float64, int32, int64
 from .engine import (
     detect_anomaly,
     enable_grad,
+    inference_mode,
     is_anomaly_enabled,
     is_grad_enabled,
     no_grad,
@@ -48,7 +49,7 @@ __all__ = [
     "Tensor", "Device", "device", "tensor", "as_tensor", "from_numpy", "arange", "zeros", "ones",
     "full", "zeros_like", "ones_like", "full_like", "eye", "linspace", "randn", "rand", "randint",
     "manual_seed", "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "stop_gradient",
-    "no_grad", "enable_grad", "detect_anomaly", "is_anomaly_enabled",
+    "no_grad", "enable_grad", "inference_mode", "detect_anomaly", "is_anomaly_enabled",
     "set_grad_enabled", "is_grad_enabled", "float16", "float32", "float64", "int32", "int64",
     "bool", "autograd", "cuda", "data", "distributed", "linalg", "nn", "optim", "testing", "save", "load",
     *_op_names,

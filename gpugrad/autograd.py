@@ -11,8 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from . import backend
-from .engine import Node, detect_anomaly, enable_grad, grad_mode, no_grad, run_backward
+from . import backend, ops
+from .engine import (
+    Node,
+    detect_anomaly,
+    enable_grad,
+    grad_mode,
+    inference_mode,
+    no_grad,
+    run_backward,
+    set_grad_enabled,
+)
+from .ops.util import sum_to_shape
 from .tensor import Tensor, _root_gradient
 
 
@@ -85,8 +95,9 @@ def backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
 class FunctionCtx:
     """What ``forward`` leaves for ``backward``: saved tensors and any attributes you set."""
 
-    def __init__(self, needs_input_grad: tuple[bool, ...]) -> None:
+    def __init__(self, needs_input_grad: tuple[bool, ...], input_shapes: tuple = ()) -> None:
         self.needs_input_grad = needs_input_grad
+        self._input_shapes = input_shapes      # what each gradient backward returns must fit
         self._saved: tuple[Any, ...] = ()
         self._output: Tensor | None = None     # set while backward runs with create_graph
 
@@ -125,6 +136,22 @@ class _FunctionOp:
                                f"took {n_inputs} input(s); return None for inputs without one")
         return grads
 
+    def _fit(self, xp: Any, grads: tuple, node: Node) -> tuple:
+        """Each gradient in its input's shape, as PyTorch: equal, or summed over the dimensions the
+        input broadcasts to (a gradient of shape (2, 3) for an input of shape (3,)); else an error."""
+        fitted = []
+        for k, (gi, parent, shape) in enumerate(zip(grads, node.parents, node.inputs[0]._input_shapes)):
+            if gi is not None and parent is not None and tuple(gi.shape) != shape:
+                got = tuple(gi.shape)
+                if not _broadcasts_to(shape, got):
+                    raise RuntimeError(
+                        f"{self.name}.backward returned a gradient of shape {got} for input {k}, which has "
+                        f"shape {shape}: return a gradient of the input's shape (one it broadcasts to is "
+                        "summed to it)")
+                gi = sum_to_shape(xp, gi, shape)
+            fitted.append(gi)
+        return tuple(fitted)
+
     def run_vjp(self, g: Any, node: Node) -> tuple:
         ctx = node.inputs[0]
         with no_grad():
@@ -133,17 +160,24 @@ class _FunctionOp:
                 grads = self._call_backward(ctx, Tensor._wrap(g), len(node.parents))
             finally:
                 ctx._output = None
-        return tuple(None if gi is None else _data_of(gi) for gi in grads)
+        grads = tuple(None if gi is None else _data_of(gi) for gi in grads)
+        return self._fit(backend.namespace(g), grads, node)
 
     def run_vjp_graph(self, g: Tensor, node: Node) -> tuple:
         ctx = node.inputs[0]
         with enable_grad():
             ctx._output = Tensor._wrap(node.out, node)
             try:
-                return tuple(gi if gi is None or isinstance(gi, Tensor) else Tensor(gi)
-                             for gi in self._call_backward(ctx, g, len(node.parents)))
+                grads = tuple(gi if gi is None or isinstance(gi, Tensor) else Tensor(gi)
+                              for gi in self._call_backward(ctx, g, len(node.parents)))
             finally:
                 ctx._output = None
+            return self._fit(ops, grads, node)
+
+
+def _broadcasts_to(shape: tuple, target: tuple) -> bool:
+    """Whether an array of ``shape`` broadcasts to ``target`` (NumPy's rule, read right to left)."""
+    return len(shape) <= len(target) and all(n in (1, t) for n, t in zip(reversed(shape), reversed(target)))
 
 
 def _data_of(g: Any) -> Any:
@@ -182,7 +216,7 @@ class Function:
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
         needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        ctx = FunctionCtx(needs)
+        ctx = FunctionCtx(needs, tuple(a.shape if isinstance(a, Tensor) else None for a in args))
         with no_grad():
             out = cls.forward(ctx, *args, **kwargs)
         if not isinstance(out, Tensor):
@@ -200,4 +234,5 @@ class Function:
         return result
 
 
-__all__ = ["grad", "backward", "Function", "FunctionCtx", "no_grad", "enable_grad", "detect_anomaly"]
+__all__ = ["grad", "backward", "Function", "FunctionCtx", "no_grad", "enable_grad", "inference_mode",
+           "set_grad_enabled", "detect_anomaly"]

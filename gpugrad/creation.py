@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,34 @@ def _finish(arr: Any, device: Any, requires_grad: bool) -> Tensor:
     return t
 
 
+_MAX_BYTES = np.iinfo(np.intp).max      # no array can be larger, whatever the machine
+
+
+def _bytes_text(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if n < 1024 or unit == "EiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.2f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def allocating(name: str, shape: tuple[int, ...], dtype: Any) -> Iterator[None]:
+    """Around the allocation of an array of ``shape`` and ``dtype`` by the user's call ``name``: a size
+    no array can have is a ValueError, one this machine cannot hold a MemoryError, both naming the call,
+    the size and the bytes."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > _MAX_BYTES:
+        raise ValueError(f"{name}: size {shape} of {dtype} would take {nbytes} bytes, more than any array "
+                         f"can hold ({_MAX_BYTES}); check the size")
+    try:
+        yield
+    except MemoryError:
+        raise MemoryError(f"{name}: not enough memory for size {shape} of {dtype} ({_bytes_text(nbytes)}); "
+                          "use a smaller size") from None
+
+
 def parse_size(size: Sequence[Any], size_kw: Any, name: str) -> tuple[int, ...]:
     """Accept f(2, 3), f((2, 3)), f([2, 3]) and f(size=(2, 3))."""
     if size_kw is not None:
@@ -63,7 +93,19 @@ def parse_size(size: Sequence[Any], size_kw: Any, name: str) -> tuple[int, ...]:
         raise TypeError(f"{name}: size must be ints, got {size!r}") from None
     if any(s < 0 for s in shape):
         raise ValueError(f"{name}: negative dimension in size {shape}")
+    if any(s > _MAX_BYTES for s in shape):
+        raise ValueError(f"{name}: dimension too large in size {shape}: at most {_MAX_BYTES} per dimension")
     return shape
+
+
+def _dim(name: str, arg: str, value: Any) -> int:
+    """One size argument (``eye``'s n or m) as an int >= 0, else a TypeError or ValueError naming it."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name}: {arg} must be an int, got {value!r} ({type(value).__name__})")
+    value = operator.index(value)
+    if value < 0:
+        raise ValueError(f"{name}: {arg} must be >= 0, got {value}")
+    return value
 
 
 def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
@@ -82,40 +124,95 @@ def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
 def zeros(*shape: Any, size: Any = None, dtype: Any = None, device: Any = None,
           requires_grad: bool = False) -> Tensor:
     """A tensor of zeros: ``zeros(2, 3)``, ``zeros((2, 3))`` or ``zeros(size=(2, 3))``."""
-    arr = np.zeros(parse_size(shape, size, "zeros"), dtype=as_dtype(dtype) or default_float)
-    return _finish(arr, device, requires_grad)
+    return _filled("zeros", parse_size(shape, size, "zeros"), 0, as_dtype(dtype) or default_float,
+                   device, requires_grad)
 
 
 def ones(*shape: Any, size: Any = None, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
     """A tensor of ones."""
-    arr = np.ones(parse_size(shape, size, "ones"), dtype=as_dtype(dtype) or default_float)
+    return _filled("ones", parse_size(shape, size, "ones"), 1, as_dtype(dtype) or default_float,
+                   device, requires_grad)
+
+
+def _filled(name: str, shape: tuple[int, ...], value: Any, dtype: Any, device: Any,
+            requires_grad: bool) -> Tensor:
+    with allocating(name, shape, dtype):
+        arr = np.full(shape, value, dtype=dtype)
     return _finish(arr, device, requires_grad)
 
 
 def _fill_dtype(value: Any, dtype: Any) -> np.dtype:
     if dtype is not None:
         return as_dtype(dtype)
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         return np.dtype(bool)
     if isinstance(value, numbers.Integral):
         return np.dtype(np.int64)
     return default_float
 
 
+def _fill_value(name: str, value: Any, dtype: np.dtype) -> Any:
+    """``value`` checked to be a real number that ``dtype`` holds (a float is truncated to an int
+    dtype, as PyTorch); else a TypeError, or an OverflowError / ValueError naming it and the dtype."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name}: fill_value must be a number or a one-element Tensor, got a Tensor "
+                             f"of shape {value.shape}")
+        value = value.item()
+    if isinstance(value, complex) or not isinstance(value, (numbers.Real, np.bool_)):
+        raise TypeError(f"{name}: fill_value must be a real number (float, int or bool), got {value!r} "
+                        f"({type(value).__name__})")
+    if dtype.kind in "iu" and not isinstance(value, (bool, np.bool_)):
+        if isinstance(value, numbers.Integral):
+            whole = int(value)
+        elif math.isfinite(value):
+            whole = math.trunc(value)
+        else:
+            raise ValueError(f"{name}: fill_value {value} cannot be stored in {dtype}; pass a finite "
+                             "value, or a float dtype")
+        info = np.iinfo(dtype)
+        if not info.min <= whole <= info.max:
+            raise OverflowError(f"{name}: fill_value {_short(value)} does not fit in {dtype} (from "
+                                f"{info.min} to {info.max}); pass a float, or a wider dtype")
+    elif dtype.kind == "f" and not isinstance(value, (bool, np.bool_)):
+        try:
+            too_big = math.isfinite(float(value)) and abs(float(value)) > float(np.finfo(dtype).max)
+        except OverflowError:               # an int beyond even float64
+            too_big = True
+        if too_big:
+            raise OverflowError(f"{name}: fill_value {_short(value)} is beyond the range of {dtype} (at most "
+                                f"{np.finfo(dtype).max}); pass dtype=gg.float64, or a smaller value")
+    return value
+
+
+def _short(value: Any) -> str:
+    """A number as an error message shows it: a huge int by its size, not its thousand digits."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        try:
+            return f"{float(value):.6g}"
+        except OverflowError:
+            return f"(an int of {value.bit_length()} bits)"
+    return repr(value)
+
+
 def full(size: Any, fill_value: Any, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
-    if isinstance(fill_value, Tensor):
+    """A tensor of ``size`` filled with ``fill_value`` (its dtype by default: bool, int64 or float32)."""
+    shape = parse_size((size,), None, "full")
+    if isinstance(fill_value, Tensor) and fill_value.numel() == 1:
         fill_value = fill_value.item()
-    arr = np.full(parse_size((size,), None, "full"), fill_value, dtype=_fill_dtype(fill_value, dtype))
-    return _finish(arr, device, requires_grad)
+    dtype = _fill_dtype(fill_value, dtype)
+    return _filled("full", shape, _fill_value("full", fill_value, dtype), dtype, device, requires_grad)
 
 
 def _like(x: Any, fill: Any, dtype: Any, device: Any, requires_grad: bool, name: str) -> Tensor:
     data = x.data if isinstance(x, Tensor) else np.asarray(x)
     dtype = as_dtype(dtype) or data.dtype
     xp = backend.namespace(data)
-    arr = xp.full(data.shape, fill, dtype=dtype)
+    fill = _fill_value(name, fill, np.dtype(dtype))
+    with allocating(name, tuple(data.shape), dtype):
+        arr = xp.full(data.shape, fill, dtype=dtype)
     return _finish(arr, device, requires_grad)
 
 
@@ -143,7 +240,21 @@ def arange(start: float, stop: float | None = None, step: float = 1, *, dtype: A
     if dtype is None:
         ints = all(isinstance(v, numbers.Integral) for v in (start, stop, step))
         dtype = np.dtype(np.int64) if ints else default_float
-    return _finish(np.arange(start, stop, step).astype(dtype), device, requires_grad)
+    with allocating("arange", (_arange_length(start, stop, step),), dtype):
+        arr = np.arange(start, stop, step).astype(dtype)
+    return _finish(arr, device, requires_grad)
+
+
+def _arange_length(start: Any, stop: Any, step: Any) -> int:
+    """How many values ``arange`` makes (0 for arguments that are not numbers: NumPy names those)."""
+    try:
+        span = (float(stop) - float(start)) / float(step)
+    except (TypeError, ValueError):
+        return 0
+    if not math.isfinite(span):
+        raise ValueError(f"arange: cannot make a range from {start} to {stop} in steps of {step}; "
+                         "give finite numbers")
+    return max(0, math.ceil(span))
 
 
 def linspace(start: float, stop: float, num: int = 50, *, steps: int | None = None,
@@ -158,7 +269,11 @@ def linspace(start: float, stop: float, num: int = 50, *, steps: int | None = No
 def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None,
         requires_grad: bool = False) -> Tensor:
     """The identity matrix (n x m)."""
-    return _finish(np.eye(n, m, dtype=as_dtype(dtype) or default_float), device, requires_grad)
+    shape = (_dim("eye", "n", n), _dim("eye", "m", n if m is None else m))
+    dtype = as_dtype(dtype) or default_float
+    with allocating("eye", shape, dtype):
+        arr = np.eye(*shape, dtype=dtype)
+    return _finish(arr, device, requires_grad)
 
 
 def from_numpy(arr: np.ndarray) -> Tensor:

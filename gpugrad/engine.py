@@ -10,6 +10,7 @@ cupy: array modules come from the backend, op rules from the registry.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import sys
 import threading
@@ -40,11 +41,21 @@ def is_grad_enabled() -> bool:
     return grad_mode.enabled
 
 
-class set_grad_enabled:
-    """Context manager and decorator that turns gradient recording on or off."""
+class _GradModeBlock:
+    """A block (``with``) or a decorated function that runs with recording on or off.
 
-    def __init__(self, mode: bool) -> None:
-        self.mode = bool(mode)
+    The same object may be entered again, nested or not, and used as a decorator with or
+    without parentheses (``@gg.no_grad`` and ``@gg.no_grad()``).
+    """
+
+    mode = True
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and not kwargs and callable(args[0]) and not isinstance(args[0], bool):
+            return cls()(args[0])           # a bare decorator: @gg.no_grad
+        return super().__new__(cls)
+
+    def __init__(self) -> None:
         self.prev: list[bool] = []
 
     def __enter__(self) -> None:
@@ -55,29 +66,78 @@ class set_grad_enabled:
         grad_mode.enabled = self.prev.pop()
 
     def __call__(self, fn: Callable) -> Callable:
-        mode = self.mode
+        block = type(self)
+        args = self._args()
 
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with set_grad_enabled(mode):
-                return fn(*args, **kwargs)
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            with block(*args):              # a fresh block per call: threads and recursion are safe
+                return fn(*a, **kw)
 
-        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
-        wrapper.__doc__ = getattr(fn, "__doc__", None)
         return wrapper
 
+    def _args(self) -> tuple:
+        return ()
 
-class no_grad(set_grad_enabled):
+
+class no_grad(_GradModeBlock):
     """Ops run inside ``with gg.no_grad():`` record nothing and need no memory for backward."""
 
-    def __init__(self) -> None:
-        super().__init__(False)
+    mode = False
 
 
-class enable_grad(set_grad_enabled):
+class enable_grad(_GradModeBlock):
     """Turn recording back on inside a ``no_grad`` block."""
 
-    def __init__(self) -> None:
-        super().__init__(True)
+    mode = True
+
+
+class inference_mode(_GradModeBlock):
+    """``no_grad`` for inference, as ``torch.inference_mode``: ``with gg.inference_mode():`` or a decorator.
+
+    ``inference_mode(False)`` leaves recording as it is. (gpugrad's tensors carry no inference flag:
+    a tensor made here is a constant, and may be used in a recorded computation later.)
+    """
+
+    def __init__(self, mode: bool = True) -> None:
+        super().__init__()
+        self.on = bool(mode)
+
+    def __enter__(self) -> None:
+        self.prev.append(grad_mode.enabled)
+        grad_mode.enabled = grad_mode.enabled and not self.on
+
+    def _args(self) -> tuple:
+        return (self.on,)
+
+
+class set_grad_enabled(_GradModeBlock):
+    """Turn recording on or off, as ``torch.set_grad_enabled``: called as a function it sets the mode
+    (``gg.set_grad_enabled(False)``); as a ``with`` block or a decorator it restores it after.
+    """
+
+    def __new__(cls, mode: bool) -> set_grad_enabled:
+        return object.__new__(cls)
+
+    def __init__(self, mode: bool) -> None:
+        if not isinstance(mode, (bool, int)):
+            raise TypeError(f"set_grad_enabled: mode must be a bool, got {type(mode).__name__}")
+        super().__init__()
+        self.mode = bool(mode)
+        self.prev.append(grad_mode.enabled)     # restored by __exit__, or at once by __call__
+        grad_mode.enabled = self.mode
+
+    def __enter__(self) -> None:
+        if not self.prev:                       # entered again after an earlier exit
+            super().__enter__()
+
+    def __call__(self, fn: Callable) -> Callable:
+        if self.prev:
+            grad_mode.enabled = self.prev.pop()     # a decorator changes nothing until fn runs
+        return super().__call__(fn)
+
+    def _args(self) -> tuple:
+        return (self.mode,)
 
 
 class detect_anomaly:
@@ -224,7 +284,7 @@ def run_backward(
     _callbacks.stack.append([])
     try:
         if create_graph:
-            with set_grad_enabled(True):
+            with enable_grad():
                 result = _walk(roots, root_grads, retain_graph, capture, True)
         else:
             result = _walk(roots, root_grads, retain_graph, capture, False)
@@ -352,14 +412,24 @@ def _deliver(grads: dict, wanted: dict | None, capture: Sequence[Tensor] | None,
                 wanted[id(key)] = g
         found = [wanted[id(t._node if t._node is not None else t)] for t in capture]
         return found if graph else [None if g is None else namespace(g).asarray(g) for g in found]
-    while grads:
-        leaf, g = grads.popitem()
-        if type(leaf) is not Node:
-            unshared = sys.getrefcount(g) <= _SOLE_LOCAL_REFCOUNT    # `g` is the only reference
-            _accumulate(leaf, g, Tensor, graph, unshared)
-            if _post_accumulate and id(leaf) in _post_accumulate:
-                _run_post_accumulate_hooks(leaf)
+    hooked = []
+    with _accumulating:         # one lock per backward: threads sharing a leaf lose no gradient
+        while grads:
+            leaf, g = grads.popitem()
+            if type(leaf) is not Node:
+                unshared = sys.getrefcount(g) <= _SOLE_LOCAL_REFCOUNT    # `g` is the only reference
+                _accumulate(leaf, g, Tensor, graph, unshared)
+                if _post_accumulate and id(leaf) in _post_accumulate:
+                    hooked.append(leaf)
+    for leaf in hooked:         # outside the lock: a hook may itself run a backward
+        _run_post_accumulate_hooks(leaf)
     return None
+
+
+# Accumulating reads .grad, adds and stores it back, and NumPy releases the GIL inside the add of a
+# large array: without the lock, two threads' backward passes into one leaf can each add to the old
+# value and one sum is lost (as PyTorch, which locks each accumulation).
+_accumulating = threading.Lock()
 
 
 def _run_hooks(hooks: list[Callable], g: Any, graph: bool) -> Any:
@@ -375,11 +445,25 @@ def _run_hooks(hooks: list[Callable], g: Any, graph: bool) -> Any:
         t = g if graph else Tensor._wrap(g)
         replaced = hook(t)
         if replaced is not None:
-            if not isinstance(replaced, Tensor) or replaced.shape != t.shape:
-                raise RuntimeError(f"hook {getattr(hook, '__name__', hook)!r} must return None or a "
-                                   f"Tensor of shape {t.shape}, got {replaced!r}")
+            _check_replacement(hook, t, replaced)
             g = replaced if graph else replaced.data
     return g
+
+
+def _check_replacement(hook: Callable, g: Tensor, replaced: Any) -> None:
+    """A hook may change a gradient's values, never its type, shape, dtype or device (as PyTorch)."""
+    from .tensor import Tensor  # noqa: PLC0415
+
+    name = getattr(hook, "__qualname__", None) or repr(hook)
+    if not isinstance(replaced, Tensor):
+        raise RuntimeError(f"hook {name!r} must return None or a Tensor, got {type(replaced).__name__}")
+    for what, was, got in (("shape", g.shape, replaced.shape), ("dtype", g.dtype, replaced.dtype),
+                           ("device", g.device, replaced.device)):
+        if was != got:
+            raise RuntimeError(
+                f"hook {name!r} changed the gradient's {what}: it was {g.shape} {g.dtype} on {g.device}, "
+                f"the hook returned {replaced.shape} {replaced.dtype} on {replaced.device}; a hook may "
+                f"change a gradient's values only (return a Tensor like the one it was given)")
 
 
 def _sole_local_refcount() -> int:
@@ -400,8 +484,8 @@ def _accumulate(leaf: Tensor, g: Any, tensor_cls: type, graph: bool, unshared: b
         raise RuntimeError(
             f"internal error: gradient of shape {g.shape} for a leaf of shape {leaf.data.shape}"
         )
-    if graph:
-        leaf._grad = g if leaf._grad is None else leaf._grad + g
+    if graph:       # a recorded copy: never the caller's grad_outputs, nor another leaf's gradient
+        leaf._grad = g.clone() if leaf._grad is None else leaf._grad + g
     elif leaf._grad is None:
         if unshared and getattr(g, "base", False) is None and g.ndim:   # an ndarray owning its data
             leaf._grad = tensor_cls._wrap(g)

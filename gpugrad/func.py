@@ -238,6 +238,8 @@ def jvp(f: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[A
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"{name}: {len(primals)} primals but {len(tangents)} tangents")
+    for i, (p, t) in enumerate(zip(primals, tangents)):
+        _check_tangent(name, i, p, t)
     nested = _recorded(primals) or _recorded(tangents)
     out, vjp_fn = vjp(f, *primals)
     if not isinstance(out, Tensor):
@@ -256,6 +258,32 @@ def jvp(f: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[A
     if tangent_out is None:
         return out, Tensor._wrap(xp.zeros_like(out.data))
     return out, tangent_out if nested else Tensor._wrap(tangent_out)
+
+
+def _check_tangent(name: str, i: int, primal: Any, tangent: Any) -> None:
+    """A tangent has its primal's structure, shapes and (where it has one) floating dtype, as in JAX."""
+    p_leaves, p_spec = flatten(primal)
+    t_leaves, t_spec = flatten(tangent)
+    if p_spec != t_spec:
+        raise ValueError(f"{name}: tangent {i} has another structure than primal {i} (a "
+                         f"{type(tangent).__name__} for a {type(primal).__name__}); give each tangent "
+                         "the structure of its primal")
+    for j, (p, t) in enumerate(zip(p_leaves, t_leaves)):
+        where = f"tangent {i}" + (f", leaf {j}," if p_spec is not None else "")
+        p_shape, p_dtype = _shape_and_dtype(p)
+        t_shape, t_dtype = _shape_and_dtype(t)
+        if t_shape != p_shape:
+            raise ValueError(f"{name}: {where} has shape {t_shape} but its primal has shape {p_shape}; "
+                             "give each tangent its primal's shape")
+        if hasattr(t, "dtype") and (not is_floating(t_dtype) or t_dtype != p_dtype):
+            raise TypeError(f"{name}: {where} is {t_dtype} but its primal is {p_dtype}; give each tangent "
+                            "its primal's floating dtype (t.astype(...))")
+
+
+def _shape_and_dtype(value: Any) -> tuple[tuple[int, ...], Any]:
+    if not hasattr(value, "dtype"):
+        value = tensor(value)           # a Python number or nested list: as a transform sees it
+    return tuple(value.shape), value.dtype
 
 
 def _recorded(tree: Any) -> bool:

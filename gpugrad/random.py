@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import backend
-from .creation import _finish, parse_size
+from .creation import _finish, allocating, parse_size
 from .dtypes import as_dtype, default_float
 from .tensor import Tensor
 
@@ -31,11 +31,12 @@ def _draw(kind: str, shape: tuple, dtype: Any) -> np.ndarray:
     if dtype.kind != "f":
         raise TypeError(f"{kind}: random floats need a float dtype, got {dtype}")
     draw_dtype = dtype if dtype in (np.float32, np.float64) else np.float32
-    if kind == "randn":
-        arr = _generator.standard_normal(shape, dtype=draw_dtype)
-    else:
-        arr = _generator.random(shape, dtype=draw_dtype)
-    return np.asarray(arr).astype(dtype, copy=False)
+    with allocating(kind, shape, draw_dtype):
+        if kind == "randn":
+            arr = _generator.standard_normal(shape, dtype=draw_dtype)
+        else:
+            arr = _generator.random(shape, dtype=draw_dtype)
+        return np.asarray(arr).astype(dtype, copy=False)
 
 
 def randn(*shape: Any, size: Any = None, dtype: Any = None, device: Any = None,
@@ -55,5 +56,7 @@ def randint(low: int, high: int | None = None, size: Any = (), *, dtype: Any = N
     """Integers drawn uniformly from [low, high) (int64 by default)."""
     if high is None:
         low, high = 0, low
-    arr = _generator.integers(low, high, size=parse_size((size,), None, "randint"))
-    return _finish(np.asarray(arr).astype(as_dtype(dtype) or np.int64), device, False)
+    shape = parse_size((size,), None, "randint")
+    with allocating("randint", shape, np.int64):
+        arr = np.asarray(_generator.integers(low, high, size=shape)).astype(as_dtype(dtype) or np.int64)
+    return _finish(arr, device, False)

@@ -156,7 +156,7 @@ class Tensor:
         def keep(g: Tensor) -> None:
             t = me()
             if t is not None:
-                t._grad = g.detach() if t._grad is None else t._grad + g.detach()
+                t._grad = g.detach().clone() if t._grad is None else t._grad + g.detach()   # writable, own
 
         keep.retains_grad = True  # type: ignore[attr-defined]   (the engine runs it last)
         if self._node.hooks is None:

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import optional
 import pytest
 
 from benchmarks import compare, machine, runner, workloads
@@ -90,13 +91,13 @@ def gpugrad_steps() -> dict:
 
 @pytest.mark.parametrize("wid", list(workloads.WORKLOADS))
 def test_workload_matches_torch(wid, gpugrad_steps):
-    pytest.importorskip("torch")
+    optional.need("torch")
     _assert_same_step(gpugrad_steps[wid], workloads.one_step("torch", wid), f"{wid} gpugrad vs PyTorch")
 
 
 @pytest.mark.parametrize("wid", list(workloads.WORKLOADS))
 def test_workload_matches_hips_autograd(wid, gpugrad_steps):
-    pytest.importorskip("autograd")
+    optional.need("autograd")
     if not workloads.runs("autograd", wid):
         pytest.skip(f"HIPS autograd has no {wid} ({workloads.RUNNERS['autograd'].note})")
     _assert_same_step(gpugrad_steps[wid], workloads.one_step("autograd", wid),
@@ -111,7 +112,7 @@ def test_numpy_floor_computes_the_same_step(wid, gpugrad_steps):
 
 @pytest.mark.parametrize("wid", ["B2", "B3"])
 def test_jax_jit_computes_the_same_step(wid, gpugrad_steps):
-    pytest.importorskip("jax")
+    optional.need("jax")
     _assert_same_step(gpugrad_steps[wid], workloads.one_step("jax-jit", wid), f"{wid} gpugrad vs jax.jit")
     step = workloads.make_step("jax-jit", wid)          # the timed step keeps no gradients, and says so
     step()

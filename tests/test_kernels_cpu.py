@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import optional
 import pytest
 from kernel_host import emulator
 
@@ -912,7 +913,7 @@ def test_the_emulation_catches_wrong_arguments(host_libs):
 # ============================================================================= references vs PyTorch
 
 def _torch():
-    return pytest.importorskip("torch")
+    return optional.need("torch")
 
 
 def test_activation_references_match_torch():

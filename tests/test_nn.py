@@ -5,6 +5,7 @@ import math
 from collections import OrderedDict
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
@@ -18,7 +19,7 @@ try:
 except ImportError:
     torch = None
 
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
+needs_torch = optional.needs("torch")
 
 
 class Block(nn.Module):

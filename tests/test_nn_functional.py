@@ -4,6 +4,7 @@ float64, numerics at extreme inputs, and error messages."""
 import math
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
@@ -40,7 +41,7 @@ def test_erf_matches_math_erf_to_a_few_ulp():
 
 
 def test_erf_matches_high_precision_reference():
-    mpmath = pytest.importorskip("mpmath")
+    mpmath = optional.need("mpmath")
     x = _erf_points()[::50]
     ref = np.array([float(mpmath.erf(mpmath.mpf(float(v)))) for v in x])
     got = _erf.erf_array(np, x)
@@ -64,7 +65,7 @@ def test_erf_special_values_and_dtypes():
 
 
 def test_erf_tables_are_what_derive_tables_computes():
-    pytest.importorskip("mpmath")
+    optional.need("mpmath")
     small, pieces = _erf.derive_tables()
     assert small == _erf._SMALL
     assert pieces == _erf._PIECES
@@ -258,7 +259,7 @@ def _run(lib, fn, arrays):
     return out.detach().numpy(), [i.grad.numpy() for i in inputs]
 
 
-@pytest.mark.skipif(torch is None, reason="torch is not installed")
+@optional.needs("torch")
 @pytest.mark.parametrize("name,arrays,fn", CASES, ids=_IDS)
 def test_matches_torch(name, arrays, fn):
     g_out, g_grads = _run(GG, fn, arrays)
@@ -269,7 +270,7 @@ def test_matches_torch(name, arrays, fn):
         np.testing.assert_allclose(g, t, rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.skipif(torch is None, reason="torch is not installed")
+@optional.needs("torch")
 def test_float32_activations_match_torch():
     x = _u(-6, 6, (200,)).astype(np.float32)
     pairs = [(F.gelu, TF.gelu), (lambda v: F.gelu(v, "tanh"), lambda v: TF.gelu(v, approximate="tanh")),
@@ -280,7 +281,7 @@ def test_float32_activations_match_torch():
         np.testing.assert_allclose(out.numpy(), tfn(torch.tensor(x)).numpy(), rtol=2e-6, atol=1e-6)
 
 
-@pytest.mark.skipif(torch is None, reason="torch is not installed")
+@optional.needs("torch")
 def test_one_hot_matches_torch():
     t = np.array([[0, 3], [2, 2]])
     np.testing.assert_array_equal(F.one_hot(gg.tensor(t)).numpy(), TF.one_hot(torch.tensor(t)).numpy())

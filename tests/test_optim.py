@@ -8,8 +8,6 @@ import gpugrad.optim as optim
 from gpugrad.optim import lr_scheduler
 from gpugrad.serialization import load, save
 
-torch = pytest.importorskip("torch")
-
 SHAPES = [(3, 4), (5,), ()]
 STEPS = 50
 
@@ -35,7 +33,7 @@ def _gg_steps(opt, params, init, start, stop):
         opt.step()
 
 
-def _torch_run(name, kw, init, steps=STEPS, groups=None):
+def _torch_run(torch, name, kw, init, steps=STEPS, groups=None):
     params = [torch.tensor(a.copy(), requires_grad=True) for a in init]
     spec = params if groups is None else [{**g, "params": [params[i] for i in g["params"]]} for g in groups]
     opt = getattr(torch.optim, name)(spec, **kw)
@@ -65,24 +63,24 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{'-'.join(k)}" for n, k in CASES])
-def test_matches_torch_float64(name, kw):
+def test_matches_torch_float64(name, kw, torch):
     init = _init()
     params = _gg_params(init)
     opt = getattr(optim, name)(params, **kw)
     _gg_steps(opt, params, init, 0, STEPS)
-    expected = _torch_run(name, kw, init)
+    expected = _torch_run(torch, name, kw, init)
     for p, e in zip(params, expected):
         assert p.dtype == np.float64 and p.shape == e.shape
         np.testing.assert_allclose(p.data, e, rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("name,kw", [("SGD", dict(lr=0.1, momentum=0.9)), ("AdamW", dict(lr=0.01))])
-def test_float32_stays_float32_and_close(name, kw):
+def test_float32_stays_float32_and_close(name, kw, torch):
     init = _init()
     params = _gg_params(init, gg.float32)
     opt = getattr(optim, name)(params, **kw)
     _gg_steps(opt, params, init, 0, 20)
-    expected = _torch_run(name, kw, init, steps=20)
+    expected = _torch_run(torch, name, kw, init, steps=20)
     for p, e in zip(params, expected):
         assert p.dtype == np.float32
         for buf in opt.state[p].values():
@@ -90,7 +88,7 @@ def test_float32_stays_float32_and_close(name, kw):
         np.testing.assert_allclose(p.data, e, rtol=1e-4, atol=1e-5)
 
 
-def test_end_to_end_backward_matches_torch():
+def test_end_to_end_backward_matches_torch(torch):
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((16, 3)), rng.standard_normal(16)
     w0, b0 = rng.standard_normal(3), rng.standard_normal(())
@@ -109,7 +107,7 @@ def test_end_to_end_backward_matches_torch():
     np.testing.assert_allclose(b.data, tb.detach().numpy(), rtol=1e-10)
 
 
-def test_param_groups_with_their_own_options_match_torch():
+def test_param_groups_with_their_own_options_match_torch(torch):
     init = _init()
     params = _gg_params(init)
     groups = [{"params": [0, 2], "lr": 0.01}, {"params": [1], "momentum": 0.5, "nesterov": True}]
@@ -117,7 +115,7 @@ def test_param_groups_with_their_own_options_match_torch():
     assert [g["lr"] for g in opt.param_groups] == [0.01, 0.1]
     assert [g["momentum"] for g in opt.param_groups] == [0.9, 0.5]
     _gg_steps(opt, params, init, 0, STEPS)
-    expected = _torch_run("SGD", dict(lr=0.1, momentum=0.9), init, groups=groups)
+    expected = _torch_run(torch, "SGD", dict(lr=0.1, momentum=0.9), init, groups=groups)
     for p, e in zip(params, expected):
         np.testing.assert_allclose(p.data, e, rtol=1e-10, atol=1e-13)
 
@@ -267,7 +265,7 @@ SCHEDULERS = [
 
 
 @pytest.mark.parametrize("name,kw", SCHEDULERS, ids=[f"{n}-{k}" for n, k in SCHEDULERS])
-def test_scheduler_lrs_match_torch(name, kw):
+def test_scheduler_lrs_match_torch(name, kw, torch):
     p = gg.zeros(2, requires_grad=True)
     opt = optim.SGD([{"params": [p]}, {"params": [gg.zeros(1, requires_grad=True)], "lr": 0.3}], lr=0.1)
     sched = getattr(lr_scheduler, name)(opt, **kw)
@@ -328,7 +326,6 @@ def test_scheduler_errors():
 
 
 def test_step_bumps_the_version_so_a_stale_graph_is_caught():
-    pytest.importorskip("gpugrad.versions")
     w = gg.ones(3, requires_grad=True)
     loss = (w * w).sum()
     opt = optim.SGD([w], lr=0.1)

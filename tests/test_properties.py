@@ -9,6 +9,7 @@ must agree within 1e-8.
 from __future__ import annotations
 
 import numpy as np
+import optional
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -153,7 +154,7 @@ def test_random_programs_pass_gradcheck(program, seed):
     assert gg.testing.gradcheck(lambda *xs: run(gg, xs, steps), *inputs)
 
 
-@pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+@optional.needs("torch")
 @SETTINGS
 @given(programs(), st.integers(0, 2**16))
 def test_random_programs_match_torch(program, seed):

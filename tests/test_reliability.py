@@ -1,6 +1,8 @@
 """Never silently wrong: in-place safety, anomaly detection, dtype rules, threads, memory."""
 
 import gc
+import re
+import sys
 import threading
 import tracemalloc
 
@@ -193,6 +195,195 @@ def test_no_grad_is_thread_local():
     assert seen["other"] is True
 
 
+
+def test_threads_backpropagating_into_one_leaf_lose_no_gradient():
+    # a large leaf: NumPy releases the GIL inside the add, so an unlocked read-add-store loses sums
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        w = gg.zeros(100_000, requires_grad=True)
+        start = threading.Barrier(4)
+
+        def work():
+            start.wait()
+            for _ in range(60):
+                (w * 1.0).sum().backward()
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert w.grad.dtype == gg.float32 and w.grad.shape == (100_000,)
+    assert w.grad.data.min() == w.grad.data.max() == 240.0
+
+
+# ----------------------------------------------------------------------------- what backward accepts
+
+def _doubling(gradient):
+    """A Function computing 2x whose backward returns ``gradient(g)``."""
+    class Doubling(gg.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return gradient(g)
+
+    return Doubling
+
+
+def _function_returning(shape):
+    return _doubling(lambda g: gg.ones(shape, dtype=g.dtype))
+
+
+@pytest.mark.parametrize("leaf", [True, False], ids=["leaf-input", "computed-input"])
+@pytest.mark.parametrize("x_shape,g_shape", [((3,), ()), ((3,), (1,)), ((3,), (4,)), ((1, 3), (3,)),
+                                             ((2, 3), (1, 3)), ((2, 3), (3,)), ((2, 1), (2,))])
+def test_a_function_returning_a_wrong_shape_raises(x_shape, g_shape, leaf):
+    x = gg.zeros(x_shape, requires_grad=True)
+    out = _function_returning(g_shape).apply(x if leaf else x * 1.0)
+    message = re.escape(f"Doubling.backward returned a gradient of shape {g_shape} for input 0, "
+                        f"which has shape {x_shape}")
+    with pytest.raises(RuntimeError, match=message):
+        out.sum().backward()
+
+
+@pytest.mark.parametrize("x_shape,g_shape,total", [((3,), (2, 3), 2.0), ((3,), (1, 3), 1.0),
+                                                   ((1, 3), (4, 1, 3), 4.0), ((), (5,), 5.0)])
+def test_a_function_gradient_the_input_broadcasts_to_is_summed_as_in_pytorch(x_shape, g_shape, total):
+    for graph in (False, True):
+        x = gg.zeros(x_shape, requires_grad=True)
+        _function_returning(g_shape).apply(x * 1.0).sum().backward(create_graph=graph)
+        assert x.grad.shape == x_shape and x.grad.dtype == gg.float32
+        np.testing.assert_array_equal(x.grad.data, np.full(x_shape, total, np.float32))
+
+
+def test_a_function_gradient_of_another_dtype_is_cast_to_the_input_dtype():
+    x = gg.ones(3, requires_grad=True)
+    _doubling(lambda g: g.astype(gg.float64) * 2).apply(x * 1.0).sum().backward()
+    assert x.grad.dtype == gg.float32 and x.grad.tolist() == [2.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("on_leaf", [True, False], ids=["leaf-hook", "tensor-hook"])
+@pytest.mark.parametrize("change,what", [(lambda g: g.astype(gg.float64), "dtype"),
+                                         (lambda g: g.sum(), "shape"), (lambda g: g[None], "shape"),
+                                         (lambda g: g.numpy(), "Tensor")])
+def test_a_hook_that_changes_a_gradients_dtype_or_shape_raises(change, what, on_leaf):
+    x = gg.ones(3, requires_grad=True)
+    y = x * 2.0
+    (x if on_leaf else y).register_hook(change)
+    with pytest.raises(RuntimeError, match=f"hook '.*<lambda>'.*{what}"):
+        y.sum().backward()
+
+
+# ----------------------------------------------------------------------------- no shared .grad
+
+def test_create_graph_gives_each_leaf_its_own_grad():
+    a, b = gg.ones(3, requires_grad=True), gg.ones(3, requires_grad=True)
+    v = gg.tensor([1.0, 2.0, 3.0])
+    (a + b).backward(v, create_graph=True)
+    grads = [a.grad, b.grad]
+    assert a.grad is not b.grad and a.grad is not v
+    for g in grads:
+        assert g.shape == (3,) and g.dtype == gg.float32
+        assert not np.shares_memory(g.data, v.data)
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+    with gg.no_grad():
+        a.grad.mul_(0.5)                          # as clip_grad_norm_ does
+    assert b.grad.tolist() == [1.0, 2.0, 3.0] and v.tolist() == [1.0, 2.0, 3.0]
+    assert a.grad.tolist() == [0.5, 1.0, 1.5]
+
+
+def test_create_graph_grads_stay_differentiable():
+    x = gg.tensor([1.0, 2.0], requires_grad=True)
+    (x ** 3).sum().backward(create_graph=True)
+    assert x.grad.requires_grad
+    (gx,) = gg.autograd.grad(x.grad.sum(), x)
+    assert gx.tolist() == [6.0, 12.0]
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["first-order", "create_graph"])
+def test_grad_is_always_writable_and_zero_grad_keeps_it(graph):
+    x = gg.ones(3, requires_grad=True)
+    y = x * 2.0
+    y.retain_grad()
+    y.sum().backward(create_graph=graph)         # sum's gradient arrives as a read-only broadcast
+    for t in (x, y):
+        assert t.grad.data.flags.writeable
+    opt = gg.optim.SGD([x], lr=0.1)
+    opt.zero_grad(set_to_none=False)
+    assert x.grad.tolist() == [0.0, 0.0, 0.0] and not x.grad.requires_grad
+    y.grad.zero_()
+    z = gg.ones(3, requires_grad=True)
+    (z + 0.0).sum().backward(create_graph=graph)  # z.grad would be the broadcast itself
+    gg.optim.SGD([z], lr=0.1).zero_grad(set_to_none=False)
+    assert z.grad.tolist() == [0.0, 0.0, 0.0]
+    model = gg.nn.Linear(2, 1)
+    model(gg.ones(4, 2)).sum().backward(create_graph=graph)
+    model.zero_grad(set_to_none=False)
+    assert all(p.grad.data.flags.writeable and not p.grad.data.any() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- grad modes
+
+def test_set_grad_enabled_as_a_function_a_block_and_a_decorator():
+    x = gg.ones(2, requires_grad=True)
+    try:
+        gg.set_grad_enabled(False)
+        assert not gg.is_grad_enabled() and not (x * 2).requires_grad
+        gg.set_grad_enabled(True)
+        assert gg.is_grad_enabled() and (x * 2).requires_grad
+        with gg.set_grad_enabled(False):
+            assert not (x * 2).requires_grad
+        assert gg.is_grad_enabled()
+        with gg.no_grad(), gg.set_grad_enabled(True):
+            assert (x * 2).requires_grad
+        assert gg.is_grad_enabled()
+
+        @gg.set_grad_enabled(False)
+        def f():
+            return x * 2
+
+        assert gg.is_grad_enabled()               # decorating changes nothing until f runs
+        assert not f().requires_grad and gg.is_grad_enabled()
+        with pytest.raises(TypeError, match="set_grad_enabled: mode must be a bool"):
+            gg.set_grad_enabled("no")
+    finally:
+        gg.set_grad_enabled(True)
+
+
+def test_inference_mode_as_a_block_and_a_decorator():
+    x = gg.ones(2, requires_grad=True)
+    with gg.inference_mode():
+        assert not gg.is_grad_enabled() and not (x * 2).requires_grad
+    with gg.inference_mode(False):
+        assert (x * 2).requires_grad
+    assert gg.is_grad_enabled()
+
+    @gg.inference_mode()
+    def f():
+        return x * 2
+
+    @gg.inference_mode
+    def g():
+        return x * 2
+
+    @gg.no_grad
+    def h():
+        return x * 2
+
+    assert not f().requires_grad and not g().requires_grad and not h().requires_grad
+    assert g.__name__ == "g" and gg.is_grad_enabled()
+    block = gg.inference_mode()
+    with block, block:                            # one object, entered twice
+        assert not gg.is_grad_enabled()
+    assert gg.is_grad_enabled()
+
+
 # ----------------------------------------------------------------------------- memory and scale
 
 def test_ten_thousand_training_steps_keep_memory_flat():
@@ -223,6 +414,52 @@ def test_ten_thousand_training_steps_keep_memory_flat():
     second = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert second - first < 32 * 1024, f"grew {second - first} bytes over 9000 steps"
+
+
+def _cube_sum(x):
+    return (x ** 3).sum()
+
+
+def _pair_loss(params):
+    u, v = params["b"][1]
+    return (params["w"] * params["b"][0]).sum() + (u * v).sum()
+
+
+_X = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+TRANSFORM_CALLS = {
+    "grad": lambda x: gg.grad(_cube_sum)(x),
+    "value_and_grad": lambda x: gg.value_and_grad(_cube_sum)(x),
+    "grad-has_aux": lambda x: gg.grad(lambda x: (_cube_sum(x), {"aux": x * 2}), has_aux=True)(x),
+    "grad-pytree": lambda x: gg.grad(_pair_loss)({"w": x, "b": [x, (x, x)]}),
+    "grad-argnums": lambda x: gg.grad(lambda a, b: (a * b).sum(), argnums=(0, 1))(x, x),
+    "vjp": lambda x: gg.vjp(lambda x: {"y": gg.sin(x), "z": [x * 2]}, x)[1]({"y": gg.ones(3), "z": [x]}),
+    "jvp": lambda x: gg.jvp(gg.tanh, (x,), (gg.ones(3),)),
+    "jacobian": lambda x: gg.jacobian(gg.tanh)(x),
+    "hessian": lambda x: gg.hessian(_cube_sum)(x),
+    "grad-of-grad": lambda x: gg.grad(lambda y: gg.grad(_cube_sum)(y).sum())(x),
+    "autograd.grad-create_graph": lambda x: gg.autograd.grad(
+        _cube_sum(gg.tensor(x, requires_grad=True)), gg.tensor(x, requires_grad=True), allow_unused=True),
+    "Function": lambda x: _SAME_SHAPE.apply(gg.tensor(x, requires_grad=True) * 1.0).sum().backward(),
+}
+_SAME_SHAPE = _function_returning((3,))
+
+
+@pytest.mark.parametrize("name", list(TRANSFORM_CALLS))
+def test_transforms_leave_no_reference_cycles(name):
+    call, x = TRANSFORM_CALLS[name], gg.tensor(_X)
+    call(x)                                       # first-call caches (op tables, imports)
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        for _ in range(10):
+            call(x)
+        left = len(gc.get_objects()) - before
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert found == 0, f"{name}: 10 calls left {found} objects in reference cycles"
+    assert left < 10, f"{name}: 10 calls left {left} objects for the garbage collector"
 
 
 def test_hundred_thousand_op_chain_backpropagates():

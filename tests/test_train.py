@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
@@ -14,19 +15,21 @@ from gpugrad.cli import main as cli_main
 from gpugrad.train import TrainConfig, load_data, split, train
 
 ROOT = Path(__file__).resolve().parents[1]
-sklearn = pytest.importorskip("sklearn", reason="the default data set needs scikit-learn (gpugrad[train])")
+needs_sklearn = optional.needs("sklearn")     # the default data set, scikit-learn's digits
 
 
 def quiet(_):
     pass
 
 
+@needs_sklearn
 def test_defaults_reach_97_percent_on_digits():
     metrics = train(TrainConfig(progress=False), log=quiet)
     assert metrics["final_test_accuracy"] >= 0.97, metrics["final_test_accuracy"]
     assert metrics["data"] == "digits (8x8)"
 
 
+@needs_sklearn
 def test_same_seed_same_result_and_other_seed_differs():
     a = train(TrainConfig(epochs=3, progress=False, seed=3), log=quiet)
     b = train(TrainConfig(epochs=3, progress=False, seed=3), log=quiet)
@@ -35,6 +38,7 @@ def test_same_seed_same_result_and_other_seed_differs():
     assert a["history"] != c["history"]
 
 
+@needs_sklearn
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
@@ -103,8 +107,7 @@ def test_info_runs(capsys):
 # ----------------------------------------------------------------------------- parity with PyTorch
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_training_loop_matches_pytorch_in_float64(opt):
-    torch = pytest.importorskip("torch")
+def test_training_loop_matches_pytorch_in_float64(opt, torch):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((256, 20))
     y = rng.integers(0, 5, size=256)

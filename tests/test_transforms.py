@@ -116,8 +116,7 @@ def test_autograd_grad_of_a_non_leaf():
     assert gh.item() == pytest.approx(np.exp(4.0))
 
 
-def test_hvp_matches_torch():
-    torch = pytest.importorskip("torch")
+def test_hvp_matches_torch(torch):
     rng = np.random.default_rng(0)
     xs, ys = rng.standard_normal((16, 5)), rng.standard_normal((16, 2))
     w1, b1, w2 = rng.standard_normal((5, 8)), rng.standard_normal(8), rng.standard_normal((8, 2))

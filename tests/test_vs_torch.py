@@ -1,11 +1,12 @@
 """Differential tests: forward values and input gradients equal PyTorch's in float64."""
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
 
-torch = pytest.importorskip("torch")
+torch = optional.need("torch")    # every test here is a comparison with PyTorch
 
 # (name, gpugrad function, torch function, input ranges)
 UNARY = [

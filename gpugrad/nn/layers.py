@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -54,6 +55,15 @@ def reset_affine(module: Module) -> None:
         init.ones_(module.weight)
     if module.bias is not None:
         init.zeros_(module.bias)
+def _count(layer: str, name: str, value: Any) -> int:
+    """A layer's size argument as an int >= 0; else a TypeError or ValueError naming it and its value."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{layer}: {name} must be an int, got {value!r} ({type(value).__name__}); "
+                        f"pass a whole number of features, e.g. {layer}(2, 3)")
+    value = operator.index(value)
+    if value < 0:
+        raise ValueError(f"{layer}: {name} must be >= 0, got {value}")
+    return value
 
 
 # ----------------------------------------------------------------------------- Linear
@@ -65,11 +75,8 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device: Any = None,
                  dtype: Any = None) -> None:
         super().__init__()
-        if in_features < 0 or out_features < 0:
-            raise ValueError(f"Linear: in_features and out_features must be >= 0, got {in_features} "
-                             f"and {out_features}")
-        self.in_features = in_features
-        self.out_features = out_features
+        self.in_features = _count("Linear", "in_features", in_features)
+        self.out_features = _count("Linear", "out_features", out_features)
         self.weight = _new_parameter((out_features, in_features), dtype, device)
         if bias:
             self.bias = _new_parameter((out_features,), dtype, device)

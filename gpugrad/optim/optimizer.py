@@ -15,6 +15,27 @@ from .functional import pick_multi
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
 
+def _listed(name: str, params: Any, what: str) -> list[Any]:
+    """``params`` as a list; a TypeError naming what was given (a method, a module, a set...) otherwise."""
+    if isinstance(params, (set, frozenset)):
+        raise TypeError(f"{name}: {what} must be an ordered iterable (a set's order changes between "
+                        "runs, which breaks state_dict); pass a list")
+    if callable(getattr(params, "parameters", None)):
+        raise TypeError(f"{name}: {what} is a module ({type(params).__name__}), not its parameters; pass "
+                        f"model.parameters(): {name}(model.parameters(), ...)")
+    try:
+        return list(params)
+    except TypeError:
+        if callable(params):
+            owner = getattr(params, "__self__", None)
+            called = (f"method {type(owner).__name__}.{params.__name__}" if owner is not None else
+                      f"function {getattr(params, '__qualname__', repr(params))}")
+            raise TypeError(f"{name}: {what} is the {called}, not what it returns; call it: "
+                            f"{name}(model.parameters(), ...), not {name}(model.parameters, ...)") from None
+        raise TypeError(f"{name}: {what} must be an iterable of Tensors or of dicts, got "
+                        f"{type(params).__name__}; pass model.parameters() or a list of tensors") from None
+
+
 class Optimizer:
     """Base class: holds ``param_groups`` (dicts of params + options) and ``state`` (per parameter)."""
 
@@ -29,10 +50,10 @@ class Optimizer:
         if isinstance(params, Tensor):
             raise TypeError(f"{name}: params must be an iterable of Tensors or of dicts, got a single "
                             "Tensor; pass [tensor] or model.parameters()")
-        if isinstance(params, (set, frozenset)):
-            raise TypeError(f"{name}: params must be an ordered iterable (a set's order changes between "
-                            "runs, which breaks state_dict); pass a list")
-        groups = list(params)
+        if isinstance(params, dict):
+            raise TypeError(f"{name}: params must be an iterable of Tensors or of dicts, got a dict; pass "
+                            "model.parameters(), or a list of param groups [{'params': [...], ...}]")
+        groups = _listed(name, params, "params")
         if not groups:
             raise ValueError(f"{name}: got an empty parameter list; pass model.parameters() of a model "
                              "that has parameters, or a list of tensors")
@@ -55,16 +76,16 @@ class Optimizer:
         params = param_group["params"]
         if isinstance(params, Tensor):
             params = [params]
-        elif isinstance(params, (set, frozenset)):
-            raise TypeError(f"{name}: param group {index}'s params must be an ordered iterable, "
-                            "not a set; pass a list")
         else:
-            params = list(params)
+            params = _listed(name, params, f"param group {index}'s params")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for j, p in enumerate(params):
             if not isinstance(p, Tensor):
+                named = isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
                 raise TypeError(f"{name}: param group {index}, item {j} is a {type(p).__name__}, not a "
-                                "Tensor; an optimizer updates Tensors (e.g. model.parameters())")
+                                "Tensor; an optimizer updates Tensors (e.g. model.parameters())"
+                                + ("; that looks like named_parameters(): pass model.parameters()"
+                                   if named else ""))
             if not p.is_leaf:
                 raise ValueError(f"{name}: param group {index}, item {j} (shape {p.shape}) is not a leaf "
                                  "tensor (it was computed by an op); optimize the leaf, or use "
