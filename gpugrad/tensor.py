@@ -525,7 +525,8 @@ class Tensor:
     def scatter_add(self, dim: int, index: Any, src: Any) -> Tensor:
         return _ops.scatter_add(self, dim, index, src)
 
-    def scatter_reduce(self, dim: int, index: Any, src: Any, reduce: str, *, include_self: bool = True) -> Tensor:
+    def scatter_reduce(self, dim: int, index: Any, src: Any, reduce: str, *,
+                       include_self: bool = True) -> Tensor:
         return _ops.scatter_reduce(self, dim, index, src, reduce, include_self=include_self)
 
     def masked_fill(self, mask: Any, value: Any) -> Tensor:
@@ -547,7 +548,8 @@ class Tensor:
     def scatter_add_(self, dim: int, index: Any, src: Any) -> Tensor:
         return self._replace("scatter_add_", lambda: self.scatter_add(dim, index, src))
 
-    def scatter_reduce_(self, dim: int, index: Any, src: Any, reduce: str, *, include_self: bool = True) -> Tensor:
+    def scatter_reduce_(self, dim: int, index: Any, src: Any, reduce: str, *,
+                        include_self: bool = True) -> Tensor:
         return self._replace("scatter_reduce_",
                              lambda: self.scatter_reduce(dim, index, src, reduce, include_self=include_self))
 
@@ -565,9 +567,13 @@ class Tensor:
                                f"in place into a tensor of shape {self.shape}")
         return self._inplace(name, lambda d: d.__setitem__(Ellipsis, result))
 
+    @staticmethod
+    def _sizes(args: tuple) -> tuple:
+        """PyTorch's two spellings of a size list: ``t.repeat(2, 3)`` and ``t.repeat((2, 3))``."""
+        return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else tuple(args)
+
     def flip(self, *dims: Any) -> Tensor:
-        dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        return _ops.flip(self, tuple(dims))
+        return _ops.flip(self, self._sizes(dims))
 
     def roll(self, shifts: Any, dims: Any = None) -> Tensor:
         if dims is not None and len(shifts if isinstance(shifts, (tuple, list)) else (shifts,)) != \
@@ -577,16 +583,17 @@ class Tensor:
 
     def repeat(self, *sizes: Any) -> Tensor:
         """Tile the tensor ``sizes[d]`` times along each dimension (numpy.tile)."""
-        sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
+        sizes = self._sizes(sizes)
         if len(sizes) < self.ndim:
             raise RuntimeError(f"repeat: give at least one count per dimension: {len(sizes)} counts for a "
                                f"tensor of shape {self.shape}")
         return _ops.tile(self, sizes)
 
     def tile(self, *dims: Any) -> Tensor:
-        return _ops.tile(self, tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims)
+        return _ops.tile(self, self._sizes(dims))
 
-    def repeat_interleave(self, repeats: Any, dim: int | None = None, *, output_size: int | None = None) -> Tensor:
+    def repeat_interleave(self, repeats: Any, dim: int | None = None, *,
+                          output_size: int | None = None) -> Tensor:
         return _ops.repeat_interleave(self, repeats, dim, output_size=output_size)
 
     def split(self, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:

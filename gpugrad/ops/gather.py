@@ -239,7 +239,8 @@ def scatter_add(x: Any, dim: int, index: Any, src: Any) -> Tensor:
     return x + _unindex(_source("scatter_add", x, idx, dim, src), index=full_index, shape=x.shape)
 
 
-def scatter_reduce(x: Any, dim: int, index: Any, src: Any, reduce: str, *, include_self: bool = True) -> Tensor:
+def scatter_reduce(x: Any, dim: int, index: Any, src: Any, reduce: str, *,
+                   include_self: bool = True) -> Tensor:
     """PyTorch's scatter_reduce: combine the ``src`` values sent to each position with "sum", "prod",
     "mean", "amax" or "amin"; ``include_self`` counts ``x``'s own value among them. Positions
     that receive nothing keep ``x``. Integer "mean" rounds down, as PyTorch does.
@@ -305,7 +306,7 @@ def _extreme_sample(kind: str):
 
 @defop(save=("values", "out"), samples=samples(_extreme_sample("amax"), _extreme_sample("amin")))
 def _segment_extreme(xp, values, *, positions, size, kind):
-    """The largest ("amax") or smallest ("amin") of ``values`` sent to each of ``size`` positions; 0 where none."""
+    """The largest ("amax") or smallest ("amin") of the ``values`` sent to each position (0 where none)."""
     if not values.shape[0]:
         return xp.zeros(size, dtype=values.dtype)
     order = xp.argsort(positions, kind="stable")

@@ -248,7 +248,8 @@ def masked_fill(x: Any, mask: Any, value: Any) -> Tensor:
     mask = _mask("masked_fill", x, mask)
     if isinstance(value, Tensor):
         if value.ndim:
-            raise RuntimeError(f"masked_fill: value must be a number or a 0-d tensor, got shape {value.shape}")
+            raise RuntimeError(f"masked_fill: value must be a number or a 0-d tensor, got shape "
+                               f"{value.shape}")
         value = astype(value, x.dtype)
     else:
         value = backend.namespace(x.data).asarray(value, dtype=x.dtype)
@@ -283,7 +284,8 @@ def argwhere(x: Any) -> Tensor:
 def _mask(op: str, x: Tensor, mask: Any) -> Any:
     data = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
     if data.dtype != np.bool_:
-        raise RuntimeError(f"{op}: the mask must be a bool tensor, got {data.dtype}; compare first, e.g. x > 0")
+        raise RuntimeError(f"{op}: the mask must be a bool tensor, got {data.dtype}; make one with a "
+                           "comparison, e.g. x > 0")
     try:
         np.broadcast_shapes(x.shape, tuple(data.shape))
     except ValueError:

@@ -50,7 +50,8 @@ def flip(x: Any, axis: int | Sequence[int] | None = None) -> Tensor:
     axes = normalize_axes("flip", axis, x.ndim)
     if not axes:
         return _getitem(x, index=())
-    return _getitem(x, index=tuple(slice(None, None, -1) if d in axes else slice(None) for d in range(x.ndim)))
+    return _getitem(x, index=tuple(slice(None, None, -1) if d in axes else slice(None)
+                                   for d in range(x.ndim)))
 
 
 def roll(x: Any, shift: int | Sequence[int], axis: int | Sequence[int] | None = None) -> Tensor:
@@ -95,7 +96,8 @@ def tile(x: Any, reps: int | Sequence[int]) -> Tensor:
     return _reshape(wide, shape=tuple(r * n for r, n in zip(reps, shape)))
 
 
-def repeat_interleave(x: Any, repeats: Any, dim: int | None = None, *, output_size: int | None = None) -> Tensor:
+def repeat_interleave(x: Any, repeats: Any, dim: int | None = None, *,
+                      output_size: int | None = None) -> Tensor:
     """PyTorch's repeat_interleave: each element ``repeats`` times (an int, or one count per element).
 
     With a tensor of counts on a GPU, the output length is read back from the device unless
@@ -314,7 +316,7 @@ def meshgrid(*xi: Any, indexing: str = "xy") -> tuple[Tensor, ...]:
 
 
 def unfold(x: Any, dimension: int, size: int, step: int) -> Tensor:
-    """PyTorch's Tensor.unfold: the windows of ``size`` every ``step`` along ``dimension``, as a new last axis."""
+    """PyTorch's Tensor.unfold: windows of ``size`` every ``step`` along ``dimension``, as a new last axis."""
     x = _tensor(x)
     scalar = x.ndim == 0
     if scalar:
@@ -329,7 +331,8 @@ def unfold(x: Any, dimension: int, size: int, step: int) -> Tensor:
     xp = backend.namespace(x.data)
     windows = (n - size) // step + 1
     starts = xp.arange(windows) * step
-    picked = _getitem(x, index=_along(x.ndim, d, starts[:, None] + xp.arange(size)))  # (..., windows, size, ...)
+    windows_index = starts[:, None] + xp.arange(size)
+    picked = _getitem(x, index=_along(x.ndim, d, windows_index))           # (..., windows, size, ...)
     perm = (*range(d + 1), *range(d + 2, picked.ndim), d + 1)         # the window axis goes last
     out = transpose(picked, perm) if d + 2 < picked.ndim else picked
     return reshape(out, (size,)) if scalar else out
