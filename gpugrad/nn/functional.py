@@ -303,17 +303,26 @@ def pad(input: Tensor, pad: Any, mode: str = "constant", value: float | None = N
     return x
 
 
+def _crop(x: Tensor, d: int, left: int, right: int) -> Tensor:
+    """Remove ``-left``/``-right`` entries (the negative amounts) from the ends of dimension ``d``."""
+    n = x.shape[d]
+    cut_left, cut_right = -min(left, 0), -min(right, 0)
+    if cut_left + cut_right > n:
+        raise RuntimeError(f"pad: cropping ({left}, {right}) removes more than the {n} entries of dimension {d}")
+    return x[(slice(None),) * d + (slice(cut_left, n - cut_right),)] if cut_left or cut_right else x
+
+
 def _pad_dim(x: Tensor, d: int, left: int, right: int, mode: str, value: float) -> Tensor:
-    """Pad dimension ``d`` by ``left``/``right`` (negative: crop), padding before cropping as PyTorch does."""
+    """Pad dimension ``d`` by ``left``/``right``; negative amounts crop (PyTorch's order: after the
+    padding, except in circular mode, which wraps the cropped tensor)."""
+    if mode == "circular":
+        x = _crop(x, d, left, right)
     n = x.shape[d]
     grow_left, grow_right = max(left, 0), max(right, 0)
     grow = max(grow_left, grow_right)
     if {"reflect": grow >= n, "circular": grow > n, "replicate": grow > 0 and n == 0}.get(mode, False):
         raise RuntimeError(f"pad: padding ({left}, {right}) is too large for mode {mode!r} at dimension {d} "
                            f"of an input of shape {x.shape} (reflect needs padding < size, circular <= size)")
-    if n + left + right < 0 or (left < 0 and right < 0 and -left - right > n):
-        raise RuntimeError(f"pad: cropping ({left}, {right}) removes more than the {n} entries of "
-                           f"dimension {d}")
 
     def along(item: Any) -> Tensor:
         return x[(slice(None),) * d + (item,)]
@@ -332,11 +341,8 @@ def _pad_dim(x: Tensor, d: int, left: int, right: int, mode: str, value: float) 
 
     parts = [side(grow_left, True)] if grow_left else []
     parts += [x] + ([side(grow_right, False)] if grow_right else [])
-    if len(parts) > 1:
-        x = ops.concatenate(parts, axis=d)
-    if left < 0 or right < 0:
-        x = x[(slice(None),) * d + (slice(-min(left, 0), x.shape[d] + min(right, 0)),)]
-    return x
+    padded = ops.concatenate(parts, axis=d) if len(parts) > 1 else x
+    return padded if mode == "circular" else _crop(padded, d, min(left, 0), min(right, 0))
 
 
 # ----------------------------------------------------------------------------- losses

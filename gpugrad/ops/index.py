@@ -127,7 +127,7 @@ def _on(op: str, xp: Any, arr: Any) -> Any:
 def _dims_used(item: Any) -> int:
     if item is None or item is Ellipsis or isinstance(item, bool):
         return 0
-    return item.ndim if hasattr(item, "ndim") else 1
+    return item.ndim if getattr(item, "dtype", None) == np.bool_ else 1       # a mask covers its dims
 
 
 def parse_index(index: Any, shape: tuple[int, ...], xp: Any = np, op: str = "getitem") -> list[tuple]:
