@@ -61,6 +61,16 @@ def _case(name: str, shapes: Any, fn: Callable, smooth: bool = True, torch_backw
     return Case(name, tuple(shapes), fn, smooth, torch_backward)
 
 
+def _reduce_case(reduce: str, include_self: bool) -> Case:
+    return _case(f"scatter_reduce_{reduce}_{'self' if include_self else 'noself'}", [(3, 4), (2, 4)],
+                 lambda L, x, s: x.scatter_reduce(0, L.ints([[0, 1, 2, 0], [0, 0, 2, 2]]), s, reduce,
+                                                  include_self=include_self))
+
+
+def _pad_case(mode: str, shape: tuple, amounts: tuple) -> Case:
+    return _case(f"pad_{mode}_{shape}_{amounts}", [shape], lambda L, x: L.F.pad(x, amounts, mode=mode))
+
+
 def _at(L: Lib, x: Any, values: Any) -> Any:
     """The given values (ties, zeros), still differentiable with respect to ``x`` (gradient 1)."""
     return L.floats(values, x) + (x - x.detach())
@@ -93,52 +103,56 @@ CASES = [
     _case("gather_dim1", [(3, 4)], lambda L, x: x.gather(1, L.ints([[0, 0], [3, 1], [2, 2]]))),
     _case("gather_smaller_index", [(3, 4)], lambda L, x: x.gather(0, L.ints([[2, 0, 1]]))),
     _case("gather_longer_along_dim", [(3, 4)], lambda L, x: x.gather(1, L.ints([[0, 1, 1, 3, 3, 2]]))),
-    _case("gather_3d", [(2, 3, 4)], lambda L, x: L.m.gather(x, -1, L.ints(np.arange(12).reshape(2, 3, 2) % 4))),
+    _case("gather_3d", [(2, 3, 4)],
+          lambda L, x: L.m.gather(x, -1, L.ints(np.arange(12).reshape(2, 3, 2) % 4))),
     _case("take_along_dim", [(3, 4)], lambda L, x: x.take_along_dim(L.ints([[0], [3], [-1]]), 1)),
-    _case("take_along_dim_broadcast", [(3, 4)], lambda L, x: L.m.take_along_dim(x, L.ints([[0, 1, 1, 2]]), 0)),
+    _case("take_along_dim_broadcast", [(3, 4)],
+          lambda L, x: L.m.take_along_dim(x, L.ints([[0, 1, 1, 2]]), 0)),
     _case("take_along_dim_flat", [(3, 4)], lambda L, x: x.take_along_dim(L.ints([11, 0, 5, 5]))),
     _case("index_select", [(3, 4)], lambda L, x: x.index_select(1, L.ints([3, 0, 3]))),
     _case("index_select_0d_index", [(3, 4)], lambda L, x: L.m.index_select(x, 0, L.ints(2))),
     _case("masked_fill", [(2, 3)], lambda L, x: x.masked_fill(L.mask([True, False, True]), -1.5)),
-    _case("masked_fill_broadcast", [(2, 3)], lambda L, x: x.masked_fill(L.mask([[[False, True, True]]]), 2.0)),
+    _case("masked_fill_broadcast", [(2, 3)],
+          lambda L, x: x.masked_fill(L.mask([[[False, True, True]]]), 2.0)),
     _case("masked_fill_tensor_value", [(2, 3), ()],
           lambda L, x, v: x.masked_fill(L.mask([[True, False, False], [True, True, False]]), v)),
-    _case("masked_select", [(2, 3)], lambda L, x: x.masked_select(L.mask([[True, False, True], [False, False, True]]))),
-    _case("masked_select_broadcast", [(2, 3)], lambda L, x: L.m.masked_select(x, L.mask([True, False, True]))),
+    _case("masked_select", [(2, 3)],
+          lambda L, x: x.masked_select(L.mask([[True, False, True], [False, False, True]]))),
+    _case("masked_select_broadcast", [(2, 3)],
+          lambda L, x: L.m.masked_select(x, L.mask([True, False, True]))),
     # ---- scatters
     _case("scatter_src", [(3, 4), (2, 2)], lambda L, x, s: x.scatter(1, L.ints([[1, 3], [0, 2]]), s)),
     # PyTorch's ScatterBackward returns a gradient of the index's shape for a larger src (and fails)
     _case("scatter_larger_src", [(3, 4), (3, 5)], lambda L, x, s: x.scatter(0, L.ints([[2, 0, 1]]), s),
           torch_backward=False),
     _case("scatter_value", [(3, 4)], lambda L, x: x.scatter(1, L.ints([[1], [2]]), 0.25)),
-    _case("scatter_add", [(3, 4), (2, 3)], lambda L, x, s: x.scatter_add(1, L.ints([[1, 1, 3], [0, 0, 0]]), s)),
-    _case("scatter_add_dim0", [(3, 2), (4, 2)], lambda L, x, s: L.m.scatter_add(x, 0, L.ints([[0, 2], [0, 2], [1, 2],
-                                                                                              [0, 0]]), s)),
-    *[_case(f"scatter_reduce_{red}_{'self' if inc else 'noself'}", [(3, 4), (2, 4)],
-            (lambda red, inc: lambda L, x, s: x.scatter_reduce(
-                0, L.ints([[0, 1, 2, 0], [0, 0, 2, 2]]), s, red, include_self=inc))(red, inc))
-      for red in ("sum", "prod", "mean", "amax", "amin") for inc in (True, False)],
+    _case("scatter_add", [(3, 4), (2, 3)],
+          lambda L, x, s: x.scatter_add(1, L.ints([[1, 1, 3], [0, 0, 0]]), s)),
+    _case("scatter_add_dim0", [(3, 2), (4, 2)],
+          lambda L, x, s: L.m.scatter_add(x, 0, L.ints([[0, 2], [0, 2], [1, 2], [0, 0]]), s)),
+    *[_reduce_case(reduce, include_self) for reduce in ("sum", "prod", "mean", "amax", "amin")
+      for include_self in (True, False)],
     _case("scatter_reduce_dim1_many", [(2, 3), (2, 7)], lambda L, x, s: x.scatter_reduce(
         1, L.ints([[0, 0, 0, 1, 0, 0, 0], [2, 2, 1, 2, 2, 2, 2]]), s, "prod")),
     _case("scatter_reduce_amax_ties", [(3,), (4,)], lambda L, x, s: _at(L, x, [3, 1, 2]).scatter_reduce(
         0, L.ints([0, 0, 1, 2]), _at(L, s, [3, 3, 0.5, 2]), "amax"), smooth=False),
-    _case("scatter_reduce_amin_ties_noself", [(3,), (4,)], lambda L, x, s: _at(L, x, [3, 1, 5]).scatter_reduce(
-        0, L.ints([0, 0, 0, 2]), _at(L, s, [1, 1, 1, 2]), "amin", include_self=False), smooth=False),
+    _case("scatter_reduce_amin_ties_noself", [(3,), (4,)],
+          lambda L, x, s: _at(L, x, [3, 1, 5]).scatter_reduce(
+              0, L.ints([0, 0, 0, 2]), _at(L, s, [1, 1, 1, 2]), "amin", include_self=False), smooth=False),
     _case("scatter_reduce_prod_zeros", [(3,), (4,)], lambda L, x, s: _at(L, x, [0, 2, 3]).scatter_reduce(
         0, L.ints([0, 0, 1, 2]), _at(L, s, [0, 4, 5, 0]), "prod"), smooth=False),
     # ---- embedding and padding
     _case("embedding", [(5, 3)], lambda L, w: L.F.embedding(L.ints([[0, 4, 4], [2, 0, 1]]), w)),
-    _case("embedding_padding_idx", [(5, 3)], lambda L, w: L.F.embedding(L.ints([0, 4, 4, 2]), w, padding_idx=4),
-          smooth=False),
-    _case("embedding_negative_padding_idx", [(5, 3)], lambda L, w: L.F.embedding(L.ints([0, 4, 1]), w,
-                                                                                  padding_idx=-1),
-          smooth=False),
+    _case("embedding_padding_idx", [(5, 3)],
+          lambda L, w: L.F.embedding(L.ints([0, 4, 4, 2]), w, padding_idx=4), smooth=False),
+    _case("embedding_negative_padding_idx", [(5, 3)],
+          lambda L, w: L.F.embedding(L.ints([0, 4, 1]), w, padding_idx=-1), smooth=False),
     _case("pad_constant", [(2, 3)], lambda L, x: L.F.pad(x, (1, 2))),
     _case("pad_constant_value_2d", [(2, 3)], lambda L, x: L.F.pad(x, (1, 0, 0, 2), value=0.5)),
     _case("pad_constant_crop", [(2, 3, 4)], lambda L, x: L.F.pad(x, (-1, 2, 1, -2, 0, 1))),
-    *[_case(f"pad_{mode}_{shape}_{p}", [shape], (lambda mode, p: lambda L, x: L.F.pad(x, p, mode=mode))(mode, p))
+    *[_pad_case(mode, shape, amounts)
       for mode in ("reflect", "replicate", "circular")
-      for shape, p in [((2, 5), (2, 3)), ((1, 2, 5), (4, 1)), ((2, 3, 4), (1, 2, 2, 1)),
+      for shape, amounts in [((2, 5), (2, 3)), ((1, 2, 5), (4, 1)), ((2, 3, 4), (1, 2, 2, 1)),
                        ((1, 2, 3, 4), (3, 0, 0, 2)), ((1, 1, 2, 3, 4), (1, 1, 2, 1, 1, 0)),
                        ((2, 3, 5), (-1, 2)), ((1, 1, 5), (2, -1)), ((1, 2, 5), (-2, 3)),
                        ((1, 1, 5), (1, -3))]],
@@ -347,12 +361,13 @@ def test_numpy_named_functions_follow_numpy():
     _np_equal(gg.diag(gg.tensor(a[0])), np.diag(a[0]))
     _np_equal(gg.diag(gg.tensor(a[0, 0]), -2), np.diag(a[0, 0], -2))
     _np_equal(gg.diagonal(x, 1, 2, 1), np.diagonal(a, 1, 2, 1))
-    for got, want in zip(gg.meshgrid(gg.tensor(a[0, 0]), gg.tensor(a[0, :, 0])), np.meshgrid(a[0, 0], a[0, :, 0])):
+    grids = zip(gg.meshgrid(gg.tensor(a[0, 0]), gg.tensor(a[0, :, 0])), np.meshgrid(a[0, 0], a[0, :, 0]))
+    for got, want in grids:
         _np_equal(got, want)                               # indexing="xy" by default, as NumPy
     idx = np.array([[[0], [3], [-1]]])
     _np_equal(gg.take_along_axis(x, gg.tensor(idx), 2), np.take_along_axis(a, idx, 2))
-    _np_equal(gg.take_along_axis(x, gg.tensor(np.array([23, 0])), None), np.take_along_axis(a, np.array([23, 0]),
-                                                                                           None))
+    flat = np.array([23, 0])
+    _np_equal(gg.take_along_axis(x, gg.tensor(flat), None), np.take_along_axis(a, flat, None))
     for got, want in zip(gg.nonzero(gg.tensor(a > 10)), np.nonzero(a > 10)):
         _np_equal(got, want.astype(np.int64))
     _np_equal(gg.argwhere(gg.tensor(a > 20)), np.argwhere(a > 20))
@@ -406,21 +421,21 @@ def test_scatter_reduce_extremes_share_ties_and_ignore_self_when_asked():
 
 
 @pytest.mark.parametrize("call,error,match", [
-    (lambda: gg.ones(3)[gg.tensor([True, False])], IndexError, r"mask \(2,\) does not match the shape \(3,\)"),
+    (lambda: gg.ones(3)[gg.tensor([True, False])], IndexError, r"mask \(2,\) does not match the shape \(3,"),
     (lambda: gg.ones(3, 2)[gg.tensor([[True, False]])], IndexError, r"mask \(1, 2\) does not match"),
     (lambda: gg.ones(3, 4)[1:, [True, False]], IndexError, "at dimension 1"),
     (lambda: gg.ones(3)[0, 0], IndexError, "too many indices"),
     (lambda: gg.ones(3)[..., ...], IndexError, "single ellipsis"),
     (lambda: gg.ones(3)[[0.5]], IndexError, "integer or bool"),
     (lambda: gg.ones(2, 3)[0, 3], IndexError, "index 3 is out of bounds for dimension 1 with size 3"),
-    (lambda: gg.ones(3, 4).gather(1, gg.tensor([[4]])), RuntimeError, "index 4 is out of bounds for dimension 1"),
+    (lambda: gg.ones(3, 4).gather(1, gg.tensor([[4]])), RuntimeError, "index 4 is out of bounds for dim"),
     (lambda: gg.ones(3, 4).gather(1, gg.tensor([[-1]])), RuntimeError, "index -1 is out of bounds"),
     (lambda: gg.ones(3, 4).gather(1, gg.tensor([0])), RuntimeError, "as many dimensions"),
     (lambda: gg.ones(3, 4).gather(1, gg.ones(1, 1)), RuntimeError, "integer index"),
     (lambda: gg.ones(3, 4).gather(1, gg.tensor([[0]] * 4)), RuntimeError, "larger than the input"),
     (lambda: gg.ones(3, 4).scatter(1, gg.tensor([[1]]), gg.ones(1, 1, dtype=gg.float64)), RuntimeError,
      "dtype float32"),
-    (lambda: gg.ones(3, 4).scatter(1, gg.tensor([[1, 2]]), gg.ones(1, 1)), RuntimeError, "larger than the src"),
+    (lambda: gg.ones(3, 4).scatter(1, gg.tensor([[1, 2]]), gg.ones(1, 1)), RuntimeError, "than the src"),
     (lambda: gg.ones(3, 4).scatter(1, gg.tensor([[1]])), TypeError, "either src"),
     (lambda: gg.ones(3).scatter_reduce(0, gg.tensor([0]), gg.ones(1), "max"), ValueError, "amax"),
     (lambda: gg.ones(3).index_select(0, gg.tensor([3])), IndexError, "index 3 is out of range"),

@@ -308,7 +308,8 @@ def _crop(x: Tensor, d: int, left: int, right: int) -> Tensor:
     n = x.shape[d]
     cut_left, cut_right = -min(left, 0), -min(right, 0)
     if cut_left + cut_right > n:
-        raise RuntimeError(f"pad: cropping ({left}, {right}) removes more than the {n} entries of dimension {d}")
+        raise RuntimeError(f"pad: cropping ({left}, {right}) removes more than the {n} entries of "
+                           f"dimension {d}")
     return x[(slice(None),) * d + (slice(cut_left, n - cut_right),)] if cut_left or cut_right else x
 
 
