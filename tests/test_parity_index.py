@@ -318,14 +318,18 @@ def test_cuda_matches_cpu(case):
         def floats(self, values, like):
             return super().floats(values, like).cuda()
 
+    results = []
     for inputs, lib in ((cpu, Lib("gg")), (dev, CudaLib("gg"))):
-        outs = [o for o in _outputs(case.fn(lib, *inputs)) if o.dtype.kind == "f" and o.requires_grad]
-        if outs:
-            sum(o.sum() * (i + 1) for i, o in enumerate(outs)).backward()
-    for o_cpu, o_dev in zip(_outputs(case.fn(Lib("gg"), *cpu)), _outputs(case.fn(CudaLib("gg"), *dev))):
+        outs = _outputs(case.fn(lib, *inputs))
+        floats = [o for o in outs if o.dtype.kind == "f" and o.requires_grad]
+        if floats:
+            sum(o.sum() * (i + 1) for i, o in enumerate(floats)).backward()
+        results.append(outs)
+    for o_cpu, o_dev in zip(*results):
         assert o_dev.device.type == "cuda" and o_dev.shape == o_cpu.shape and o_dev.dtype == o_cpu.dtype
         np.testing.assert_allclose(o_dev.detach().cpu().numpy(), o_cpu.detach().numpy(), rtol=1e-12)
     for a, b in zip(cpu, dev):
+        assert (a.grad is None) == (b.grad is None)
         if a.grad is not None:
             assert b.grad.device.type == "cuda"
             np.testing.assert_allclose(b.grad.cpu().numpy(), a.grad.numpy(), rtol=1e-12, atol=1e-14)
