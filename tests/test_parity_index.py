@@ -71,6 +71,13 @@ def _pad_case(mode: str, shape: tuple, amounts: tuple) -> Case:
     return _case(f"pad_{mode}_{shape}_{amounts}", [shape], lambda L, x: L.F.pad(x, amounts, mode=mode))
 
 
+def _assigned(L: Lib, x: Any, value: Any, index: tuple) -> Any:
+    """``x * 1`` (a tensor in the graph; zeros of shape (4, 3) when None) after ``[index] = value``."""
+    base = L.m.zeros((4, 3), dtype=value.dtype) if x is None else x * 1
+    base[index] = value
+    return base
+
+
 def _at(L: Lib, x: Any, values: Any) -> Any:
     """The given values (ties, zeros), still differentiable with respect to ``x`` (gradient 1)."""
     return L.floats(values, x) + (x - x.detach())
@@ -94,6 +101,14 @@ CASES = [
     _case("mask_2d", [(3, 4)], lambda L, x: x[L.mask(np.arange(12).reshape(3, 4) % 3 == 0)]),
     _case("mask_and_int", [(3, 4, 2)], lambda L, x: x[L.mask([True, False, True]), 1:, 0]),
     _case("true_and_false", [(2, 3)], lambda L, x: (x[True], x[False], x[0, True])),
+    # ---- assignment, recorded when the value or the tensor is in a graph
+    _case("setitem_value_into_zeros", [(2, 3)], lambda L, v: _assigned(L, None, v, (L.ints([2, 0]),))),
+    _case("setitem_broadcast_value", [(3,)], lambda L, v: _assigned(L, None, v, (slice(1, 3),))),
+    _case("setitem_into_nonleaf", [(2, 3, 4), (3, 2)], lambda L, x, v: _assigned(L, x, v, (0, slice(None),
+                                                                                          L.ints([1, 3])))),
+    _case("setitem_mask_scalar", [(2, 3, 4)], lambda L, x: _assigned(L, x, 0.5, (L.mask([True, False]),))),
+    _case("setitem_twice", [(3, 4), (4,)], lambda L, x, v: _assigned(L, _assigned(L, x, v, (1,)), v[1:] * 2,
+                                                                     (slice(None), 0))),
     # ---- squeeze as PyTorch
     _case("squeeze_size_not_1", [(2, 1, 3)], lambda L, x: x.squeeze(0)),
     _case("squeeze_dim", [(2, 1, 3)], lambda L, x: x.squeeze(1)),
@@ -493,6 +508,25 @@ def test_setitem_reads_the_index_as_pytorch():
     assert y.numpy().tolist() == [[0, 5], [0, 0], [0, 5]]
     with pytest.raises(IndexError, match="__setitem__: the shape of the mask"):
         y[gg.tensor([True, False])] = 1.0
+
+
+def test_recorded_setitem_refuses_what_would_be_silently_wrong():
+    w = gg.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        w[0] = gg.ones((), requires_grad=True)                 # a leaf that requires grad, as PyTorch
+    y = w * 2
+    view = y[1:]
+    with pytest.raises(RuntimeError, match="shares memory with another one"):
+        view[0] = w[0]
+    with pytest.raises(TypeError, match="cannot be written into a int64 tensor"):
+        gg.zeros(3, dtype=gg.int64)[0] = w[0]
+    z = gg.exp(w)                                               # exp saves its output for backward
+    z[0] = 1.0
+    with pytest.raises(RuntimeError, match="changed in place"):
+        z.sum().backward()
+    with gg.no_grad():                                          # off the tape: a plain write
+        y[0] = w[1]
+    assert y.grad_fn.name.startswith("multiply") and y.tolist() == [1.0, 2.0, 2.0]
 
 
 def test_in_place_scatter_and_masked_fill():

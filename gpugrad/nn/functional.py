@@ -281,7 +281,10 @@ def pad(input: Tensor, pad: Any, mode: str = "constant", value: float | None = N
     batched input (2-d/3-d for 1 dimension, 3-d/4-d for 2, 4-d/5-d for 3).
     """
     x = _tensor(input)
-    amounts = tuple(int(p) for p in pad)
+    try:
+        amounts = tuple(p.__index__() for p in pad)
+    except (TypeError, AttributeError):
+        raise TypeError(f"pad: pad must be a sequence of integers, got {pad!r}") from None
     if len(amounts) % 2:
         raise ValueError(f"pad: the padding length must be divisible by 2, got {len(amounts)}: {amounts}")
     k = len(amounts) // 2

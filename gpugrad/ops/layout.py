@@ -154,10 +154,16 @@ def repeat(x: Any, repeats: Any, axis: int | None = None) -> Tensor:
 
 
 def _on(x: Tensor, values: Any) -> Any:
+    """Counts on the tensor's device (a list or a host array is copied over)."""
     xp = backend.namespace(x.data)
     if backend.namespace(values) is not xp and xp is np:
-        return backend.to_numpy(values)
-    return xp.asarray(values)
+        raise RuntimeError(f"repeat_interleave: repeats are on {backend.device_of(values)} but the input is "
+                           "on the cpu; move them with .cpu()")
+    try:
+        return xp.asarray(values)
+    except ValueError as err:
+        raise ValueError(f"repeat_interleave: repeats must be an int or a 1-d integer tensor ({err})") \
+            from None
 
 
 # ----------------------------------------------------------------------------- splitting
