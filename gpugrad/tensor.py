@@ -347,11 +347,25 @@ class Tensor:
     def __itruediv__(self, other: Any) -> Tensor: return self._augmented(other, "div_", _ops.divide)
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        if self._node is not None and grad_mode.enabled:
-            raise RuntimeError("__setitem__: assigning into a tensor computed by a recorded op is not "
-                               "supported; build the result with gg.where or gg.concatenate")
-        value = value.data if isinstance(value, Tensor) else value
-        self._inplace("__setitem__", lambda d: _ops.assign(d, index, value))
+        """``t[index] = value`` in place; recorded (as PyTorch) when ``t`` or ``value`` is in a graph."""
+        recorded = grad_mode.enabled and (self._node is not None or getattr(value, "_requires_grad", False))
+        if not recorded:
+            value = value.data if isinstance(value, Tensor) else value
+            self._inplace("__setitem__", lambda d: _ops.assign(d, index, value))
+            return
+        if self._node is None and self._requires_grad:
+            self._check_inplace("__setitem__")           # a leaf that requires grad: raises
+        if not is_floating(self.data.dtype):
+            raise TypeError(f"__setitem__: a value that requires grad cannot be written into a {self.dtype} "
+                            "tensor; make the tensor floating point, or assign value.detach()")
+        if getattr(self.data, "base", None) is not None:
+            raise RuntimeError(
+                f"__setitem__: this tensor ({self.shape}) shares memory with another one (it is a view, e.g. "
+                "from indexing or reshape), so a recorded assignment would change that tensor behind its "
+                "graph's back; assign into a copy (t = t.clone()) or into the tensor it views")
+        out = _ops.index.put_(self, index, value)
+        self._node, self._requires_grad = out._node, True
+        versions.bump(self.data, "__setitem__")
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:

@@ -10,6 +10,7 @@ one after the other when that difference matters.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from .elementwise import where
 from .registry import defop
 from .samples import Sample, samples, uniform
 from .shape import broadcast_to
-from .util import normalize_axis, shape_of
+from .util import normalize_axis, shape_of, sum_to_shape
 
 # ----------------------------------------------------------------------------- the primitive pair
 
@@ -211,11 +212,54 @@ def getitem(x: Any, index: Any) -> Tensor:
 
 def assign(data: Any, index: Any, value: Any) -> None:
     """``data[index] = value`` in place, reading ``index`` as PyTorch does (``Tensor.__setitem__``)."""
-    steps = parse_index(index, tuple(data.shape), backend.namespace(data), "__setitem__")
+    _write(data, parse_index(index, tuple(data.shape), backend.namespace(data), "__setitem__"), value)
+
+
+def _write(data: Any, steps: Sequence[tuple], value: Any) -> None:
     target = data
     for step in steps[:-1]:
         target = target[step]                  # basic indexing: a view, so the write goes through
     target[steps[-1]] = value
+
+
+def _put_case(shape: tuple, steps: tuple, value_shape: tuple):
+    return lambda rng: Sample([uniform(rng, -2, 2, shape), uniform(rng, -2, 2, value_shape)],
+                              {"steps": steps, "value_shape": value_shape}, repr(steps))
+
+
+@defop(samples=samples(
+    _put_case((3, 4), ((slice(1, 3), 0),), (2,)),
+    _put_case((3, 4), ((np.array([2, 0]),),), (1, 4)),                   # the value broadcasts
+    _put_case((2, 3, 4), ((0, slice(None), slice(None)), (slice(None), np.array([1, 3]))), (3, 2)),
+))
+def _put(xp, x, v, *, steps, value_shape, in_place=False):
+    """``x`` with ``v`` written at the index ``steps`` (``x[index] = v``); a copy unless ``in_place``."""
+    out = x if in_place else x.copy()
+    _write(out, steps, v)
+    return out
+
+
+@_put.vjp
+def _(xp, g, out, x, v, *, steps, value_shape, in_place=False, needs):
+    gx = gv = None
+    if needs[0]:                               # the overwritten entries get nothing
+        gx = _put(g, 0.0, steps=steps, value_shape=()) if isinstance(g, Tensor) else \
+            _put.forward(xp, g, 0, steps=steps, value_shape=())
+    if needs[1]:
+        picked = g
+        for step in steps:
+            picked = take(picked, step)
+        gv = sum_to_shape(xp, picked, value_shape)    # the value was broadcast over the indexed part
+    return (gx, gv)
+
+
+def put_(x: Tensor, index: Any, value: Any) -> Tensor:
+    """``x[index] = value`` written into ``x``'s memory and recorded: the result to rebind ``x`` to."""
+    steps = parse_index(index, x.shape, backend.namespace(x.data), "__setitem__")
+    try:
+        return _put(x, value, steps=tuple(steps), value_shape=shape_of(value), in_place=True)
+    except ValueError as err:                  # say the name the user wrote
+        raise ValueError(f"__setitem__{str(err).removeprefix('put')}") from None
 
 
 # ----------------------------------------------------------------------------- selections
