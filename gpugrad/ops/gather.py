@@ -258,8 +258,8 @@ def scatter_reduce(x: Any, dim: int, index: Any, src: Any, reduce: str, *,
         total = (x if include_self else where(hit, 0, x)) + _unindex(src, index=full_index, shape=x.shape)
         if reduce == "sum":
             return total
-        count = xp.zeros(x.shape, dtype=np.int64)
-        backend.scatter_add(count, full_index, xp.ones(idx.shape, dtype=np.int64))
+        count = xp.zeros(x.shape, dtype=np.int32)        # int32: CUDA's atomicAdd has no int64
+        backend.scatter_add(count, full_index, xp.ones(idx.shape, dtype=np.int32))
         count = xp.maximum(count + int(include_self), 1)
         if x.dtype.kind != "f":                                   # integers: floor division, no gradient
             return Tensor._wrap(xp.where(hit, total.data // count, x.data).astype(x.dtype))

@@ -131,13 +131,21 @@ def _dims_used(item: Any) -> int:
     return item.ndim if getattr(item, "dtype", None) == np.bool_ else 1       # a mask covers its dims
 
 
+_BASIC = (int, slice, type(None), type(Ellipsis))
+
+
 def parse_index(index: Any, shape: tuple[int, ...], xp: Any = np, op: str = "getitem") -> list[tuple]:
     """PyTorch's reading of ``index`` for a tensor of ``shape``: NumPy index tuples to apply in turn.
 
     Boolean masks become the integer arrays of their true positions (checked against the
-    dimensions they cover), so the adjoint can scatter-add. The result is one index, or two
-    (integers and slices first, then the index arrays) when integers sit among index arrays.
+    dimensions they cover), so the adjoint can scatter-add. The result is one NumPy index,
+    or two (integers and slices first, then the index arrays) where NumPy would place the
+    dimensions differently: integers split the index arrays apart only for NumPy.
     """
+    if type(index) in _BASIC:
+        return [(index,)]
+    if type(index) is tuple and all(type(i) in _BASIC for i in index):
+        return [index]                                 # basic indexing: NumPy and PyTorch agree
     items = [_index_item(op, i, xp) for i in (index if isinstance(index, tuple) else (index,))]
     ndim = len(shape)
     if sum(i is Ellipsis for i in items) > 1:
@@ -146,60 +154,60 @@ def parse_index(index: Any, shape: tuple[int, ...], xp: Any = np, op: str = "get
     if used > ndim:
         raise IndexError(f"{op}: too many indices for a tensor of dimension {ndim} (shape {shape}): "
                          f"the index covers {used} dimensions")
-    merged: list[Any] = []          # one NumPy index: right unless integers sit among arrays
-    basic: list[Any] = []           # step 1 of two: integers, slices, None
-    advanced: list[Any] = []        # step 2 of two: the arrays, on what step 1 left
-    has_int = has_array = two_steps = False
+    merged: list[Any] = []          # one NumPy index
+    kinds: list[str] = []           # per entry: "i" an integer, "a" an index array, "f" False, "o" other
     d = 0
     for item in items:
         if item is Ellipsis:
-            rest = (slice(None),) * (ndim - used)
-            merged += rest
-            basic += rest
-            advanced += rest
+            merged += (slice(None),) * (ndim - used)
+            kinds += "o" * (ndim - used)
             d += ndim - used
         elif item is None or item is True:
             merged.append(None)
-            basic.append(None)
-            advanced.append(slice(None))
+            kinds.append("o")
         elif item is False:                               # a new axis of length 0
-            two_steps = True
-            basic.append(None)
-            advanced.append(xp.zeros(0, dtype=np.int64))
+            merged.append(xp.zeros(0, dtype=np.int64))
+            kinds.append("f")
         elif isinstance(item, int):
             n = shape[d]
             if not -n <= item < n:
-                raise IndexError(f"{op}: index {item} is out of bounds for dimension {d} with size {n} "
+                raise IndexError(f"{op}: index {item} is out of bounds for axis {d} with size {n} "
                                  f"(tensor shape {shape})")
-            has_int = True
             merged.append(item)
-            basic.append(item)
+            kinds.append("i")
             d += 1
         elif isinstance(item, slice):
             merged.append(item)
-            basic.append(item)
-            advanced.append(slice(None))
+            kinds.append("o")
             d += 1
         elif item.dtype == np.bool_:
             covered = shape[d:d + item.ndim]
             if tuple(item.shape) != covered:
                 raise IndexError(f"{op}: the shape of the mask {tuple(item.shape)} does not match the shape "
                                  f"{covered} of the indexed tensor at dimension {d} (tensor shape {shape})")
-            positions = item.nonzero()
-            has_array = True
-            merged += positions
-            basic += (slice(None),) * item.ndim
-            advanced += positions
+            merged += item.nonzero()
+            kinds += "a" * item.ndim
             d += item.ndim
         else:
-            has_array = True
             merged.append(item)
-            basic.append(slice(None))
-            advanced.append(item)
+            kinds.append("a")
             d += 1
-    if two_steps or (has_int and has_array):
-        return [tuple(basic), tuple(advanced)]
-    return [tuple(merged)]
+    if "f" not in kinds and not _placed_apart(kinds):
+        return [tuple(merged)]
+    basic = [None if k == "f" else slice(None) if k == "a" else m for m, k in zip(merged, kinds)]
+    advanced = [m if k in "af" else slice(None) for m, k in zip(merged, kinds) if k != "i"]
+    return [tuple(basic), tuple(advanced)]
+
+
+def _placed_apart(kinds: list[str]) -> bool:
+    """Whether NumPy, which counts integers among the index arrays, would move the arrays' dimensions
+    to the front where PyTorch (integers select first) keeps them in place."""
+    def together(marks: list[str], of: str) -> bool:
+        where = [i for i, k in enumerate(marks) if k in of]
+        return not where or where[-1] - where[0] + 1 == len(where)
+    if "a" not in kinds or "i" not in kinds:
+        return False
+    return not together(kinds, "ai") and together([k for k in kinds if k != "i"], "a")
 
 
 def getitem(x: Any, index: Any) -> Tensor:
