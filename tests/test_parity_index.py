@@ -605,3 +605,84 @@ def test_layout_ops_record_a_few_nodes_whatever_the_size(build):
     out = build(x)
     out.sum().backward()
     assert x.grad.shape == x.shape and _graph_size(out) < 20
+
+
+# ----------------------------------------------------------------------------- random indexes
+
+
+def _index_items(draw: Any, st: Any, shape: tuple[int, ...]) -> list:
+    """A random index for ``shape``: ints, slices, None, ..., index arrays, masks, lists and tuples."""
+    items, d = [], 0
+    used_ellipsis = False
+    while d < len(shape) and draw(st.booleans()):
+        n = shape[d]
+        kind = draw(st.sampled_from(["int", "slice", "none", "array", "mask", "list", "ellipsis"]))
+        if kind == "int":
+            items.append(("int", draw(st.integers(-n, n - 1))))
+        elif kind == "slice":
+            items.append(("slice", slice(draw(st.integers(-n, n)), draw(st.integers(-n, n)),
+                                         draw(st.integers(1, 2)))))
+        elif kind == "none":
+            items.append(("none", None))
+            continue
+        elif kind == "array":
+            rows = draw(st.sampled_from([(2,), (1,), (2, 1)]))
+            items.append(("array", draw(st.lists(st.integers(-n, n - 1), min_size=math.prod(rows),
+                                                 max_size=math.prod(rows))), rows))
+        elif kind == "mask":
+            items.append(("mask", draw(st.lists(st.booleans(), min_size=n, max_size=n))))
+        elif kind == "list":
+            items.append(("list", tuple(draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=2)))))
+        elif not used_ellipsis:
+            used_ellipsis = True
+            items.append(("ellipsis", Ellipsis))
+            d = max(d, len(shape) - 1)
+            continue
+        d += 1
+    return items
+
+
+def _build(L: Lib, items: list) -> tuple:
+    out = []
+    for item in items:
+        kind, value = item[0], item[1]
+        if kind == "array":
+            out.append(L.ints(np.asarray(value).reshape(item[2])))
+        elif kind == "mask":
+            out.append(L.mask(value))
+        else:
+            out.append(value)
+    return tuple(out)
+
+
+if torch is not None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.data())
+    def test_random_indexes_match_torch(data):
+        """Any mix of index kinds gives PyTorch's shape, values and gradient (read and write)."""
+        shape = (3, 4, 2)
+        items = _index_items(data.draw, st, shape)
+        a = np.arange(24.0).reshape(shape)
+        results = []
+        for name in ("gg", "torch"):
+            L = Lib(name)
+            x = L.m.tensor(a, requires_grad=True)
+            try:
+                out = x[_build(L, items)]
+            except (IndexError, RuntimeError) as err:     # e.g. index arrays that cannot broadcast
+                results.append(type(err))
+                continue
+            (out * (L.m.arange(out.numel(), dtype=out.dtype).reshape(out.shape) + 1)).sum().backward()
+            target = L.m.zeros(shape, dtype=x.dtype)
+            target[_build(L, items)] = out.detach() * 2
+            results.append((_numpy(out), _numpy(x.grad), _numpy(target)))
+        g, t = results
+        if isinstance(t, type):
+            assert isinstance(g, type), f"{items}: PyTorch raises {t.__name__}, gpugrad gives {g[0].shape}"
+            return
+        assert not isinstance(g, type), f"{items}: gpugrad raises {g.__name__}, PyTorch gives {t[0].shape}"
+        for got, want, what in zip(g, t, ("value", "gradient", "assignment")):
+            _same(got, want, "float64", f"{items}: {what}")
