@@ -659,7 +659,7 @@ if torch is not None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.data())
     def test_random_indexes_match_torch(data):
         """Any mix of index kinds gives PyTorch's shape, values and gradient (read and write)."""
