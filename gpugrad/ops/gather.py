@@ -172,8 +172,9 @@ def _scatter(xp, x, src, *, index):
 
 @_scatter.vjp
 def _(xp, g, out, x, src, *, index, needs):
-    positions = _flat_positions(backend.namespace(index[0]), index, tuple(g.shape))
-    kept = ~_hit(backend.namespace(index[0]), positions, tuple(g.shape))
+    on = backend.namespace(getattr(g, "data", g))           # the mask lives with the gradient
+    kept = ~_hit(on, on.asarray(_flat_positions(backend.namespace(index[0]), index, tuple(g.shape))),
+                 tuple(g.shape))
     gx = xp.where(kept, g, 0) if needs[0] else None           # overwritten entries get nothing
     return (gx, take(g, index) if needs[1] else None)         # as PyTorch: src gets g.gather(dim, index)
 
@@ -309,6 +310,7 @@ def _segment_extreme(xp, values, *, positions, size, kind):
     """The largest ("amax") or smallest ("amin") of the ``values`` sent to each position (0 where none)."""
     if not values.shape[0]:
         return xp.zeros(size, dtype=values.dtype)
+    positions = xp.asarray(positions)
     order = xp.argsort(positions, kind="stable")
     ordered = positions[order]
     scanned = segment_scan(xp, values[order], ordered, "maximum" if kind == "amax" else "minimum")
