@@ -357,12 +357,25 @@ class Tensor:
     def __itruediv__(self, other: Any) -> Tensor: return self._augmented(other, "div_", _ops.divide)
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        if self._node is not None and grad_mode.enabled:
-            raise RuntimeError("__setitem__: assigning into a tensor computed by a recorded op is not "
-                               "supported; build the result with gg.where or gg.concatenate")
-        value = value.data if isinstance(value, Tensor) else value
-        index = _ops.plain_index(index)
-        self._inplace("__setitem__", lambda d: d.__setitem__(index, value))
+        """``t[index] = value`` in place; recorded (as PyTorch) when ``t`` or ``value`` is in a graph."""
+        recorded = grad_mode.enabled and (self._node is not None or getattr(value, "_requires_grad", False))
+        if not recorded:
+            value = value.data if isinstance(value, Tensor) else value
+            self._inplace("__setitem__", lambda d: _ops.assign(d, index, value))
+            return
+        if self._node is None and self._requires_grad:
+            self._check_inplace("__setitem__")           # a leaf that requires grad: raises
+        if not is_floating(self.data.dtype):
+            raise TypeError(f"__setitem__: a value that requires grad cannot be written into a {self.dtype} "
+                            "tensor; make the tensor floating point, or assign value.detach()")
+        if getattr(self.data, "base", None) is not None:
+            raise RuntimeError(
+                f"__setitem__: this tensor ({self.shape}) shares memory with another one (it is a view, e.g. "
+                "from indexing or reshape), so a recorded assignment would change that tensor behind its "
+                "graph's back; assign into a copy (t = t.clone()) or into the tensor it views")
+        out = _ops.index.put_(self, index, value)
+        self._node, self._requires_grad = out._node, True
+        versions.bump(self.data, "__setitem__")
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:
@@ -502,9 +515,6 @@ class Tensor:
     def unsqueeze(self, dim: int) -> Tensor:
         return _ops.unsqueeze(self, dim)
 
-    def squeeze(self, axis: Any = None, **kw: Any) -> Tensor:
-        return _ops.squeeze(self, axis, **kw)
-
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         return _ops.flatten(self, start_dim, end_dim)
 
@@ -517,6 +527,124 @@ class Tensor:
         lead = len(sizes) - self.ndim
         shape = tuple(self.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(sizes))
         return _ops.broadcast_to(self, shape)
+
+    # --- indexing and shape methods (PyTorch's names, signatures and meanings)
+    def squeeze(self, dim: Any = None) -> Tensor:
+        """Remove size-1 dimensions; a named dimension whose size is not 1 is left as it is."""
+        return _ops.squeeze(self) if dim is None else _ops.squeeze(self, dim=dim)
+
+    def gather(self, dim: int, index: Any) -> Tensor:
+        return _ops.gather(self, dim, index)
+
+    def take_along_dim(self, indices: Any, dim: int | None = None) -> Tensor:
+        return _ops.take_along_dim(self, indices, dim)
+
+    def index_select(self, dim: int, index: Any) -> Tensor:
+        return _ops.index_select(self, dim, index)
+
+    def scatter(self, dim: int, index: Any, src: Any = None, *, value: Any = None,
+                reduce: str | None = None) -> Tensor:
+        return _ops.scatter(self, dim, index, src, value=value, reduce=reduce)
+
+    def scatter_add(self, dim: int, index: Any, src: Any) -> Tensor:
+        return _ops.scatter_add(self, dim, index, src)
+
+    def scatter_reduce(self, dim: int, index: Any, src: Any, reduce: str, *,
+                       include_self: bool = True) -> Tensor:
+        return _ops.scatter_reduce(self, dim, index, src, reduce, include_self=include_self)
+
+    def masked_fill(self, mask: Any, value: Any) -> Tensor:
+        return _ops.masked_fill(self, mask, value)
+
+    def masked_select(self, mask: Any) -> Tensor:
+        return _ops.masked_select(self, mask)
+
+    def nonzero(self, *, as_tuple: bool = False) -> Tensor | tuple[Tensor, ...]:
+        """The (count, ndim) indices of the nonzero entries, or one 1-d tensor per dimension (as_tuple)."""
+        if as_tuple:
+            return _ops.nonzero(self if self.ndim else self.reshape(1))
+        return _ops.argwhere(self)
+
+    def scatter_(self, dim: int, index: Any, src: Any = None, *, value: Any = None,
+                 reduce: str | None = None) -> Tensor:
+        return self._replace("scatter_", lambda: self.scatter(dim, index, src, value=value, reduce=reduce))
+
+    def scatter_add_(self, dim: int, index: Any, src: Any) -> Tensor:
+        return self._replace("scatter_add_", lambda: self.scatter_add(dim, index, src))
+
+    def scatter_reduce_(self, dim: int, index: Any, src: Any, reduce: str, *,
+                        include_self: bool = True) -> Tensor:
+        return self._replace("scatter_reduce_",
+                             lambda: self.scatter_reduce(dim, index, src, reduce, include_self=include_self))
+
+    def masked_fill_(self, mask: Any, value: Any) -> Tensor:
+        return self._replace("masked_fill_", lambda: self.masked_fill(mask, value))
+
+    def _replace(self, name: str, compute: Any) -> Tensor:
+        """An in-place method off the tape: compute the result, then write it over this tensor's data."""
+        from .engine import no_grad  # noqa: PLC0415 - keeps this section's imports to itself
+        self._check_inplace(name)
+        with no_grad():
+            result = compute().data
+        if result.shape != self.data.shape:
+            raise RuntimeError(f"{name}: the result has shape {tuple(result.shape)}, which cannot be written "
+                               f"in place into a tensor of shape {self.shape}")
+        return self._inplace(name, lambda d: d.__setitem__(Ellipsis, result))
+
+    @staticmethod
+    def _sizes(args: tuple) -> tuple:
+        """PyTorch's two spellings of a size list: ``t.repeat(2, 3)`` and ``t.repeat((2, 3))``."""
+        return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else tuple(args)
+
+    def flip(self, *dims: Any) -> Tensor:
+        return _ops.flip(self, self._sizes(dims))
+
+    def roll(self, shifts: Any, dims: Any = None) -> Tensor:
+        if dims is not None and len(shifts if isinstance(shifts, (tuple, list)) else (shifts,)) != \
+                len(dims if isinstance(dims, (tuple, list)) else (dims,)):
+            raise RuntimeError(f"roll: shifts {shifts} and dims {dims} must have the same length")
+        return _ops.roll(self, shifts, dims)
+
+    def repeat(self, *sizes: Any) -> Tensor:
+        """Tile the tensor ``sizes[d]`` times along each dimension (numpy.tile)."""
+        sizes = self._sizes(sizes)
+        if len(sizes) < self.ndim:
+            raise RuntimeError(f"repeat: give at least one count per dimension: {len(sizes)} counts for a "
+                               f"tensor of shape {self.shape}")
+        return _ops.tile(self, sizes)
+
+    def tile(self, *dims: Any) -> Tensor:
+        return _ops.tile(self, self._sizes(dims))
+
+    def repeat_interleave(self, repeats: Any, dim: int | None = None, *,
+                          output_size: int | None = None) -> Tensor:
+        return _ops.repeat_interleave(self, repeats, dim, output_size=output_size)
+
+    def split(self, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
+        """Pieces of ``split_size`` along ``dim`` (the last may be smaller), or of the listed sizes."""
+        return _ops.layout.split_sizes(self, split_size_or_sections, dim)
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        return _ops.chunk(self, chunks, dim)
+
+    def unflatten(self, dim: int, sizes: Any) -> Tensor:
+        return _ops.unflatten(self, dim, sizes)
+
+    def tril(self, diagonal: int = 0) -> Tensor:
+        return _ops.tril(self, diagonal)
+
+    def triu(self, diagonal: int = 0) -> Tensor:
+        return _ops.triu(self, diagonal)
+
+    def diag(self, diagonal: int = 0) -> Tensor:
+        return _ops.diag(self, diagonal)
+
+    def diagonal(self, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
+        return _ops.diagonal(self, offset, dim1, dim2)
+
+    def unfold(self, dimension: int, size: int, step: int) -> Tensor:
+        """The windows of ``size`` every ``step`` along ``dimension``, as a new last dimension."""
+        return _ops.layout.unfold(self, dimension, size, step)
 
 
 class RemovableHandle:

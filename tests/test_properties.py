@@ -190,8 +190,12 @@ def test_random_slicing_and_indexing(shape, data):
     index = tuple(index)
     a = np.random.default_rng(0).standard_normal(shape)
     x = gg.tensor(a, requires_grad=True)
+    # PyTorch's reading, through NumPy: the integers select first, then the index arrays apply to
+    # what is left (NumPy alone would move the arrays' dimensions first when an integer splits them)
+    first = tuple(slice(None) if isinstance(i, np.ndarray) else i for i in index)
+    then = tuple(i if isinstance(i, np.ndarray) else slice(None) for i in index if not isinstance(i, int))
     try:
-        expected = a[index]
+        expected = a[first][then]
     except IndexError:
         with pytest.raises(IndexError):
             x[index]

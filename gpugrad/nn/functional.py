@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import backend, ops, random
+from .. import backend, ops, random, versions
 from ..ops import erf
 from ..tensor import Tensor
 
@@ -205,6 +205,148 @@ def one_hot(x: Tensor, num_classes: int = -1) -> Tensor:
         raise ValueError(f"one_hot: class values must be in [0, {num_classes}), got values from "
                          f"{int(data.min())} to {int(data.max())}")
     return Tensor._wrap((data[..., None] == xp.arange(num_classes)).astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- lookup and padding
+
+__all__ += ["embedding", "pad"]
+
+
+def embedding(input: Any, weight: Tensor, padding_idx: int | None = None, max_norm: float | None = None,
+              norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
+    """The rows of ``weight`` (num_embeddings, embedding_dim) at the integer indices ``input`` (any shape).
+
+    Repeated indices add up their gradients; the row at ``padding_idx`` receives none. With
+    ``max_norm``, the looked-up rows whose ``norm_type``-norm exceeds it are first scaled down
+    to it in place, as PyTorch does.
+    """
+    if sparse:
+        raise NotImplementedError("embedding: sparse gradients are not supported; gpugrad's gradients are "
+                                  "dense (use sparse=False)")
+    if scale_grad_by_freq:
+        raise NotImplementedError("embedding: scale_grad_by_freq is not supported; scale the loss or the "
+                                  "gradient instead")
+    weight = _tensor(weight)
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be 2-d (num_embeddings, embedding_dim), got shape "
+                         f"{weight.shape}")
+    idx = input.data if isinstance(input, Tensor) else np.asarray(input)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be an integer tensor (e.g. .long()), got {idx.dtype}")
+    if backend.namespace(idx) is not backend.namespace(weight.data):
+        raise RuntimeError(f"embedding: the indices are on {backend.device_of(idx)} and the weight on "
+                           f"{weight.device}; move them to one device with .to(...)")
+    n = weight.shape[0]
+    if padding_idx is not None:
+        if not -n <= padding_idx < n:
+            raise ValueError(f"embedding: padding_idx {padding_idx} must be within num_embeddings ({n})")
+        padding_idx %= n
+    if idx.size and backend.namespace(idx) is np and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+        raise IndexError(f"embedding: index {bad} is out of range for {n} embeddings (valid indices are "
+                         f"0..{n - 1})")
+    if max_norm is not None:
+        _renorm_rows(weight, idx, float(max_norm), float(norm_type))
+    out = weight[idx]                                # gather; the VJP scatter-adds repeated rows
+    if padding_idx is not None and out.requires_grad:
+        out = ops.where(Tensor._wrap((idx == padding_idx)[..., None]), out.detach(), out)
+    return out
+
+
+def _renorm_rows(weight: Tensor, idx: Any, max_norm: float, norm_type: float) -> None:
+    """Scale the rows of ``weight`` that ``idx`` uses down to norm ``max_norm``, in place (off the tape)."""
+    data = weight.data
+    xp = backend.namespace(data)
+    rows = xp.unique(idx.reshape(-1))
+    picked = data[rows]
+    size = xp.abs(picked)
+    if math.isinf(norm_type):
+        norms = size.max(axis=1)
+    else:
+        norms = (size ** norm_type).sum(axis=1) ** (1.0 / norm_type)
+    scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).astype(data.dtype)
+    data[rows] = picked * scale[:, None]
+    versions.bump(data, "embedding(max_norm=...)")
+
+
+PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def pad(input: Tensor, pad: Any, mode: str = "constant", value: float | None = None) -> Tensor:
+    """Pad (or, with negative amounts, crop) the last dimensions: ``pad`` is (left, right) for the last
+    dimension, then for the one before it, and so on, as in PyTorch.
+
+    "constant" fills with ``value`` (0); "reflect" mirrors without repeating the edge; "replicate"
+    repeats the edge; "circular" wraps around. The last three pad the last 1-3 dimensions of a
+    batched input (2-d/3-d for 1 dimension, 3-d/4-d for 2, 4-d/5-d for 3).
+    """
+    x = _tensor(input)
+    try:
+        amounts = tuple(p.__index__() for p in pad)
+    except (TypeError, AttributeError):
+        raise TypeError(f"pad: pad must be a sequence of integers, got {pad!r}") from None
+    if len(amounts) % 2:
+        raise ValueError(f"pad: the padding length must be divisible by 2, got {len(amounts)}: {amounts}")
+    k = len(amounts) // 2
+    if mode not in PAD_MODES:
+        raise ValueError(f"pad: mode must be one of {', '.join(PAD_MODES)}, got {mode!r}")
+    if mode == "constant":
+        if k > x.ndim:
+            raise ValueError(f"pad: padding of length {len(amounts)} covers {k} dimensions, but the input "
+                             f"has only {x.ndim} (shape {x.shape})")
+    else:
+        if value not in (None, 0):
+            raise ValueError(f"pad: mode {mode!r} takes no value argument")
+        if k not in (1, 2, 3) or x.ndim not in (k + 1, k + 2):
+            raise NotImplementedError(f"pad: mode {mode!r} pads the last 1-3 dimensions of a batched input: "
+                                      "2-d or 3-d input for 2 amounts, 3-d or 4-d for 4, 4-d or 5-d for 6; "
+                                      f"got {len(amounts)} amounts for a {x.ndim}-d input")
+    for i in range(k):
+        x = _pad_dim(x, x.ndim - 1 - i, amounts[2 * i], amounts[2 * i + 1], mode, value or 0)
+    return x
+
+
+def _crop(x: Tensor, d: int, left: int, right: int) -> Tensor:
+    """Remove ``-left``/``-right`` entries (the negative amounts) from the ends of dimension ``d``."""
+    n = x.shape[d]
+    cut_left, cut_right = -min(left, 0), -min(right, 0)
+    if cut_left + cut_right > n:
+        raise RuntimeError(f"pad: cropping ({left}, {right}) removes more than the {n} entries of "
+                           f"dimension {d}")
+    return x[(slice(None),) * d + (slice(cut_left, n - cut_right),)] if cut_left or cut_right else x
+
+
+def _pad_dim(x: Tensor, d: int, left: int, right: int, mode: str, value: float) -> Tensor:
+    """Pad dimension ``d`` by ``left``/``right``; negative amounts crop (PyTorch's order: after the
+    padding, except in circular mode, which wraps the cropped tensor)."""
+    if mode == "circular":
+        x = _crop(x, d, left, right)
+    n = x.shape[d]
+    grow_left, grow_right = max(left, 0), max(right, 0)
+    grow = max(grow_left, grow_right)
+    if {"reflect": grow >= n, "circular": grow > n, "replicate": grow > 0 and n == 0}.get(mode, False):
+        raise RuntimeError(f"pad: padding ({left}, {right}) is too large for mode {mode!r} at dimension {d} "
+                           f"of an input of shape {x.shape} (reflect needs padding < size, circular <= size)")
+
+    def along(item: Any) -> Tensor:
+        return x[(slice(None),) * d + (item,)]
+
+    def side(amount: int, at_left: bool) -> Tensor:
+        if mode == "constant":
+            shape = x.shape[:d] + (amount,) + x.shape[d + 1:]
+            return Tensor._wrap(backend.namespace(x.data).full(shape, value, dtype=x.dtype))
+        if mode == "reflect":        # the mirror image, without the edge element itself
+            return along(slice(amount, 0, -1)) if at_left else \
+                along(slice(n - 2, n - 2 - amount if n - 2 - amount >= 0 else None, -1))
+        if mode == "replicate":
+            edge = along(slice(0, 1) if at_left else slice(n - 1, n))
+            return ops.broadcast_to(edge, x.shape[:d] + (amount,) + x.shape[d + 1:])
+        return along(slice(n - amount, n) if at_left else slice(0, amount))      # circular
+
+    parts = [side(grow_left, True)] if grow_left else []
+    parts += [x] + ([side(grow_right, False)] if grow_right else [])
+    padded = ops.concatenate(parts, axis=d) if len(parts) > 1 else x
+    return padded if mode == "circular" else _crop(padded, d, min(left, 0), min(right, 0))
 
 
 # ----------------------------------------------------------------------------- losses

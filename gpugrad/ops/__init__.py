@@ -48,8 +48,25 @@ from .elementwise import (
     tanh,
     where,
 )
-from .index import getitem
-from .index import plain_index as plain_index
+from .gather import gather, scatter, scatter_add, scatter_reduce, take_along_axis, take_along_dim
+from .index import argwhere, getitem, index_select, masked_fill, masked_select, nonzero
+from .index import assign as assign
+from .index import parse_index as parse_index
+from .layout import (
+    chunk,
+    diag,
+    diagonal,
+    flip,
+    meshgrid,
+    repeat,
+    repeat_interleave,
+    roll,
+    split,
+    tile,
+    tril,
+    triu,
+    unflatten,
+)
 from .linalg import dot, matmul, norm
 from .nn import LINEAR_ACTIVATIONS as LINEAR_ACTIVATIONS
 from .nn import linear, linear_activation, softmax_cross_entropy
@@ -100,4 +117,8 @@ __all__ = [
     "std", "sum", "var",
     "broadcast_to", "cat", "concatenate", "expand_dims", "flatten", "permute", "reshape",
     "squeeze", "stack", "swapaxes", "transpose", "unsqueeze",
+    "argwhere", "gather", "index_select", "masked_fill", "masked_select", "nonzero", "scatter", "scatter_add",
+    "scatter_reduce", "take_along_axis", "take_along_dim",
+    "chunk", "diag", "diagonal", "flip", "meshgrid", "repeat", "repeat_interleave", "roll", "split", "tile",
+    "tril", "triu", "unflatten",
 ]

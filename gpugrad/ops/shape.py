@@ -153,17 +153,26 @@ def unsqueeze(x: Any, dim: int) -> Tensor:
 
 
 def squeeze(x: Any, axis: int | Sequence[int] | None = None, *, dim: Any = None) -> Tensor:
-    """Remove size-1 axes (all of them when ``axis`` is None)."""
-    axis = dim if dim is not None else axis
+    """Remove size-1 axes (all of them when no axis is given).
+
+    ``axis`` follows NumPy: naming an axis whose size is not 1 is a ValueError. ``dim``
+    follows PyTorch (``Tensor.squeeze``): such a dimension is left as it is, and a 0-d
+    tensor accepts dim 0 or -1.
+    """
     old = shape_of(x)
-    if axis is None:
+    if dim is not None:
+        if axis is not None:
+            raise TypeError("squeeze: give axis (NumPy) or dim (PyTorch), not both")
+        dims = normalize_axes("squeeze", dim, max(len(old), 1))
+        axes = tuple(a for a in dims if a < len(old) and old[a] == 1)
+    elif axis is None:
         axes = tuple(i for i, n in enumerate(old) if n == 1)
     else:
         axes = normalize_axes("squeeze", axis, len(old))
         for a in axes:
             if old[a] != 1:
-                raise ValueError(f"squeeze: cannot squeeze axis {a} of size {old[a]} "
-                                 f"(tensor shape {old}); only size-1 axes can be removed")
+                raise ValueError(f"squeeze: cannot squeeze axis {a} of size {old[a]} (tensor shape {old}); "
+                                 "only size-1 axes can be removed (Tensor.squeeze(dim) leaves them)")
     return _reshape(x, shape=tuple(n for i, n in enumerate(old) if i not in axes))
 
 
