@@ -35,11 +35,11 @@ class OpDef:
 
     __slots__ = ("name", "forward", "vjp_rule", "save_out", "save_inputs", "save_all_inputs",
                  "differentiable", "broadcast", "float_inputs", "samples", "vjp_takes_needs",
-                 "fused", "higher_order")
+                 "fused", "higher_order", "dtype_rule")
 
     def __init__(self, forward: Callable, *, save: Sequence[str], samples: Callable | None,
                  differentiable: bool, broadcast: bool, float_inputs: bool,
-                 fused: str | None, higher_order: bool) -> None:
+                 fused: str | None, higher_order: bool, dtype_rule: str | None = None) -> None:
         self.name = forward.__name__.lstrip("_")
         self.forward = forward
         self.vjp_rule: Callable | None = None
@@ -50,6 +50,10 @@ class OpDef:
         self.samples = samples
         self.fused = fused
         self.higher_order = higher_order
+        if dtype_rule not in (None, "promote", "same"):
+            raise ValueError(f"defop {self.name}: dtype_rule must be None, 'promote' or 'same', "
+                             f"got {dtype_rule!r}")
+        self.dtype_rule = _PROMOTE if dtype_rule == "promote" else _SAME if dtype_rule == "same" else 0
         sig = list(inspect.signature(forward).parameters.values())[1:]   # drop xp
         positional = [p for p in sig if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         varargs = [p for p in sig if p.kind == p.VAR_POSITIONAL]
@@ -92,6 +96,20 @@ class OpDef:
                 datas.append(_constant(self.name, len(datas), a))
             parents.append(None)
         xp = backend.common_namespace(self.name, datas) if backend.cuda_active else np
+        if self.dtype_rule:                     # PyTorch's promotion of the last two operands
+            if self.dtype_rule == _SAME:
+                _check_same_dtype(self.name, datas)
+            else:
+                x, y = datas[-2], datas[-1]     # the checks below pass the common cases straight on
+                tx, ty = type(x), type(y)
+                if ty in _SCALARS:
+                    if tx in _SCALARS or (ty is float and x.dtype.kind != "f"):
+                        _promote(datas)
+                elif tx in _SCALARS:
+                    if tx is float and y.dtype.kind != "f":
+                        _promote(datas)
+                elif x.dtype is not y.dtype:
+                    _promote(datas)
         if self.float_inputs:
             for i, d in enumerate(datas):
                 if getattr(d, "dtype", _FLOAT64).kind in "biu":
@@ -109,7 +127,7 @@ class OpDef:
                 out = forward(xp, datas[0])
             else:
                 out = forward(xp, *datas)
-        except (ValueError, TypeError, IndexError) as err:
+        except (ValueError, TypeError, IndexError, OverflowError) as err:
             raise op_error(self.name, args, err) from None
         if type(out) is not xp.ndarray:          # numpy returns scalars for 0-d results
             out = xp.asarray(out)
@@ -129,7 +147,9 @@ class OpDef:
             for i, a in enumerate(args):
                 if parents[i] is not None and a.data.shape != shape:
                     wide = _broadcast_to(a, shape=shape)
-                    parents[i], datas[i] = wide._node, wide.data
+                    promoted = datas[i].dtype
+                    parents[i] = wide._node
+                    datas[i] = wide.data if wide.data.dtype is promoted else wide.data.astype(promoted)
         if self.save_all_inputs:
             saved = tuple(datas)
         elif self.save_inputs:
@@ -206,6 +226,7 @@ class OpDef:
 
 
 _SCALARS = {int, float, bool}
+_PROMOTE, _SAME = 1, 2        # OpDef.dtype_rule: promote the last two operands, or require one dtype
 _FLOAT64 = np.dtype(np.float64)   # what a Python scalar operand counts as
 _new = object.__new__
 _new_list = list.__new__
@@ -217,6 +238,30 @@ def _needs(parents: tuple) -> tuple[bool, ...]:
     if len(parents) == 2:
         return (parents[0] is not None, parents[1] is not None)
     return tuple([p is not None for p in parents])
+
+
+def _promote(datas: list) -> None:
+    """Cast the last two operands in place to PyTorch's result dtype (see dtypes.result_type)."""
+    start = len(datas) - 2
+    operands = datas[start:]
+    dtype = dtypes.result_type(operands)
+    for i, d in enumerate(operands, start):
+        if isinstance(d, float):
+            datas[i] = float(d)                 # np.float64 counts as a Python float, and stays weak
+        elif type(d) is not int and type(d) is not bool and d.dtype != dtype:
+            datas[i] = d.astype(dtype)
+    if not any(hasattr(d, "dtype") for d in operands):
+        datas[start] = np.asarray(datas[start], dtype=dtype)   # two Python numbers: gg.add(1, 0.5)
+
+
+def _check_same_dtype(op_name: str, datas: list) -> None:
+    """PyTorch's matmul and linear refuse operands of different dtypes (NumPy would promote)."""
+    kinds = [d.dtype for d in datas if hasattr(d, "dtype")]
+    if any(k != kinds[0] for k in kinds):
+        shown = " and ".join(str(k) for k in kinds)
+        raise RuntimeError(f"{op_name}: expected operands of one dtype, got {shown}; cast the input to "
+                           "the parameters' dtype (e.g. x.float() for a float32 model) or the model "
+                           "with .to(dtype)")
 
 
 def _constant(op_name: str, position: int, value: Any) -> Any:
@@ -245,7 +290,8 @@ def _as_graph_tensor(saved: Any, parent: Any) -> Any:
 
 def defop(*, save: Sequence[str] = (), samples: Callable | None = None,
           differentiable: bool = True, broadcast: bool = False, float_inputs: bool = False,
-          fused: str | None = None, higher_order: bool = True) -> Callable[[Callable], OpDef]:
+          fused: str | None = None, higher_order: bool = True,
+          dtype_rule: str | None = None) -> Callable[[Callable], OpDef]:
     """Declare a primitive op.
 
     broadcast: the op broadcasts its inputs like a NumPy ufunc; the engine records
@@ -255,11 +301,14 @@ def defop(*, save: Sequence[str] = (), samples: Callable | None = None,
         (``gg.exp(gg.arange(3))`` is float32, as in PyTorch and JAX).
     differentiable: False for ops whose outputs carry no gradient (comparisons, argmax).
     higher_order: False when the VJP rule cannot run on Tensors (create_graph raises for it).
+    dtype_rule: "promote" casts the last two operands to PyTorch's result dtype (Python scalars
+        weak, 0-d tensors below tensors with dimensions); "same" refuses operands of different
+        dtypes, as PyTorch's matmul and linear do.
     """
     def wrap(forward: Callable) -> OpDef:
         op = OpDef(forward, save=save, samples=samples, differentiable=differentiable,
                    broadcast=broadcast, float_inputs=float_inputs, fused=fused,
-                   higher_order=higher_order)
+                   higher_order=higher_order, dtype_rule=dtype_rule)
         if op.name in REGISTRY:
             raise ValueError(f"op {op.name!r} is defined twice")
         REGISTRY[op.name] = op
@@ -285,6 +334,10 @@ def op_error(op_name: str, args: Sequence[Any], err: Exception) -> Exception:
     msg = str(err)
     if "could not be broadcast" in msg:
         msg = "shapes cannot be broadcast together"
+    big = [a for a in args if type(a) is int]
+    if isinstance(err, OverflowError) and big:
+        msg = (f"the Python int {big[0]} does not fit in the tensor's dtype; use a float, or a wider "
+               f"dtype (NumPy: {msg})")
     return type(err)(f"{op_name}: {msg} (operands: {_describe(args)})")
 
 
