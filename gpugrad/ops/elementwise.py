@@ -75,7 +75,9 @@ def _(xp, g, out, x, y, needs):
 
 
 def _power_edge_sample(rng):
-    return Sample([np.array([0.0, 0.5, 2.0]), np.array([0.0, 0.0, 1.5])], name="zero-exponent")
+    # x^0 at x == 0 has gradient 0 (a constant exponent array; a differentiable one at x == 0 is
+    # checked against PyTorch in tests/test_parity_core.py: finite differences cannot cross 0^y)
+    return Sample([np.array([0.0, 0.5, 2.0]), Const(np.array([0.0, 0.0, 1.5], np.float32))], name="zero-exponent")
 
 
 @defop(save=("x", "y", "out"), broadcast=True, dtype_rule="promote",
@@ -400,13 +402,18 @@ def _(xp, g, out, x):
     return (g - g * out * out,)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary(-5.0, 5.0), fused="sigmoid_backward")
-def sigmoid(xp, x):
-    # NOTE: 1 / (1 + e) and e / (1 + e) with e = exp(-|x|) <= 1: never overflows, and keeps full
-    # relative precision for very negative x (the tanh form rounds sigmoid(-20) to 0 in float32)
+def stable_sigmoid(xp: Any, x: Any) -> Any:
+    """1 / (1 + exp(-x)) on arrays, as 1 / (1 + e) or e / (1 + e) with e = exp(-|x|) <= 1."""
+    # NOTE: never overflows, and keeps full relative precision for very negative x (the form
+    # 0.5 tanh(x / 2) + 0.5 rounds sigmoid(-20) to 0 in float32, so log(sigmoid(-20)) was -inf)
     e = xp.exp(-xp.abs(x))
     r = 1 / (1 + e)
     return xp.where(x >= 0, r, e * r)
+
+
+@defop(save=("out",), float_inputs=True, samples=unary(-5.0, 5.0), fused="sigmoid_backward")
+def sigmoid(xp, x):
+    return stable_sigmoid(xp, x)
 
 
 @sigmoid.vjp
@@ -472,19 +479,15 @@ def _(xp, g, out, x, *, lo, hi):
 # ----------------------------------------------------------------------------- two-input selections
 
 
-def _tie_sample(rng):
-    return Sample([np.array([1.0, 2.0, -1.0]), np.array([1.0, 0.5, 3.0])], name="ties")
-
-
 def _selection_vjp(xp, g, x, y, needs, x_loses, y_loses):
     # ties split the gradient evenly (PyTorch and JAX); where a NaN is involved neither side
-    # loses, so both get the full gradient, as in PyTorch
+    # loses, so both get the full gradient, as in PyTorch (ties and NaN: tests/test_parity_core.py)
     split = xp.where(x == y, 0.5 * g, g)
     return (xp.where(x_loses, 0, split) if needs[0] else None,
             xp.where(y_loses, 0, split) if needs[1] else None)
 
 
-@defop(save=("x", "y"), broadcast=True, dtype_rule="promote", samples=_plus(binary(), _tie_sample))
+@defop(save=("x", "y"), broadcast=True, dtype_rule="promote", samples=binary())
 def maximum(xp, x, y):
     return xp.maximum(x, y)
 
@@ -494,7 +497,7 @@ def _(xp, g, out, x, y, needs):
     return _selection_vjp(xp, g, x, y, needs, x < y, y < x)
 
 
-@defop(save=("x", "y"), broadcast=True, dtype_rule="promote", samples=_plus(binary(), _tie_sample))
+@defop(save=("x", "y"), broadcast=True, dtype_rule="promote", samples=binary())
 def minimum(xp, x, y):
     return xp.minimum(x, y)
 

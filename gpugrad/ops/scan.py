@@ -91,15 +91,25 @@ def _cumprod(xp, x, *, axis):
 
 @_cumprod.vjp
 def _(xp, g, out, x, *, axis):
-    # d out_j / d x_i = prod_{k <= j, k != i} x_k for j >= i. Before the first zero that is
-    # out_j / x_i; at the first zero it is the product with that zero replaced by 1; after it, 0.
-    zero = x == 0
-    zeros_so_far = xp.cumsum(zero, axis=axis)
-    before = zeros_so_far == 0
-    first = zero & (zeros_so_far == 1)
-    grad = xp.where(before, _reverse_cumsum(xp, g * out, axis) / xp.where(before, x, 1), 0)
-    skip_first = xp.cumprod(xp.where(first, 1, x), axis=axis)
-    return (grad + xp.where(first, _reverse_cumsum(xp, g * skip_first, axis), 0),)
+    # d out_j / d x_i = P_{i-1} prod_{i<k<=j} x_k for j >= i, with P the running product, so
+    # grad_i = P_{i-1} S_i where S_i = g_i + x_{i+1} S_{i+1}: a linear recurrence, solved from the
+    # end by a log-step scan. No division: zeros in x are exact, and the rule differentiates again.
+    n = x.shape[axis]
+    head = x[_along(axis, slice(0, 1))]
+    before = xp.cumprod(xp.concatenate([xp.ones_like(head), x[_along(axis, slice(0, n - 1))]], axis=axis),
+                        axis=axis)
+    # reversed: T_t = h_t + a_t T_{t-1}, h the reversed g, a_t = x_{n-t} (a_0 = 0 ends the recurrence)
+    h = _reversed(g, axis)
+    a = xp.concatenate([xp.zeros_like(head), _reversed(x[_along(axis, slice(1, None))], axis)], axis=axis)
+    k = 1
+    while k < n:
+        early, late = _along(axis, slice(0, n - k)), _along(axis, slice(k, None))
+        h_late = h[late] + a[late] * h[early]
+        a_late = a[late] * a[early]
+        h = xp.concatenate([h[_along(axis, slice(0, k))], h_late], axis=axis)
+        a = xp.concatenate([a[_along(axis, slice(0, k))], a_late], axis=axis)
+        k *= 2
+    return (before * _reversed(h, axis),)
 
 
 # ----------------------------------------------------------------------------- indices (no gradient)
