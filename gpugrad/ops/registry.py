@@ -80,37 +80,71 @@ class OpDef:
         parameters (most ops) call their forward with plain arguments, because a
         CPython ``f(*args, **kw)`` call costs about 130 ns more than ``f(a, b)``.
         """
-        datas = []
-        parents = []                            # one per input: its node, the leaf itself, or None
-        needs_grad = False
-        for a in args:
+        rule = self.dtype_rule
+        n_args = len(args)
+        if n_args == 2:                         # most ops: one or two operands, no loop, no appends
+            a, b = args
             if isinstance(a, Tensor):
-                datas.append(a.data)
-                if a._requires_grad:
-                    needs_grad = True
-                    parents.append(a if a._node is None else a._node)
-                    continue
-            elif type(a) in _SCALARS or hasattr(a, "dtype"):
-                datas.append(a)                 # a Python number or an array: a constant
+                x = a.data
+                pa = (a if a._node is None else a._node) if a._requires_grad else None
+                both = True
+            else:                               # a Python number or an array: a constant
+                x = a if type(a) in _SCALARS or hasattr(a, "dtype") else _constant(self.name, 0, a)
+                pa = None
+                both = False
+            if isinstance(b, Tensor):
+                y = b.data
+                pb = (b if b._node is None else b._node) if b._requires_grad else None
             else:
-                datas.append(_constant(self.name, len(datas), a))
-            parents.append(None)
+                y = b if type(b) in _SCALARS or hasattr(b, "dtype") else _constant(self.name, 1, b)
+                pb = None
+                both = False
+            datas = [x, y]
+            parents = [pa, pb]
+            needs_grad = pa is not None or pb is not None
+            if rule == 1:                       # PyTorch's promotion; the common cases pass straight on
+                rule = 0
+                if both:
+                    if x.dtype is not y.dtype:
+                        _promote(datas)
+                elif _needs_promotion(x, y):
+                    _promote(datas)
+        elif n_args == 1:
+            a = args[0]
+            if isinstance(a, Tensor):
+                x = a.data
+                pa = (a if a._node is None else a._node) if a._requires_grad else None
+            else:
+                x = a if type(a) in _SCALARS or hasattr(a, "dtype") else _constant(self.name, 0, a)
+                pa = None
+            if self.float_inputs and getattr(x, "dtype", _FLOAT64).kind in "biu":
+                x = x.astype(dtypes.default_float)
+            datas = [x]
+            parents = [pa]
+            needs_grad = pa is not None
+        else:
+            datas = []
+            parents = []                        # one per input: its node, the leaf itself, or None
+            needs_grad = False
+            for a in args:
+                if isinstance(a, Tensor):
+                    datas.append(a.data)
+                    if a._requires_grad:
+                        needs_grad = True
+                        parents.append(a if a._node is None else a._node)
+                        continue
+                elif type(a) in _SCALARS or hasattr(a, "dtype"):
+                    datas.append(a)
+                else:
+                    datas.append(_constant(self.name, len(datas), a))
+                parents.append(None)
         xp = backend.common_namespace(self.name, datas) if backend.cuda_active else np
-        if self.dtype_rule:                     # PyTorch's promotion of the last two operands
-            if self.dtype_rule == _SAME:
+        if rule:
+            if rule == _SAME:
                 _check_same_dtype(self.name, datas)
             else:
-                x, y = datas[-2], datas[-1]     # the checks below pass the common cases straight on
-                tx, ty = type(x), type(y)
-                if ty in _SCALARS:
-                    if tx in _SCALARS or (ty is float and x.dtype.kind != "f"):
-                        _promote(datas)
-                elif tx in _SCALARS:
-                    if tx is float and y.dtype.kind != "f":
-                        _promote(datas)
-                elif x.dtype is not y.dtype:
-                    _promote(datas)
-        if self.float_inputs:
+                _promote(datas)                 # where(): its last two operands
+        if self.float_inputs and n_args != 1:
             for i, d in enumerate(datas):
                 if getattr(d, "dtype", _FLOAT64).kind in "biu":
                     datas[i] = d.astype(dtypes.default_float)
@@ -121,9 +155,9 @@ class OpDef:
                     out = forward(xp, *datas, **params)
             elif params:
                 out = forward(xp, *datas, **params)
-            elif len(datas) == 2:
+            elif n_args == 2:
                 out = forward(xp, datas[0], datas[1])
-            elif len(datas) == 1:
+            elif n_args == 1:
                 out = forward(xp, datas[0])
             else:
                 out = forward(xp, *datas)
@@ -227,6 +261,7 @@ class OpDef:
 
 _SCALARS = {int, float, bool}
 _PROMOTE, _SAME = 1, 2        # OpDef.dtype_rule: promote the last two operands, or require one dtype
+# (__call__ compares with the literal 1: a global lookup costs more than the test)
 _FLOAT64 = np.dtype(np.float64)   # what a Python scalar operand counts as
 _new = object.__new__
 _new_list = list.__new__
@@ -238,6 +273,16 @@ def _needs(parents: tuple) -> tuple[bool, ...]:
     if len(parents) == 2:
         return (parents[0] is not None, parents[1] is not None)
     return tuple([p is not None for p in parents])
+
+
+def _needs_promotion(x: Any, y: Any) -> bool:
+    """False where NumPy already gives PyTorch's result dtype: a weak scalar of the array's kind."""
+    tx, ty = type(x), type(y)
+    if ty in _SCALARS:
+        return tx in _SCALARS or (ty is float and x.dtype.kind != "f")
+    if tx in _SCALARS:
+        return tx is float and y.dtype.kind != "f"
+    return x.dtype is not y.dtype
 
 
 def _promote(datas: list) -> None:
