@@ -31,11 +31,21 @@ _ALIASES = {
 }
 
 
+# Why no bfloat16 (see docs/semantics.md): NumPy computes it through ml_dtypes' emulated loops
+# (slower than float32 on a CPU, and less precise), its dtype kind is "V", not "f", and CuPy's
+# support is experimental (no cupyx.scatter_add, which getitem's gradient uses).
+BFLOAT16_UNSUPPORTED = ("bfloat16 is not supported: on the CPU NumPy would emulate it (slower and less "
+                        "precise than float32) and CuPy's bfloat16 is experimental; use gg.float16 or "
+                        "gg.float32 (a bfloat16 checkpoint converts exactly to float32)")
+
+
 def as_dtype(dtype: Any) -> np.dtype | None:
     """Normalise a dtype spelling (gg.float32, np.float32, "float32", float) to a NumPy dtype."""
     if dtype is None:
         return None
     if isinstance(dtype, str):
+        if dtype == "bfloat16":
+            raise TypeError(BFLOAT16_UNSUPPORTED)
         try:
             return _ALIASES[dtype]
         except KeyError:
@@ -49,6 +59,8 @@ def as_dtype(dtype: Any) -> np.dtype | None:
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"unknown dtype {dtype!r}; use gg.float32, gg.float64, gg.int64, ...") from None
+    if dt.name == "bfloat16":
+        raise TypeError(BFLOAT16_UNSUPPORTED)
     if dt.kind not in "fiub":
         raise TypeError(f"dtype {dt} is not supported; use a float, integer or bool dtype")
     return dt

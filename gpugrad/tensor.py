@@ -294,23 +294,28 @@ class Tensor:
         """This tensor when its data is C-contiguous, else a contiguous copy (differentiable)."""
         return self if self.data.flags.c_contiguous else _ops.clone(self)
 
-    def new_zeros(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    def new_zeros(self, *size: Any, dtype: Any = None, device: Any = None,
+                  requires_grad: bool = False) -> Tensor:
         """Zeros of ``size`` with this tensor's dtype and device (unless given)."""
         return _creation.new_full(self, size, 0, dtype, device, requires_grad, "new_zeros")
 
-    def new_ones(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    def new_ones(self, *size: Any, dtype: Any = None, device: Any = None,
+                 requires_grad: bool = False) -> Tensor:
         return _creation.new_full(self, size, 1, dtype, device, requires_grad, "new_ones")
 
     def new_full(self, size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None,
                  requires_grad: bool = False) -> Tensor:
         return _creation.new_full(self, (size,), fill_value, dtype, device, requires_grad, "new_full")
 
-    def new_empty(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    def new_empty(self, *size: Any, dtype: Any = None, device: Any = None,
+                  requires_grad: bool = False) -> Tensor:
         return _creation.new_full(self, size, None, dtype, device, requires_grad, "new_empty")
 
-    def new_tensor(self, data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    def new_tensor(self, data: Any, dtype: Any = None, device: Any = None,
+                   requires_grad: bool = False) -> Tensor:
         """A new tensor from ``data``, with this tensor's dtype and device unless given."""
-        return Tensor(data, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
+        return Tensor(data, dtype=dtype or self.dtype, device=device or self.device,
+                      requires_grad=requires_grad)
 
     def cpu(self) -> Tensor:
         return self.to("cpu")
@@ -550,7 +555,7 @@ class Tensor:
         return _ops.prod(self, axis, keepdims, **kw)
 
     def var(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, **kw: Any) -> Tensor:
-        """PyTorch's var: unbiased (correction=1) unless ``unbiased=False`` or ``correction=`` says otherwise."""
+        """PyTorch's var: unbiased (correction=1) unless ``unbiased=False`` or ``correction=`` is given."""
         return _ops.var(self, **_ops.torch_variance_args("var", dim, unbiased, keepdim, kw))
 
     def std(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, **kw: Any) -> Tensor:
@@ -631,7 +636,8 @@ class Tensor:
     def t(self) -> Tensor:
         """The transpose of a 2-D tensor; 0-d and 1-d tensors come back as they are (PyTorch's t)."""
         if self.ndim > 2:
-            raise RuntimeError(f"t: expects a tensor with <= 2 dimensions, but this one has shape {self.shape}; "
+            raise RuntimeError(f"t: expects a tensor with <= 2 dimensions, but this one has shape "
+                               f"{self.shape}; "
                                "use .transpose(dim0, dim1) or .mT")
         return _ops.transpose(self)
 

@@ -77,7 +77,8 @@ def _(xp, g, out, x, y, needs):
 def _power_edge_sample(rng):
     # x^0 at x == 0 has gradient 0 (a constant exponent array; a differentiable one at x == 0 is
     # checked against PyTorch in tests/test_parity_core.py: finite differences cannot cross 0^y)
-    return Sample([np.array([0.0, 0.5, 2.0]), Const(np.array([0.0, 0.0, 1.5], np.float32))], name="zero-exponent")
+    exponent = Const(np.array([0.0, 0.0, 1.5], np.float32))
+    return Sample([np.array([0.0, 0.5, 2.0]), exponent], name="zero-exponent")
 
 
 @defop(save=("x", "y", "out"), broadcast=True, dtype_rule="promote",
@@ -163,7 +164,8 @@ def _(xp, g, out, x, y, needs):
 
 
 def _trunc_sample(rng):
-    return Sample([uniform(rng, -5.8, -5.2, (2, 3)), uniform(rng, 2.05, 2.2, (3,))], {"mode": "trunc"}, "trunc")
+    return Sample([uniform(rng, -5.8, -5.2, (2, 3)), uniform(rng, 2.05, 2.2, (3,))], {"mode": "trunc"},
+                  "trunc")
 
 
 @defop(broadcast=True, dtype_rule="promote",
@@ -672,7 +674,8 @@ def lerp(start: Any, end: Any, weight: Any) -> Tensor:
             return add(start, multiply(weight, diff))
         return subtract(end, multiply(diff, 1 - weight))
     near_start = less(absolute(weight), 0.5)
-    return _where(near_start, add(start, multiply(weight, diff)), subtract(end, multiply(diff, subtract(1, weight))))
+    low = add(start, multiply(weight, diff))
+    return _where(near_start, low, subtract(end, multiply(diff, subtract(1, weight))))
 
 
 def isclose(x: Any, y: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False) -> Tensor:

@@ -56,8 +56,9 @@ def _norm_case(shape: tuple, axis: Any, keepdims: bool, zero: bool = False, **pa
     return make
 
 
-@defop(save=("x", "out"), samples=samples(_norm_case((5,), (0,), False), _norm_case((2, 3), (0, 1), False),
-                                          _norm_case((2, 3), (1,), True), _norm_case((2, 3), (1,), False, True)))
+@defop(save=("x", "out"), samples=samples(
+    _norm_case((5,), (0,), False), _norm_case((2, 3), (0, 1), False), _norm_case((2, 3), (1,), True),
+    _norm_case((2, 3), (1,), False, True)))
 def _norm2(xp, x, *, axis, keepdims):
     return xp.sqrt(xp.sum(x * x, axis=axis, keepdims=keepdims))
 
@@ -121,7 +122,8 @@ def _einsum_terms(subscripts: str, ndims: list[int]) -> tuple[list[str], str]:
         if "..." in term:
             widest = max(widest, ndim - len(letters))
         elif len(letters) != ndim:
-            raise ValueError(f"einsum: operand {term!r} has {len(letters)} subscript(s) but {ndim} dimension(s)")
+            raise ValueError(f"einsum: operand {term!r} has {len(letters)} subscript(s) but {ndim} "
+                             "dimension(s)")
     ellipsis = "".join(free[:widest])
     spelled = []
     for term, ndim in zip(terms, ndims):
@@ -138,7 +140,8 @@ def _einsum_terms(subscripts: str, ndims: list[int]) -> tuple[list[str], str]:
                 raise ValueError(f"einsum: output subscript {c!r} is repeated or names no input dimension")
     else:                                      # NumPy's implicit output: the letters used once, sorted
         joined = "".join(spelled)
-        output = ellipsis + "".join(sorted(c for c in set(joined) if joined.count(c) == 1 and c not in ellipsis))
+        once = sorted(c for c in set(joined) if joined.count(c) == 1 and c not in ellipsis)
+        output = ellipsis + "".join(once)
     return spelled, output
 
 
@@ -174,7 +177,8 @@ def _einsum_pair(x: Any, xl: str, y: Any, yl: str, keep: str) -> tuple[Any, str]
     size = {c: max(sx.get(c, 1), sy.get(c, 1)) for c in batch + summed}
     for c in batch + summed:
         if sx[c] != sy[c] and 1 not in (sx[c], sy[c]):
-            raise ValueError(f"einsum: subscript {c!r} has size {sx[c]} in one operand and {sy[c]} in another")
+            raise ValueError(f"einsum: subscript {c!r} has size {sx[c]} in one operand and {sy[c]} in "
+                             "another")
     x = transpose(x, [xl.index(c) for c in batch + x_only + summed])
     y = transpose(y, [yl.index(c) for c in batch + summed + y_only])
     x = broadcast_to(x, [size.get(c, sx[c]) for c in batch + x_only + summed])

@@ -25,7 +25,8 @@ def _linear_case(x_shape: tuple, out: int):
     return make
 
 
-@defop(save=("x", "weight"), dtype_rule="same", samples=samples(_linear_case((3, 4), 2), _linear_case((4,), 3),
+@defop(save=("x", "weight"), dtype_rule="same", samples=samples(
+    _linear_case((3, 4), 2), _linear_case((4,), 3),
                                               _linear_case((2, 3, 4), 5)))
 def linear(xp, x, weight, bias):
     out = xp.matmul(x, weight.T)
@@ -66,7 +67,8 @@ def _linear_activation_case(x_shape: tuple, out: int, activation: str):
 
 
 # bias is saved for the CUDA rule (its fused kernel takes the bias's address); the plain rule reads none
-@defop(save=("x", "weight", "bias", "out"), fused="linear_activation_backward", dtype_rule="same", samples=samples(
+@defop(save=("x", "weight", "bias", "out"), fused="linear_activation_backward", dtype_rule="same",
+       samples=samples(
     *(_linear_activation_case((3, 4), 2, a) for a in LINEAR_ACTIVATIONS),
     _linear_activation_case((2, 3, 4), 5, "relu")))
 def linear_activation(xp, x, weight, bias, *, activation):

@@ -234,8 +234,8 @@ def torch_variance_args(op: str, dim: Any, unbiased: Any, keepdim: bool, kw: dic
         correction = ddof if ddof is not None else (1 if unbiased is None or unbiased else 0)
     if dim is not None and axis is not None:
         raise TypeError(f"{op}: give dim or axis, not both")
-    return {"axis": dim if dim is not None else axis, "keepdims": bool(keepdim if keepdims is None else keepdims),
-            "correction": correction}
+    return {"axis": dim if dim is not None else axis, "correction": correction,
+            "keepdims": bool(keepdim if keepdims is None else keepdims)}
 
 
 def std(x: Any, axis: Any = None, keepdims: bool = False, *, ddof: int = 0, dim: Any = None,
