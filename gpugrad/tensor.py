@@ -567,13 +567,13 @@ class Tensor:
         return _ops.vector_norm(self, 2 if p == "fro" else p, dim, keepdim)
 
     def cumsum(self, dim: int, *, dtype: Any = None) -> Tensor:
-        return _ops.cumsum(self, dim=dim, dtype=dtype)
+        return _ops.cumsum(self, dim=_ops.scan_dim("cumsum", self, dim), dtype=dtype)
 
     def cumprod(self, dim: int, *, dtype: Any = None) -> Tensor:
-        return _ops.cumprod(self, dim=dim, dtype=dtype)
+        return _ops.cumprod(self, dim=_ops.scan_dim("cumprod", self, dim), dtype=dtype)
 
     def logcumsumexp(self, dim: int) -> Tensor:
-        return _ops.logcumsumexp(self, dim=dim)
+        return _ops.logcumsumexp(self, dim=_ops.scan_dim("logcumsumexp", self, dim))
 
     def cummax(self, dim: int) -> Any:
         return _ops.cummax(self, dim=dim)

@@ -115,6 +115,7 @@ from .registry import REGISTRY as REGISTRY
 from .registry import OpDef as OpDef
 from .registry import defop as defop
 from .scan import argsort, cummax, cummin, cumprod, cumsum, logcumsumexp, sort, topk
+from .scan import scan_dim as scan_dim
 from .scan import sort_with_indices as sort_with_indices
 from .shape import (
     broadcast_to,

@@ -169,6 +169,13 @@ def _scan_axis(op: str, x: Any, axis: Any, dim: Any) -> int | None:
     return normalize_axis(op, axis, ndim_of(x))
 
 
+def scan_dim(op: str, x: Any, dim: Any) -> Any:
+    """Tensor.cumsum(dim) and friends: PyTorch requires the dim (gg.cumsum flattens without one)."""
+    if dim is None:
+        raise TypeError(f"{op}: give the dimension to scan, e.g. x.{op}(dim=-1)")
+    return dim
+
+
 def _flat_or(op: str, x: Any, axis: Any, dim: Any) -> tuple[Any, int | None]:
     """NumPy's axis=None scans the flattened tensor; otherwise the axis as _scan_axis gives it."""
     from .shape import reshape  # noqa: PLC0415
