@@ -303,7 +303,7 @@ def _check_same_dtype(op_name: str, datas: list) -> None:
     """PyTorch's matmul and linear refuse operands of different dtypes (NumPy would promote)."""
     kinds = [d.dtype for d in datas if hasattr(d, "dtype")]
     if any(k != kinds[0] for k in kinds):
-        shown = " and ".join(str(k) for k in kinds)
+        shown = ", ".join(str(k) for k in kinds)
         raise RuntimeError(f"{op_name}: expected operands of one dtype, got {shown}; cast the input to "
                            "the parameters' dtype (e.g. x.float() for a float32 model) or the model "
                            "with .to(dtype)")
