@@ -109,6 +109,10 @@ class OpDef:
                         _promote(datas)
                 elif _needs_promotion(x, y):
                     _promote(datas)
+            elif rule == 2:                     # one dtype (matmul)
+                rule = 0
+                if getattr(x, "dtype", None) is not getattr(y, "dtype", None):
+                    _check_same_dtype(self.name, datas)
         elif n_args == 1:
             a = args[0]
             if isinstance(a, Tensor):
@@ -139,11 +143,13 @@ class OpDef:
                     datas.append(_constant(self.name, len(datas), a))
                 parents.append(None)
         xp = backend.common_namespace(self.name, datas) if backend.cuda_active else np
-        if rule:
+        if rule:                                # three or more operands: where (promote), linear (same)
             if rule == _SAME:
-                _check_same_dtype(self.name, datas)
-            else:
-                _promote(datas)                 # where(): its last two operands
+                first = datas[0].dtype
+                if any(getattr(d, "dtype", first) is not first for d in datas):
+                    _check_same_dtype(self.name, datas)
+            elif _needs_promotion(datas[-2], datas[-1]):
+                _promote(datas)
         if self.float_inputs and n_args != 1:
             for i, d in enumerate(datas):
                 if getattr(d, "dtype", _FLOAT64).kind in "biu":
@@ -300,7 +306,10 @@ def _promote(datas: list) -> None:
 
 
 def _check_same_dtype(op_name: str, datas: list) -> None:
-    """PyTorch's matmul and linear refuse operands of different dtypes (NumPy would promote)."""
+    """PyTorch's matmul and linear refuse operands of different dtypes (NumPy would promote).
+
+    Called when a quick identity test found two dtype objects; raises if they differ in value.
+    """
     kinds = [d.dtype for d in datas if hasattr(d, "dtype")]
     if any(k != kinds[0] for k in kinds):
         shown = ", ".join(str(k) for k in kinds)

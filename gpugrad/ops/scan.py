@@ -122,7 +122,8 @@ def _cum_extreme_indices(xp, x, *, axis, largest):
     shape = [1] * x.ndim
     shape[axis] = x.shape[axis]
     position = xp.reshape(xp.arange(x.shape[axis]), shape)
-    marks = xp.where((x == running) | xp.isnan(x), position, 0)
+    latest = (x == running) | xp.isnan(x) if x.dtype.kind == "f" else x == running
+    marks = xp.where(latest, position, 0)
     return log_step_scan(xp, xp.maximum, marks, axis)
 
 
