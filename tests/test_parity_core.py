@@ -199,8 +199,9 @@ def test_binary_ops_match_torch(name, dtype):
 
 EINSUM = ["ij,jk->ik", "ij,kj", "bij,bjk->bik", "ii", "ii->i", "ij->", "i,i", "i,j->ij", "...ij,...jk",
           "bn,anm,bm->ba", "ij,ij->ij", "ijk->kji"]
-EINSUM_SHAPES = {"ij,jk->ik": [(3, 4), (4, 2)], "ij,kj": [(3, 4), (2, 4)], "bij,bjk->bik": [(2, 3, 4), (2, 4, 5)],
-                 "ii": [(3, 3)], "ii->i": [(3, 3)], "ij->": [(3, 4)], "i,i": [(4,), (4,)], "i,j->ij": [(3,), (4,)],
+EINSUM_SHAPES = {"ij,jk->ik": [(3, 4), (4, 2)], "ij,kj": [(3, 4), (2, 4)],
+                 "bij,bjk->bik": [(2, 3, 4), (2, 4, 5)], "ii": [(3, 3)], "ii->i": [(3, 3)], "ij->": [(3, 4)],
+                 "i,i": [(4,), (4,)], "i,j->ij": [(3,), (4,)],
                  "...ij,...jk": [(2, 1, 3, 4), (5, 4, 2)], "bn,anm,bm->ba": [(2, 3), (4, 3, 5), (2, 5)],
                  "ij,ij->ij": [(3, 4), (3, 4)], "ijk->kji": [(2, 3, 4)]}
 
@@ -309,7 +310,7 @@ def test_torch_refuses_the_same_mixed_models():
 
 
 def test_an_int_too_large_for_the_dtype_names_the_op():
-    with pytest.raises(OverflowError, match=r"add: the Python int 1267650600228229401496703205376 does not fit"):
+    with pytest.raises(OverflowError, match=r"add: the Python int 1267650600228229401496703205376 does not"):
         gg.arange(3) + 2 ** 100
     with pytest.raises(OverflowError, match="multiply:"):
         gg.tensor([1, 2], dtype=gg.int8) * 1000
@@ -336,7 +337,8 @@ def test_bitwise_operators_match_torch(name, kind):
     b = rng.integers(0, 16, 6).astype(kind) if kind != "bool" else rng.integers(0, 2, 6).astype(bool)
     fn = BITWISE[name]
     if kind == "bool" and name.startswith("r"):
-        fn = {"rand": lambda a, b: True & a, "ror": lambda a, b: False | a, "rxor": lambda a, b: True ^ a}[name]
+        fn = {"rand": lambda a, b: True & a, "ror": lambda a, b: False | a,
+              "rxor": lambda a, b: True ^ a}[name]
     ours, theirs = fn(gg.tensor(a), gg.tensor(b)), fn(torch.tensor(a), torch.tensor(b))
     assert ours.dtype == _np_dtype(theirs)
     np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
@@ -359,8 +361,9 @@ def test_bitwise_operators_without_torch():
 
 ZERO_D = {
     "sum0": lambda x: x.sum(0), "mean-1": lambda x: x.mean(dim=-1), "max0": lambda x: x.max(0),
-    "amax0": lambda x: x.amax(0), "softmax0": lambda x: x.softmax(0), "log_softmax-1": lambda x: x.log_softmax(-1),
-    "cumsum0": lambda x: x.cumsum(0), "cumprod0": lambda x: x.cumprod(-1), "logsumexp0": lambda x: x.logsumexp(0),
+    "amax0": lambda x: x.amax(0), "softmax0": lambda x: x.softmax(0),
+    "log_softmax-1": lambda x: x.log_softmax(-1), "cumsum0": lambda x: x.cumsum(0),
+    "cumprod0": lambda x: x.cumprod(-1), "logsumexp0": lambda x: x.logsumexp(0),
     "argmax0": lambda x: x.argmax(0), "sort0": lambda x: x.sort(0), "topk1": lambda x: x.topk(1),
     "cummax0": lambda x: x.cummax(0), "prod0": lambda x: x.prod(0), "std0": lambda x: x.std(0, correction=0),
 }
@@ -443,11 +446,11 @@ def _edge_cases():
         "max with ties": (lambda x: x.max(), [np.array([1.0, 3.0, 3.0])]),
         "max(dim) with ties": (lambda x: x.max(0), [np.array([[1.0, 3.0], [1.0, 2.0]])]),
         "min(dim) with ties": (lambda x: x.min(1), [np.array([[1.0, 1.0, 2.0]])]),
-        "maximum with NaN": (lambda x, y: x.maximum(y), [np.array([1.0, nan, 3.0]), np.array([2.0, 2.0, nan])]),
-        "minimum with NaN": (lambda x, y: x.minimum(y), [np.array([1.0, nan, 3.0]), np.array([2.0, 2.0, nan])]),
+        "maximum with NaN": (lambda x, y: x.maximum(y), [np.array([1.0, nan, 3.0]), np.array([2, 2, nan])]),
+        "minimum with NaN": (lambda x, y: x.minimum(y), [np.array([1.0, nan, 3.0]), np.array([2, 2, nan])]),
         "maximum with ties": (lambda x, y: x.maximum(y), [np.array([1.0, 2.0]), np.array([1.0, 0.0])]),
-        "cumprod with zeros": (lambda x: x.cumprod(1), [np.array([[2.0, 0.0, 3.0, 0.0, 4.0], [0.0, 1.5, 2.0, 3.0, 0.5]])]),
-        "prod with zeros": (lambda x: x.prod(1), [np.array([[2.0, 0.0, 3.0], [0.0, 0.0, 2.0], [1.0, 2.0, 3.0]])]),
+        "cumprod with zeros": (lambda x: x.cumprod(1), [np.array([[2.0, 0, 3, 0, 4], [0, 1.5, 2, 3, 0.5]])]),
+        "prod with zeros": (lambda x: x.prod(1), [np.array([[2.0, 0, 3], [0.0, 0, 2], [1.0, 2, 3]])]),
         "cummax with ties and NaN": (lambda x: x.cummax(0), [np.array([1.0, 1.0, 0.0, nan, 2.0, nan, 5.0])]),
         "cummin with ties": (lambda x: x.cummin(0), [np.array([1.0, 1.0, 0.0, 2.0, 0.0])]),
         "sort with NaN": (lambda x: x.sort(descending=True), [np.array([2.0, nan, 1.0, 2.0])]),
