@@ -90,11 +90,11 @@ class OpDef:
             if isinstance(a, Tensor):
                 x = a.data
                 pa = (a if a._node is None else a._node) if a._requires_grad else None
-                both = True
+                both = tensor_first = True
             else:                               # a Python number or an array: a constant
                 x = a if type(a) in _SCALARS or hasattr(a, "dtype") else _constant(self.name, 0, a)
                 pa = None
-                both = False
+                both = tensor_first = False
             if isinstance(b, Tensor):
                 y = b.data
                 pb = (b if b._node is None else b._node) if b._requires_grad else None
@@ -105,14 +105,7 @@ class OpDef:
             datas = [x, y]
             parents = [pa, pb]
             needs_grad = pa is not None or pb is not None
-            if rule == 1:                       # PyTorch's promotion; the common cases pass straight on
-                rule = 0
-                if both:
-                    if x.dtype is not y.dtype:
-                        _promote(datas)
-                elif _needs_promotion(x, y):
-                    _promote(datas)
-            elif rule == 2:                     # one dtype (matmul)
+            if rule == 2:                       # one dtype (matmul)
                 rule = 0
                 if getattr(x, "dtype", None) is not getattr(y, "dtype", None):
                     _check_same_dtype(self.name, datas)
@@ -129,6 +122,7 @@ class OpDef:
             datas = [x]
             parents = [pa]
             needs_grad = pa is not None
+            rule = 0                            # dtype rules are for two or more operands
         else:
             datas = []
             parents = []                        # one per input: its node, the leaf itself, or None
@@ -145,14 +139,31 @@ class OpDef:
                 else:
                     datas.append(_constant(self.name, len(datas), a))
                 parents.append(None)
-        xp = backend.common_namespace(self.name, datas) if backend.cuda_active else np
-        if rule:                                # three or more operands: where (promote), linear (same)
-            if rule == _SAME:
+            if rule == 2:                       # one dtype (linear)
+                rule = 0
                 first = datas[0].dtype
-                if any(getattr(d, "dtype", first) is not first for d in datas):
+                try:
+                    for d in datas:
+                        if d.dtype is not first:
+                            _check_same_dtype(self.name, datas)
+                except AttributeError:          # a Python number among the operands
                     _check_same_dtype(self.name, datas)
-            elif _needs_promotion(datas[-2], datas[-1]):
-                _promote(datas)
+            elif rule:                          # where: its last two operands
+                x, y = datas[-2], datas[-1]
+                both = type(x) is type(y) and type(y) not in _SCALARS
+                tensor_first = False
+        if rule:                                # PyTorch's promotion: the common cases take one test
+            if both:
+                if x.dtype is not y.dtype:
+                    _promote(datas)
+            elif tensor_first and type(y) is float:
+                kind = x.dtype
+                if kind is not _FLOAT32 and kind is not _FLOAT64 and kind.kind != "f":   # identity: cheap
+                    _promote(datas)
+            elif not tensor_first or type(y) is not int:
+                if _needs_promotion(x, y):
+                    _promote(datas)
+        xp = backend.common_namespace(self.name, datas) if backend.cuda_active else np
         if self.float_inputs and n_args != 1:
             for i, d in enumerate(datas):
                 if getattr(d, "dtype", _FLOAT64).kind in "biu":
@@ -272,6 +283,7 @@ _SCALARS = {int, float, bool}
 _PROMOTE, _SAME = 1, 2        # OpDef.dtype_rule: promote the last two operands, or require one dtype
 # (__call__ compares with the literal 1: a global lookup costs more than the test)
 _FLOAT64 = np.dtype(np.float64)   # what a Python scalar operand counts as
+_FLOAT32 = np.dtype(np.float32)
 _new = object.__new__
 _new_list = list.__new__
 _NOTHING_SAVED = ((), (None,), (None, None), (None, None, None))   # shared: no allocation per op
