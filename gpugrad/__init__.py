@@ -7,12 +7,14 @@
     x.grad              # tensor([ 0.,  4.,  8., 12.])
 """
 
-from . import autograd, cuda, data, distributed, linalg, nn, optim, testing
+from . import autograd, cuda, data, distributed, dtypes, linalg, nn, optim, testing
 from .backend import Device
 from .backend import Device as device
 from .creation import (
     arange,
     as_tensor,
+    empty,
+    empty_like,
     eye,
     from_numpy,
     full,
@@ -24,7 +26,19 @@ from .creation import (
     zeros,
     zeros_like,
 )
-from .dtypes import bool_, float16, float32, float64, int32, int64
+from .dtypes import (
+    bool_,
+    float16,
+    float32,
+    float64,
+    get_default_dtype,
+    int8,
+    int16,
+    int32,
+    int64,
+    set_default_dtype,
+    uint8,
+)
 from .engine import (
     detect_anomaly,
     enable_grad,
@@ -45,9 +59,16 @@ bool = bool_  # noqa: A001 - gg.bool, as torch.bool
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    if name == "bfloat16":
+        raise AttributeError(dtypes.BFLOAT16_UNSUPPORTED)
+    raise AttributeError(f"module 'gpugrad' has no attribute {name!r}")
+
 __all__ = [
     "Tensor", "Device", "device", "tensor", "as_tensor", "from_numpy", "arange", "zeros", "ones",
     "full", "zeros_like", "ones_like", "full_like", "eye", "linspace", "randn", "rand", "randint",
+    "empty", "empty_like", "set_default_dtype", "get_default_dtype", "int8", "int16", "uint8", "dtypes",
     "manual_seed", "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "stop_gradient",
     "no_grad", "enable_grad", "inference_mode", "detect_anomaly", "is_anomaly_enabled",
     "set_grad_enabled", "is_grad_enabled", "float16", "float32", "float64", "int32", "int64",

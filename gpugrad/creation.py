@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from . import backend
-from .dtypes import as_dtype, default_float
+from . import backend, dtypes
+from .dtypes import as_dtype
 from .tensor import Tensor
 
 
 def as_array(data: Any, dtype: Any = None, device: Any = None) -> Any:
     """An array (owned by the new tensor) from Python data, a NumPy/CuPy array or a Tensor.
 
-    Python floats become float32 (the default float dtype); NumPy arrays keep their dtype.
+    Python floats become the default float dtype (float32); NumPy arrays keep their dtype.
     """
     dtype = as_dtype(dtype)
     if isinstance(data, Tensor):
@@ -33,7 +33,7 @@ def as_array(data: Any, dtype: Any = None, device: Any = None) -> Any:
         except (ValueError, TypeError, OverflowError) as err:
             raise TypeError(f"tensor: cannot make a tensor from {type(data).__name__}: {err}") from None
         if dtype is None and not from_numpy and arr.dtype == np.float64:
-            arr = arr.astype(default_float)
+            arr = arr.astype(dtypes.default_float)
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"tensor: unsupported data of dtype {arr.dtype}; "
                             "use numbers (float, int or bool)")
@@ -124,14 +124,14 @@ def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
 def zeros(*shape: Any, size: Any = None, dtype: Any = None, device: Any = None,
           requires_grad: bool = False) -> Tensor:
     """A tensor of zeros: ``zeros(2, 3)``, ``zeros((2, 3))`` or ``zeros(size=(2, 3))``."""
-    return _filled("zeros", parse_size(shape, size, "zeros"), 0, as_dtype(dtype) or default_float,
+    return _filled("zeros", parse_size(shape, size, "zeros"), 0, as_dtype(dtype) or dtypes.default_float,
                    device, requires_grad)
 
 
 def ones(*shape: Any, size: Any = None, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
     """A tensor of ones."""
-    return _filled("ones", parse_size(shape, size, "ones"), 1, as_dtype(dtype) or default_float,
+    return _filled("ones", parse_size(shape, size, "ones"), 1, as_dtype(dtype) or dtypes.default_float,
                    device, requires_grad)
 
 
@@ -149,7 +149,17 @@ def _fill_dtype(value: Any, dtype: Any) -> np.dtype:
         return np.dtype(bool)
     if isinstance(value, numbers.Integral):
         return np.dtype(np.int64)
-    return default_float
+    return dtypes.default_float
+
+
+def empty(*shape: Any, size: Any = None, dtype: Any = None, device: Any = None,
+          requires_grad: bool = False) -> Tensor:
+    """An uninitialised tensor (its values are whatever the memory held), as torch.empty."""
+    shape = parse_size(shape, size, "empty")
+    dtype = as_dtype(dtype) or dtypes.default_float
+    with allocating("empty", shape, dtype):
+        arr = np.empty(shape, dtype=dtype)
+    return _finish(arr, device, requires_grad)
 
 
 def _fill_value(name: str, value: Any, dtype: np.dtype) -> Any:
@@ -210,10 +220,29 @@ def _like(x: Any, fill: Any, dtype: Any, device: Any, requires_grad: bool, name:
     data = x.data if isinstance(x, Tensor) else np.asarray(x)
     dtype = as_dtype(dtype) or data.dtype
     xp = backend.namespace(data)
-    fill = _fill_value(name, fill, np.dtype(dtype))
+    if fill is not None:
+        fill = _fill_value(name, fill, np.dtype(dtype))
     with allocating(name, tuple(data.shape), dtype):
-        arr = xp.full(data.shape, fill, dtype=dtype)
+        arr = xp.empty(data.shape, dtype) if fill is None else xp.full(data.shape, fill, dtype=dtype)
     return _finish(arr, device, requires_grad)
+
+
+def empty_like(x: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    return _like(x, None, dtype, device, requires_grad, "empty_like")
+
+
+def new_full(x: Tensor, size: Any, fill: Any, dtype: Any, device: Any, requires_grad: bool,
+             name: str) -> Tensor:
+    """Tensor.new_zeros/new_ones/new_full/new_empty: ``x``'s dtype and device unless given."""
+    shape = parse_size(size, None, name)
+    dtype = as_dtype(dtype) or x.dtype
+    if device is not None and backend.as_device(device) != x.device:
+        arr = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype=dtype)
+        return _finish(arr, device, requires_grad)
+    xp = backend.namespace(x.data)
+    with backend.device_scope(x.data):              # made where x lives: no transfer
+        arr = xp.empty(shape, dtype) if fill is None else xp.full(shape, fill, dtype=dtype)
+    return _finish(arr, None, requires_grad)
 
 
 def zeros_like(x: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
@@ -239,7 +268,7 @@ def arange(start: float, stop: float | None = None, step: float = 1, *, dtype: A
     dtype = as_dtype(dtype)
     if dtype is None:
         ints = all(isinstance(v, numbers.Integral) for v in (start, stop, step))
-        dtype = np.dtype(np.int64) if ints else default_float
+        dtype = np.dtype(np.int64) if ints else dtypes.default_float
     with allocating("arange", (_arange_length(start, stop, step),), dtype):
         arr = np.arange(start, stop, step).astype(dtype)
     return _finish(arr, device, requires_grad)
@@ -262,15 +291,18 @@ def linspace(start: float, stop: float, num: int = 50, *, steps: int | None = No
              requires_grad: bool = False) -> Tensor:
     """``num`` (PyTorch: ``steps``) evenly spaced values from start to stop."""
     num = steps if steps is not None else num
-    arr = np.linspace(start, stop, num, endpoint=endpoint).astype(as_dtype(dtype) or default_float)
-    return _finish(arr, device, requires_grad)
+    dtype = as_dtype(dtype) or dtypes.default_float
+    if dtype.kind == "b":
+        raise TypeError("linspace: dtype bool is not supported (evenly spaced values are numbers); "
+                        "use a float or integer dtype")
+    return _finish(np.linspace(start, stop, num, endpoint=endpoint).astype(dtype), device, requires_grad)
 
 
 def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None,
         requires_grad: bool = False) -> Tensor:
     """The identity matrix (n x m)."""
     shape = (_dim("eye", "n", n), _dim("eye", "m", n if m is None else m))
-    dtype = as_dtype(dtype) or default_float
+    dtype = as_dtype(dtype) or dtypes.default_float
     with allocating("eye", shape, dtype):
         arr = np.eye(*shape, dtype=dtype)
     return _finish(arr, device, requires_grad)

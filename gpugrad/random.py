@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from . import backend
+from . import backend, dtypes
 from .creation import _finish, allocating, parse_size
-from .dtypes import as_dtype, default_float
+from .dtypes import as_dtype
 from .tensor import Tensor
 
 _generator = np.random.default_rng()
@@ -27,7 +27,7 @@ def generator() -> np.random.Generator:
 
 
 def _draw(kind: str, shape: tuple, dtype: Any) -> np.ndarray:
-    dtype = as_dtype(dtype) or default_float
+    dtype = as_dtype(dtype) or dtypes.default_float
     if dtype.kind != "f":
         raise TypeError(f"{kind}: random floats need a float dtype, got {dtype}")
     draw_dtype = dtype if dtype in (np.float32, np.float64) else np.float32

@@ -190,6 +190,10 @@ class Tensor:
         return backend.device_of(self.data)
 
     @property
+    def is_cuda(self) -> bool:
+        return backend.namespace(self.data) is not np
+
+    @property
     def T(self) -> Tensor:
         return _ops.transpose(self)
 
@@ -289,6 +293,39 @@ class Tensor:
 
     def long(self) -> Tensor:
         return _ops.astype(self, "int64")
+
+    def int(self) -> Tensor:
+        return _ops.astype(self, "int32")
+
+    def bool(self) -> Tensor:
+        return _ops.astype(self, "bool")
+
+    def contiguous(self) -> Tensor:
+        """This tensor when its data is C-contiguous, else a contiguous copy (differentiable)."""
+        return self if self.data.flags.c_contiguous else _ops.clone(self)
+
+    def new_zeros(self, *size: Any, dtype: Any = None, device: Any = None,
+                  requires_grad: bool = False) -> Tensor:
+        """Zeros of ``size`` with this tensor's dtype and device (unless given)."""
+        return _creation.new_full(self, size, 0, dtype, device, requires_grad, "new_zeros")
+
+    def new_ones(self, *size: Any, dtype: Any = None, device: Any = None,
+                 requires_grad: bool = False) -> Tensor:
+        return _creation.new_full(self, size, 1, dtype, device, requires_grad, "new_ones")
+
+    def new_full(self, size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None,
+                 requires_grad: bool = False) -> Tensor:
+        return _creation.new_full(self, (size,), fill_value, dtype, device, requires_grad, "new_full")
+
+    def new_empty(self, *size: Any, dtype: Any = None, device: Any = None,
+                  requires_grad: bool = False) -> Tensor:
+        return _creation.new_full(self, size, None, dtype, device, requires_grad, "new_empty")
+
+    def new_tensor(self, data: Any, dtype: Any = None, device: Any = None,
+                   requires_grad: bool = False) -> Tensor:
+        """A new tensor from ``data``, with this tensor's dtype and device unless given."""
+        return Tensor(data, dtype=dtype or self.dtype, device=device or self.device,
+                      requires_grad=requires_grad)
 
     def cpu(self) -> Tensor:
         return self.to("cpu")
@@ -416,9 +453,22 @@ class Tensor:
     def __le__(self, other: Any) -> Tensor: return _ops.less_equal(self, other)
     def __gt__(self, other: Any) -> Tensor: return _ops.greater(self, other)
     def __ge__(self, other: Any) -> Tensor: return _ops.greater_equal(self, other)
-    def __invert__(self) -> Tensor: return _ops.logical_not(self)
-    def __and__(self, other: Any) -> Tensor: return _ops.logical_and(self, other)
-    def __or__(self, other: Any) -> Tensor: return _ops.logical_or(self, other)
+    def __floordiv__(self, other: Any) -> Tensor: return _ops.floor_divide(self, other)
+    def __rfloordiv__(self, other: Any) -> Tensor: return _ops.floor_divide(other, self)
+    def __mod__(self, other: Any) -> Tensor: return _ops.remainder(self, other)
+    def __rmod__(self, other: Any) -> Tensor: return _ops.remainder(other, self)
+    # bitwise on integer tensors, logical on bool tensors (PyTorch's and NumPy's meaning)
+    def __invert__(self) -> Tensor: return _ops.bitwise_not(self)
+    def __and__(self, other: Any) -> Tensor: return _ops.bitwise_and(self, other)
+    def __rand__(self, other: Any) -> Tensor: return _ops.bitwise_and(other, self)
+    def __or__(self, other: Any) -> Tensor: return _ops.bitwise_or(self, other)
+    def __ror__(self, other: Any) -> Tensor: return _ops.bitwise_or(other, self)
+    def __xor__(self, other: Any) -> Tensor: return _ops.bitwise_xor(self, other)
+    def __rxor__(self, other: Any) -> Tensor: return _ops.bitwise_xor(other, self)
+    def __lshift__(self, other: Any) -> Tensor: return _ops.left_shift(self, other)
+    def __rlshift__(self, other: Any) -> Tensor: return _ops.left_shift(other, self)
+    def __rshift__(self, other: Any) -> Tensor: return _ops.right_shift(self, other)
+    def __rrshift__(self, other: Any) -> Tensor: return _ops.right_shift(other, self)
     def __getitem__(self, index: Any) -> Tensor: return _ops.getitem(self, index)
 
     # ------------------------------------------------------------------ methods that mirror functions
@@ -435,18 +485,65 @@ class Tensor:
     def abs(self) -> Tensor: return _ops.abs(self)
     def sign(self) -> Tensor: return _ops.sign(self)
     def square(self) -> Tensor: return _ops.square(self)
+    def neg(self) -> Tensor: return _ops.negative(self)
+    def negative(self) -> Tensor: return _ops.negative(self)
+    def tan(self) -> Tensor: return _ops.tan(self)
+    def asin(self) -> Tensor: return _ops.arcsin(self)
+    def acos(self) -> Tensor: return _ops.arccos(self)
+    def atan(self) -> Tensor: return _ops.arctan(self)
+    def sinh(self) -> Tensor: return _ops.sinh(self)
+    def cosh(self) -> Tensor: return _ops.cosh(self)
+    def asinh(self) -> Tensor: return _ops.arcsinh(self)
+    def acosh(self) -> Tensor: return _ops.arccosh(self)
+    def atanh(self) -> Tensor: return _ops.arctanh(self)
+    arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
+    def log2(self) -> Tensor: return _ops.log2(self)
+    def log10(self) -> Tensor: return _ops.log10(self)
+    def exp2(self) -> Tensor: return _ops.exp2(self)
+    def rsqrt(self) -> Tensor: return _ops.rsqrt(self)
+    def floor(self) -> Tensor: return _ops.floor(self)
+    def ceil(self) -> Tensor: return _ops.ceil(self)
+    def trunc(self) -> Tensor: return _ops.trunc(self)
+    def round(self, decimals: int = 0) -> Tensor: return _ops.round(self, decimals)
+    def isnan(self) -> Tensor: return _ops.isnan(self)
+    def isinf(self) -> Tensor: return _ops.isinf(self)
+    def isfinite(self) -> Tensor: return _ops.isfinite(self)
+    def isposinf(self) -> Tensor: return _ops.isposinf(self)
+    def isneginf(self) -> Tensor: return _ops.isneginf(self)
 
     def clip(self, min: Any = None, max: Any = None) -> Tensor:
         return _ops.clip(self, min, max)
 
     clamp = clip
 
+    def clamp_min(self, min: Any) -> Tensor: return _ops.clip(self, min, None)
+    def clamp_max(self, max: Any) -> Tensor: return _ops.clip(self, None, max)
+
     def maximum(self, other: Any) -> Tensor: return _ops.maximum(self, other)
     def minimum(self, other: Any) -> Tensor: return _ops.minimum(self, other)
     def add(self, other: Any) -> Tensor: return _ops.add(self, other)
     def sub(self, other: Any) -> Tensor: return _ops.subtract(self, other)
     def mul(self, other: Any) -> Tensor: return _ops.multiply(self, other)
-    def div(self, other: Any) -> Tensor: return _ops.divide(self, other)
+    def div(self, other: Any, *, rounding_mode: str | None = None) -> Tensor:
+        return _ops.div(self, other, rounding_mode=rounding_mode)
+
+    divide = div
+    def true_divide(self, other: Any) -> Tensor: return _ops.divide(self, other)
+    def floor_divide(self, other: Any) -> Tensor: return _ops.floor_divide(self, other)
+    def remainder(self, other: Any) -> Tensor: return _ops.remainder(self, other)
+    def fmod(self, other: Any) -> Tensor: return _ops.fmod(self, other)
+    def atan2(self, other: Any) -> Tensor: return _ops.arctan2(self, other)
+    arctan2 = atan2
+    def logaddexp(self, other: Any) -> Tensor: return _ops.logaddexp(self, other)
+    def copysign(self, other: Any) -> Tensor: return _ops.copysign(self, other)
+    def lerp(self, end: Any, weight: Any) -> Tensor: return _ops.lerp(self, end, weight)
+    def bitwise_and(self, other: Any) -> Tensor: return _ops.bitwise_and(self, other)
+    def bitwise_or(self, other: Any) -> Tensor: return _ops.bitwise_or(self, other)
+    def bitwise_xor(self, other: Any) -> Tensor: return _ops.bitwise_xor(self, other)
+    def bitwise_not(self) -> Tensor: return _ops.bitwise_not(self)
+    def logical_and(self, other: Any) -> Tensor: return _ops.logical_and(self, other)
+    def logical_or(self, other: Any) -> Tensor: return _ops.logical_or(self, other)
+    def logical_not(self) -> Tensor: return _ops.logical_not(self)
     def pow(self, other: Any) -> Tensor: return _ops.power(self, other)
     def matmul(self, other: Any) -> Tensor: return _ops.matmul(self, other)
     def dot(self, other: Any) -> Tensor: return _ops.dot(self, other)
@@ -463,20 +560,67 @@ class Tensor:
     def mean(self, axis: Any = None, keepdims: bool = False, **kw: Any) -> Tensor:
         return _ops.mean(self, axis, keepdims, **kw)
 
-    def max(self, axis: Any = None, keepdims: bool = False, **kw: Any) -> Tensor:
-        return _ops.max(self, axis, keepdims, **kw)
+    def max(self, dim: Any = None, keepdim: bool = False, **kw: Any) -> Any:
+        """PyTorch's max: the largest value; with ``dim``, (values, indices); with a tensor, maximum."""
+        return _ops.max_dim("max", self, dim, keepdim, **kw)
 
-    def min(self, axis: Any = None, keepdims: bool = False, **kw: Any) -> Tensor:
-        return _ops.min(self, axis, keepdims, **kw)
+    def min(self, dim: Any = None, keepdim: bool = False, **kw: Any) -> Any:
+        """PyTorch's min: the smallest value; with ``dim``, (values, indices); with a tensor, minimum."""
+        return _ops.max_dim("min", self, dim, keepdim, **kw)
+
+    def amax(self, dim: Any = None, keepdim: bool = False, **kw: Any) -> Tensor:
+        return _ops.amax(self, dim, keepdim, **kw)
+
+    def amin(self, dim: Any = None, keepdim: bool = False, **kw: Any) -> Tensor:
+        return _ops.amin(self, dim, keepdim, **kw)
 
     def prod(self, axis: Any = None, keepdims: bool = False, **kw: Any) -> Tensor:
         return _ops.prod(self, axis, keepdims, **kw)
 
-    def var(self, axis: Any = None, keepdims: bool = False, **kw: Any) -> Tensor:
-        return _ops.var(self, axis, keepdims, **kw)
+    def var(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, **kw: Any) -> Tensor:
+        """PyTorch's var: unbiased (correction=1) unless ``unbiased=False`` or ``correction=`` is given."""
+        return _ops.var(self, **_ops.torch_variance_args("var", dim, unbiased, keepdim, kw))
 
-    def std(self, axis: Any = None, keepdims: bool = False, **kw: Any) -> Tensor:
-        return _ops.std(self, axis, keepdims, **kw)
+    def std(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, **kw: Any) -> Tensor:
+        """PyTorch's std: unbiased unless ``unbiased=False`` or ``correction=`` says otherwise."""
+        return _ops.std(self, **_ops.torch_variance_args("std", dim, unbiased, keepdim, kw))
+
+    def norm(self, p: Any = "fro", dim: Any = None, keepdim: bool = False) -> Tensor:
+        """PyTorch's Tensor.norm: the vector p-norm over ``dim`` (all elements when None)."""
+        return _ops.vector_norm(self, 2 if p == "fro" else p, dim, keepdim)
+
+    def cumsum(self, dim: int, *, dtype: Any = None) -> Tensor:
+        return _ops.cumsum(self, dim=_ops.scan_dim("cumsum", self, dim), dtype=dtype)
+
+    def cumprod(self, dim: int, *, dtype: Any = None) -> Tensor:
+        return _ops.cumprod(self, dim=_ops.scan_dim("cumprod", self, dim), dtype=dtype)
+
+    def logcumsumexp(self, dim: int) -> Tensor:
+        return _ops.logcumsumexp(self, dim=_ops.scan_dim("logcumsumexp", self, dim))
+
+    def cummax(self, dim: int) -> Any:
+        return _ops.cummax(self, dim=dim)
+
+    def cummin(self, dim: int) -> Any:
+        return _ops.cummin(self, dim=dim)
+
+    def sort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Any:
+        """(values, indices) sorted along ``dim``, as torch.sort (ties keep their order)."""
+        return _ops.sort_with_indices(self, dim, descending=descending)
+
+    def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
+        return _ops.argsort(self, dim, descending=descending)
+
+    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:  # noqa: A002
+        return _ops.topk(self, k, dim, largest, sorted)
+
+    def softmax(self, dim: int, dtype: Any = None) -> Tensor:
+        from .nn import functional  # noqa: PLC0415
+        return functional.softmax(self, dim, dtype)
+
+    def log_softmax(self, dim: int, dtype: Any = None) -> Tensor:
+        from .nn import functional  # noqa: PLC0415
+        return functional.log_softmax(self, dim, dtype)
 
     def logsumexp(self, axis: Any = None, keepdims: bool = False, **kw: Any) -> Tensor:
         return _ops.logsumexp(self, axis, keepdims, **kw)
@@ -511,6 +655,14 @@ class Tensor:
 
     def swapaxes(self, axis1: int, axis2: int) -> Tensor:
         return _ops.swapaxes(self, axis1, axis2)
+
+    def t(self) -> Tensor:
+        """The transpose of a 2-D tensor; 0-d and 1-d tensors come back as they are (PyTorch's t)."""
+        if self.ndim > 2:
+            raise RuntimeError(f"t: expects a tensor with <= 2 dimensions, but this one has shape "
+                               f"{self.shape}; "
+                               "use .transpose(dim0, dim1) or .mT")
+        return _ops.transpose(self)
 
     def unsqueeze(self, dim: int) -> Tensor:
         return _ops.unsqueeze(self, dim)
@@ -689,4 +841,5 @@ def _root_gradient(op_name: str, out: Tensor, gradient: Any) -> Any:
     return g.astype(out.data.dtype, copy=False)
 
 
+from . import creation as _creation  # noqa: E402
 from . import ops as _ops  # noqa: E402  (the op functions need the Tensor class defined above)

@@ -36,8 +36,13 @@ struct LeakyRelu {
 struct Sigmoid {
   static constexpr bool kFromInput = false;
   template <class A> static GG_FN A grad(A g, A out, A) { return g * out * (A(1) - out); }
-  // 0.5 tanh(x / 2) + 0.5: never overflows, unlike 1 / (1 + exp(-x)) (gpugrad's sigmoid op)
-  template <class A> static GG_FN A forward(A x) { return A(0.5) * tanh_(A(0.5) * x) + A(0.5); }
+  // with e = exp(-|x|) <= 1: 1 / (1 + e) for x >= 0, e / (1 + e) below: never overflows, and
+  // keeps full relative precision for very negative x (gpugrad's sigmoid op, the same formula)
+  template <class A> static GG_FN A forward(A x) {
+    const A e = exp_(x >= A(0) ? -x : x);
+    const A r = A(1) / (A(1) + e);
+    return x >= A(0) ? r : e * r;
+  }
 };
 
 // tanh: out = tanh(x).  dx = g * (1 - out^2).  Plain rule: g * (1 - out * out).

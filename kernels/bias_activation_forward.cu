@@ -10,7 +10,7 @@
 // for f64) and one rounding at the store. The formulas are activations.cuh's forward:
 //
 //   bias_relu_forward      max(z + b, 0)                 (NaN stays NaN, as numpy.maximum)
-//   bias_sigmoid_forward   0.5 tanh((z + b) / 2) + 0.5   (gpugrad's sigmoid: never overflows)
+//   bias_sigmoid_forward   sigmoid(z + b), exact for very negative z + b   (gpugrad's sigmoid op)
 //   bias_tanh_forward      tanh(z + b)
 //
 // Entry points: bias_ACT_forward_{f32,f64,f16}(T* z, const T* bias, long long n, long long cols);

@@ -108,11 +108,10 @@ def test_float_functions_of_integers_are_float32():
     assert (gg.arange(3) * 2).dtype == gg.int64
 
 
-def test_numpy_promotion_between_tensors():
+def test_pytorch_promotion_between_tensors():
     assert (gg.ones(2, dtype=gg.float16) + gg.ones(2, dtype=gg.float64)).dtype == gg.float64
     assert (gg.ones(2, dtype=gg.float16) + gg.ones(2, dtype=gg.float32)).dtype == gg.float32
-    assert (gg.ones(2, dtype=gg.int64) + gg.ones(2, dtype=gg.float32)).dtype == np.result_type(
-        np.int64, np.float32)
+    assert (gg.ones(2, dtype=gg.int64) + gg.ones(2, dtype=gg.float32)).dtype == gg.float32   # NumPy: float64
 
 
 def test_repr():
@@ -134,9 +133,10 @@ def test_methods_mirror_functions():
     assert x.max().item() == 4.0 and x.argmax().item() == 4 and x.argmax(axis=1).tolist() == [2, 1]
     assert x.clamp(min=0).min().item() == 0.0
     assert x.expand(4, 2, 3).shape == (4, 2, 3) and x[:1].expand(-1, 3).shape == (1, 3)
-    np.testing.assert_allclose(x.var().item(), np.var(x.numpy()), rtol=1e-6)
-    np.testing.assert_allclose(x.var(correction=1).item(), np.var(x.numpy(), ddof=1), rtol=1e-6)
-    np.testing.assert_allclose(x.std(axis=1).numpy(), np.std(x.numpy(), axis=1), rtol=1e-6)
+    np.testing.assert_allclose(x.var().item(), np.var(x.numpy(), ddof=1), rtol=1e-6)   # unbiased, as PyTorch
+    np.testing.assert_allclose(x.var(correction=0).item(), np.var(x.numpy()), rtol=1e-6)
+    np.testing.assert_allclose(x.std(dim=1).numpy(), np.std(x.numpy(), axis=1, ddof=1), rtol=1e-6)
+    np.testing.assert_allclose(gg.var(x).item(), np.var(x.numpy()), rtol=1e-6)          # gg.var: NumPy's
 
 
 def test_shape_functions_match_numpy():

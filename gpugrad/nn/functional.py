@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import backend, ops, random, versions
+from .. import backend, dtypes, ops, random, versions
 from ..ops import erf
+from ..ops.util import normalize_axis
 from ..tensor import Tensor
 
 __all__ = [
@@ -99,21 +100,29 @@ def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
 
 
 def _class_dim(op: str, x: Tensor, dim: int | None) -> int:
+    """``dim`` checked against x in the name of ``op``; a 0-d tensor takes 0 or -1 (PyTorch)."""
     if dim is None:
         raise TypeError(f"{op}: pass dim= explicitly (the axis that sums to 1), e.g. dim=-1")
-    return dim
+    if x.ndim == 0 and dim in (0, -1):
+        return dim
+    return normalize_axis(op, dim, x.ndim)
 
 
 def softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
-    """exp(x) / sum(exp(x)) along ``dim``, computed as exp(x - logsumexp(x))."""
+    """exp(x) / sum(exp(x)) along ``dim``, computed as exp(x - logsumexp(x)); empty stays empty."""
     x = _tensor(x) if dtype is None else _tensor(x).to(dtype)
-    return ops.exp(log_softmax(x, _class_dim("softmax", x, dim)))
+    return ops.exp(_log_softmax(x, _class_dim("softmax", x, dim)))
 
 
 def log_softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
     """x - logsumexp(x) along ``dim``: never overflows, and exact for very negative log-probabilities."""
     x = _tensor(x) if dtype is None else _tensor(x).to(dtype)
-    dim = _class_dim("log_softmax", x, dim)
+    return _log_softmax(x, _class_dim("log_softmax", x, dim))
+
+
+def _log_softmax(x: Tensor, dim: int) -> Tensor:
+    if x.dtype.kind != "f":
+        x = x.to(dtypes.default_float)           # integers: log-probabilities are floats
     return x - ops.logsumexp(x, axis=dim, keepdims=True)
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import backend, ops
-from ..dtypes import as_dtype, default_float
+from .. import backend, dtypes, ops
+from ..dtypes import as_dtype
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -22,7 +22,7 @@ from .parameter import Parameter
 
 def _new_parameter(shape: tuple[int, ...], dtype: Any, device: Any, fill: float | None = None) -> Parameter:
     """An (uninitialised unless ``fill``) float parameter of ``shape`` on ``device``."""
-    dtype = as_dtype(dtype) or default_float
+    dtype = as_dtype(dtype) or dtypes.default_float
     if dtype.kind != "f":
         raise TypeError(f"parameters must be floating point, got dtype {dtype}")
     arr = np.empty(shape, dtype=dtype) if fill is None else np.full(shape, fill, dtype=dtype)

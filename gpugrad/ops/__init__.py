@@ -6,26 +6,59 @@ from .convert import astype, clone, copy, to_device
 from .elementwise import (
     abs,
     absolute,
+    acos,
+    acosh,
     add,
     allclose,
+    arccos,
+    arccosh,
+    arcsin,
+    arcsinh,
+    arctan,
+    arctan2,
+    arctanh,
+    asin,
+    asinh,
+    atan,
+    atan2,
+    atanh,
+    bitwise_and,
+    bitwise_not,
+    bitwise_or,
+    bitwise_xor,
+    ceil,
     clamp,
     clip,
+    copysign,
     cos,
+    cosh,
     div,
     divide,
     equal,
     exp,
+    exp2,
     expm1,
+    floor,
+    floor_divide,
+    fmod,
     greater,
     greater_equal,
+    invert,
     isclose,
     isfinite,
     isinf,
     isnan,
+    isneginf,
+    isposinf,
+    left_shift,
+    lerp,
     less,
     less_equal,
     log,
     log1p,
+    log2,
+    log10,
+    logaddexp,
     logical_and,
     logical_not,
     logical_or,
@@ -38,14 +71,22 @@ from .elementwise import (
     pow,
     power,
     relu,
+    remainder,
+    right_shift,
+    round,
+    rsqrt,
     sigmoid,
     sign,
     sin,
+    sinh,
     sqrt,
     square,
     sub,
     subtract,
+    tan,
     tanh,
+    true_divide,
+    trunc,
     where,
 )
 from .gather import gather, scatter, scatter_add, scatter_reduce, take_along_axis, take_along_dim
@@ -67,7 +108,8 @@ from .layout import (
     triu,
     unflatten,
 )
-from .linalg import dot, matmul, norm
+from .linalg import dot, einsum, matmul, norm
+from .linalg import vector_norm as vector_norm
 from .nn import LINEAR_ACTIVATIONS as LINEAR_ACTIVATIONS
 from .nn import linear, linear_activation, softmax_cross_entropy
 from .reduce import (
@@ -86,9 +128,14 @@ from .reduce import (
     sum,
     var,
 )
+from .reduce import max_dim as max_dim
+from .reduce import torch_variance_args as torch_variance_args
 from .registry import REGISTRY as REGISTRY
 from .registry import OpDef as OpDef
 from .registry import defop as defop
+from .scan import argsort, cummax, cummin, cumprod, cumsum, logcumsumexp, sort, topk
+from .scan import scan_dim as scan_dim
+from .scan import sort_with_indices as sort_with_indices
 from .shape import (
     broadcast_to,
     cat,
@@ -112,6 +159,12 @@ __all__ = [
     "logical_and", "logical_not", "logical_or", "maximum", "minimum", "mul", "multiply", "negative",
     "not_equal", "pow", "power", "relu", "sigmoid", "sign", "sin", "sqrt", "square", "sub",
     "subtract", "tanh", "where",
+    "acos", "acosh", "arccos", "arccosh", "arcsin", "arcsinh", "arctan", "arctan2", "arctanh", "asin",
+    "asinh", "atan", "atan2", "atanh", "bitwise_and", "bitwise_not", "bitwise_or", "bitwise_xor", "ceil",
+    "copysign", "cosh", "exp2", "floor", "floor_divide", "fmod", "invert", "isneginf", "isposinf",
+    "left_shift", "lerp", "log2", "log10", "logaddexp", "remainder", "right_shift", "round", "rsqrt",
+    "sinh", "tan", "true_divide", "trunc",
+    "argsort", "cummax", "cummin", "cumprod", "cumsum", "logcumsumexp", "sort", "topk", "einsum",
     "erf", "getitem", "linear", "linear_activation", "softmax_cross_entropy", "dot", "matmul", "norm",
     "all", "amax", "amin", "any", "argmax", "argmin", "logsumexp", "max", "mean", "min", "prod",
     "std", "sum", "var",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .elementwise import stable_sigmoid
 from .registry import defop
 from .samples import Const, Sample, samples, uniform
 
@@ -24,7 +25,8 @@ def _linear_case(x_shape: tuple, out: int):
     return make
 
 
-@defop(save=("x", "weight"), samples=samples(_linear_case((3, 4), 2), _linear_case((4,), 3),
+@defop(save=("x", "weight"), dtype_rule="same", samples=samples(
+    _linear_case((3, 4), 2), _linear_case((4,), 3),
                                               _linear_case((2, 3, 4), 5)))
 def linear(xp, x, weight, bias):
     out = xp.matmul(x, weight.T)
@@ -65,7 +67,8 @@ def _linear_activation_case(x_shape: tuple, out: int, activation: str):
 
 
 # bias is saved for the CUDA rule (its fused kernel takes the bias's address); the plain rule reads none
-@defop(save=("x", "weight", "bias", "out"), fused="linear_activation_backward", samples=samples(
+@defop(save=("x", "weight", "bias", "out"), fused="linear_activation_backward", dtype_rule="same",
+       samples=samples(
     *(_linear_activation_case((3, 4), 2, a) for a in LINEAR_ACTIVATIONS),
     _linear_activation_case((2, 3, 4), 5, "relu")))
 def linear_activation(xp, x, weight, bias, *, activation):
@@ -80,11 +83,8 @@ def linear_activation(xp, x, weight, bias, *, activation):
         xp.maximum(out, 0, out=out)
     elif activation == "tanh":
         xp.tanh(out, out=out)
-    elif activation == "sigmoid":                   # 0.5 tanh(0.5 z) + 0.5: never overflows
-        out *= 0.5
-        xp.tanh(out, out=out)
-        out *= 0.5
-        out += 0.5
+    elif activation == "sigmoid":                   # the sigmoid op's own formula: exact for z << 0
+        out = stable_sigmoid(xp, out)
     else:
         raise ValueError(f"unknown activation {activation!r}; one of {', '.join(LINEAR_ACTIVATIONS)}")
     return out
@@ -119,7 +119,7 @@ _CE_DEFAULTS = {"ignore_index": -100, "label_smoothing": 0.0, "reduction": "mean
 
 def _log_softmax_parts(xp, x):
     """(shifted logits, logsumexp per row with the row's max added back) for a stable softmax."""
-    m = x.max(axis=1, keepdims=True)
+    m = xp.max(x, axis=1, keepdims=True)        # the function: Tensor.max(dim) gives (values, indices)
     shifted = x - m
     return shifted, xp.log(xp.exp(shifted).sum(axis=1, keepdims=True)) + m
 

@@ -4,12 +4,30 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 from ..tensor import Tensor
 from .registry import defop
 from .samples import Sample, samples, uniform
-from .util import expand_reduced, ndim_of, reduction_args
+from .util import expand_reduced, ndim_of, reduction_args, shape_of
+
+
+def _axes(op: str, x: Any, axis: Any, keepdims: bool, dim: Any, keepdim: Any) -> tuple:
+    """reduction_args, plus PyTorch's rule that a 0-d tensor takes dim 0 or -1 (and reduces nothing)."""
+    if ndim_of(x) == 0:
+        picked = dim if dim is not None else axis
+        if picked in (0, -1) or picked in ((0,), (-1,), [0], [-1]):
+            axis = dim = None
+    return reduction_args(op, x, axis, keepdims, dim, keepdim)
+
+
+def _cast(x: Any, dtype: Any) -> Any:
+    """``x`` in ``dtype`` first (PyTorch's ``dtype=`` of sum, mean, prod), or ``x`` itself."""
+    if dtype is None:
+        return x
+    from .convert import astype  # noqa: PLC0415
+    return astype(x, dtype)
 
 
 def _reduce_samples(lo: float = -2.0, hi: float = 2.0):
@@ -45,10 +63,12 @@ def _(xp, g, out, x, *, axis, keepdims):
 
 
 def _extreme_vjp(xp, g, out, x, *, axis, keepdims):
-    # the gradient is shared evenly among tied extremes, as in JAX and PyTorch's full reductions
+    # the gradient is shared evenly among tied extremes, as in JAX and PyTorch's full reductions;
+    # where the extreme is NaN it goes to the NaN entries, as PyTorch's max() and min() (ties and
+    # NaN: tests/test_parity_core.py; finite differences cannot cross a tie)
     out = expand_reduced(xp, out, axis, keepdims)
     g = expand_reduced(xp, g, axis, keepdims)
-    hit = x == out
+    hit = (x == out) | (xp.isnan(x) & xp.isnan(out))
     count = xp.sum(hit, axis=axis, keepdims=True).astype(g.dtype)
     return (xp.where(hit, g / count, 0),)
 
@@ -67,9 +87,7 @@ _max.vjp(_extreme_vjp)
 _min.vjp(_extreme_vjp)
 
 
-# NOTE: prod's rule builds exclusive products with cumprod/flip on arrays, which gpugrad
-# does not differentiate, so prod has no create_graph (higher-order) support.
-@defop(save=("x",), samples=_reduce_samples(0.5, 1.5), higher_order=False)
+@defop(save=("x",), samples=_reduce_samples(0.5, 1.5))
 def _prod(xp, x, *, axis, keepdims):
     return xp.prod(x, axis=axis, keepdims=keepdims)
 
@@ -77,8 +95,9 @@ def _prod(xp, x, *, axis, keepdims):
 @_prod.vjp
 def _(xp, g, out, x, *, axis, keepdims):
     # d prod / d x_i = product of the other elements; built from exclusive cumulative products
-    # so that zeros in x are handled exactly (out / x would divide by zero).
-    if x.size == 0 or not axis:
+    # so that zeros in x are handled exactly (out / x would divide by zero). Reversals are
+    # negative-step slices, so the rule also runs on Tensors (create_graph).
+    if math.prod(x.shape) == 0 or not axis:
         return (xp.broadcast_to(expand_reduced(xp, g, axis, keepdims), x.shape),)
     keep = [i for i in range(x.ndim) if i not in axis]
     perm = keep + list(axis)
@@ -86,8 +105,7 @@ def _(xp, g, out, x, *, axis, keepdims):
     flat = xp.reshape(moved, moved.shape[:len(keep)] + (-1,))
     ones = xp.ones_like(flat[..., :1])
     before = xp.cumprod(xp.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
-    after = xp.flip(xp.cumprod(xp.flip(xp.concatenate([flat[..., 1:], ones], axis=-1), axis=-1),
-                               axis=-1), axis=-1)
+    after = xp.cumprod(xp.concatenate([flat[..., 1:], ones], axis=-1)[..., ::-1], axis=-1)[..., ::-1]
     others = xp.reshape(before * after, moved.shape)
     inverse = [0] * len(perm)
     for i, p in enumerate(perm):
@@ -100,68 +118,148 @@ def _(xp, g, out, x, *, axis, keepdims):
 
 
 def sum(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None,   # noqa: A001
-        keepdim: bool | None = None) -> Tensor:
-    """Sum over ``axis`` (int, tuple or None for all); ``dim``/``keepdim`` are accepted too."""
-    axes, keepdims = reduction_args("sum", x, axis, keepdims, dim, keepdim)
-    return _sum(x, axis=axes, keepdims=keepdims)
+        keepdim: bool | None = None, dtype: Any = None) -> Tensor:
+    """Sum over ``axis`` (int, tuple or None for all); ``dim``/``keepdim`` are accepted too.
+
+    ``dtype`` casts the input first (PyTorch's and NumPy's accumulation dtype).
+    """
+    axes, keepdims = _axes("sum", x, axis, keepdims, dim, keepdim)
+    return _sum(_cast(x, dtype), axis=axes, keepdims=keepdims)
 
 
 def mean(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
-         keepdim: bool | None = None) -> Tensor:
+         keepdim: bool | None = None, dtype: Any = None) -> Tensor:
     """Arithmetic mean over ``axis``."""
-    axes, keepdims = reduction_args("mean", x, axis, keepdims, dim, keepdim)
-    return _mean(x, axis=axes, keepdims=keepdims)
+    axes, keepdims = _axes("mean", x, axis, keepdims, dim, keepdim)
+    return _mean(_cast(x, dtype), axis=axes, keepdims=keepdims)
 
 
 def max(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None,   # noqa: A001
         keepdim: bool | None = None) -> Tensor:
-    """Largest value over ``axis`` (values only, as NumPy and JAX; use argmax for indices)."""
-    axes, keepdims = reduction_args("max", x, axis, keepdims, dim, keepdim)
+    """Largest value over ``axis`` (values only, as NumPy and JAX; Tensor.max(dim) adds indices)."""
+    axes, keepdims = _axes("max", x, axis, keepdims, dim, keepdim)
     return _max(x, axis=axes, keepdims=keepdims)
 
 
 def min(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None,   # noqa: A001
         keepdim: bool | None = None) -> Tensor:
-    """Smallest value over ``axis`` (values only; use argmin for indices)."""
-    axes, keepdims = reduction_args("min", x, axis, keepdims, dim, keepdim)
+    """Smallest value over ``axis`` (values only; Tensor.min(dim) adds indices)."""
+    axes, keepdims = _axes("min", x, axis, keepdims, dim, keepdim)
     return _min(x, axis=axes, keepdims=keepdims)
 
 
 amax, amin = max, min
 
 
+def max_dim(op: str, x: Any, dim: Any = None, keepdim: bool = False, *, axis: Any = None,
+            keepdims: bool | None = None) -> Any:
+    """PyTorch's Tensor.max/min: the extreme; with ``dim`` (values, indices); with a tensor, maximum/minimum.
+
+    The values are gathered at the indices, so the gradient goes to that entry (PyTorch's rule for
+    max(dim)); the full reduction shares it among ties.
+    """
+    from .elementwise import maximum, minimum  # noqa: PLC0415
+    from .scan import MaxResult, MinResult, take_along  # noqa: PLC0415
+    from .shape import reshape  # noqa: PLC0415
+
+    if hasattr(dim, "shape"):                                    # x.max(other): elementwise
+        return (maximum if op == "max" else minimum)(x, dim)
+    dim = axis if dim is None else dim
+    keepdim = bool(keepdim if keepdims is None else keepdims)
+    extreme = _max if op == "max" else _min
+    if dim is None:
+        return extreme(x, axis=tuple(range(ndim_of(x))), keepdims=False)
+    if isinstance(dim, (tuple, list)):
+        raise TypeError(f"{op}: dim must be a single int, got {dim!r}; use amax/amin to reduce several dims")
+    axis = _single_axis(op, x, dim, None)
+    result = MaxResult if op == "max" else MinResult
+    if axis is None:                                             # 0-d: the value itself, index 0
+        return result(_sum(x, axis=(), keepdims=False), _argmax(x, axis=None, keepdims=False))
+    shape = shape_of(x)
+    if shape[axis] == 0:
+        raise IndexError(f"{op}: expected reduction dim {axis} to have non-zero size (tensor shape {shape})")
+    indices = (_argmax if op == "max" else _argmin)(x, axis=axis, keepdims=True)
+    values = take_along(x, indices, axis)
+    if keepdim:
+        return result(values, indices)
+    kept = shape[:axis] + shape[axis + 1:]
+    return result(reshape(values, kept), reshape(indices, kept))
+
+
 def prod(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
-         keepdim: bool | None = None) -> Tensor:
+         keepdim: bool | None = None, dtype: Any = None) -> Tensor:
     """Product over ``axis``; the gradient is exact even where x has zeros."""
-    axes, keepdims = reduction_args("prod", x, axis, keepdims, dim, keepdim)
-    return _prod(x, axis=axes, keepdims=keepdims)
+    axes, keepdims = _axes("prod", x, axis, keepdims, dim, keepdim)
+    return _prod(_cast(x, dtype), axis=axes, keepdims=keepdims)
+
+
+def _divisor(op: str, x: Any, axes: tuple[int, ...], ddof: Any) -> float:
+    """1 / (N - ddof) for var and std; inf (with PyTorch's warning) when N - ddof <= 0."""
+    shape = shape_of(x)
+    count = math.prod(shape[a] for a in axes) - ddof
+    if count <= 0:
+        warnings.warn(f"{op}: degrees of freedom is <= 0 (correction {ddof} for {count + ddof} elements); "
+                      "the result is inf or nan", RuntimeWarning, stacklevel=3)
+        return math.inf
+    return 1.0 / count
 
 
 def var(x: Any, axis: Any = None, keepdims: bool = False, *, ddof: int = 0, dim: Any = None,
         keepdim: bool | None = None, correction: int | None = None) -> Tensor:
-    """Variance over ``axis`` with NumPy's default ddof=0 (PyTorch's ``correction`` is ddof)."""
+    """Variance over ``axis`` with NumPy's default ddof=0 (PyTorch's ``correction`` is ddof).
+
+    N - ddof <= 0 gives inf (nan for a constant input), as PyTorch, never a negative variance.
+    """
     from .elementwise import multiply, subtract  # noqa: PLC0415
 
-    axes, keepdims = reduction_args("var", x, axis, keepdims, dim, keepdim)
+    axes, keepdims = _axes("var", x, axis, keepdims, dim, keepdim)
     ddof = ddof if correction is None else correction
-    shape = getattr(getattr(x, "data", x), "shape", ())
-    count = math.prod(shape[a] for a in axes) - ddof
+    scale = _divisor("var", x, axes, ddof)
     centred = subtract(x, _mean(x, axis=axes, keepdims=True))
-    return _sum(multiply(centred, centred), axis=axes, keepdims=keepdims) / count
+    return multiply(_sum(multiply(centred, centred), axis=axes, keepdims=keepdims), scale)
 
 
-def std(x: Any, axis: Any = None, keepdims: bool = False, **kw: Any) -> Tensor:
-    """Standard deviation: sqrt(var(x, ...)), same arguments as var."""
-    from .elementwise import sqrt  # noqa: PLC0415
-    return sqrt(var(x, axis, keepdims, **kw))
+def torch_variance_args(op: str, dim: Any, unbiased: Any, keepdim: bool, kw: dict) -> dict:
+    """Tensor.var/std's arguments (PyTorch's: unbiased by default) as var/std's keywords."""
+    kw = dict(kw)
+    axis = kw.pop("axis", None)
+    keepdims = kw.pop("keepdims", None)
+    correction = kw.pop("correction", None)
+    ddof = kw.pop("ddof", None)
+    if kw:
+        raise TypeError(f"{op}: unexpected keyword argument(s) {sorted(kw)}")
+    if unbiased is not None and correction is not None:
+        raise TypeError(f"{op}: give unbiased or correction, not both")
+    if correction is None:
+        correction = ddof if ddof is not None else (1 if unbiased is None or unbiased else 0)
+    if dim is not None and axis is not None:
+        raise TypeError(f"{op}: give dim or axis, not both")
+    return {"axis": dim if dim is not None else axis, "correction": correction,
+            "keepdims": bool(keepdim if keepdims is None else keepdims)}
+
+
+def std(x: Any, axis: Any = None, keepdims: bool = False, *, ddof: int = 0, dim: Any = None,
+        keepdim: bool | None = None, correction: int | None = None) -> Tensor:
+    """Standard deviation, same arguments as var; its gradient is 0 for a constant input (PyTorch's)."""
+    from .elementwise import multiply, subtract  # noqa: PLC0415
+    from .linalg import _norm2  # noqa: PLC0415 - |x - mean|: its rule takes gradient 0 at 0
+
+    axes, keepdims = _axes("std", x, axis, keepdims, dim, keepdim)
+    ddof = ddof if correction is None else correction
+    scale = _divisor("std", x, axes, ddof)
+    centred = subtract(x, _mean(x, axis=axes, keepdims=True))
+    return multiply(_norm2(centred, axis=axes, keepdims=keepdims), math.sqrt(scale))
 
 
 def logsumexp(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
               keepdim: bool | None = None) -> Tensor:
-    """log(sum(exp(x))) over ``axis``, computed without overflow."""
+    """log(sum(exp(x))) over ``axis``, computed without overflow; -inf over an empty axis."""
     from .elementwise import add, exp, isfinite, log, subtract, where  # noqa: PLC0415
 
-    axes, keepdims = reduction_args("logsumexp", x, axis, keepdims, dim, keepdim)
+    axes, keepdims = _axes("logsumexp", x, axis, keepdims, dim, keepdim)
+    shape = shape_of(x)
+    if 0 in [shape[a] for a in axes]:               # an empty sum: log 0 (NumPy's max would raise)
+        return add(_sum(x, axis=axes, keepdims=keepdims), -math.inf)
     # NOTE: shifting by the (constant) max keeps exp() <= 1; the shift cancels in the gradient.
     shift = _max(x, axis=axes, keepdims=True).detach()
     shift = where(isfinite(shift), shift, 0.0)
@@ -184,6 +282,8 @@ def _single_axis(op: str, x: Any, axis: Any, dim: Any) -> int | None:
         return None
     if isinstance(axis, (tuple, list)):
         raise TypeError(f"{op}: axis must be a single int or None, got {axis!r}")
+    if ndim_of(x) == 0 and axis in (0, -1):
+        return None                                  # PyTorch: a 0-d tensor takes dim 0 or -1
     from .util import normalize_axis  # noqa: PLC0415
     return normalize_axis(op, axis, ndim_of(x))
 
@@ -225,12 +325,12 @@ def argmin(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
 def all(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None,   # noqa: A001
         keepdim: bool | None = None) -> Tensor:
     """True where every element over ``axis`` is nonzero."""
-    axes, keepdims = reduction_args("all", x, axis, keepdims, dim, keepdim)
+    axes, keepdims = _axes("all", x, axis, keepdims, dim, keepdim)
     return _all(x, axis=axes, keepdims=keepdims)
 
 
 def any(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None,   # noqa: A001
         keepdim: bool | None = None) -> Tensor:
     """True where some element over ``axis`` is nonzero."""
-    axes, keepdims = reduction_args("any", x, axis, keepdims, dim, keepdim)
+    axes, keepdims = _axes("any", x, axis, keepdims, dim, keepdim)
     return _any(x, axis=axes, keepdims=keepdims)

@@ -35,11 +35,11 @@ class OpDef:
 
     __slots__ = ("name", "forward", "vjp_rule", "save_out", "save_inputs", "save_all_inputs",
                  "differentiable", "broadcast", "float_inputs", "samples", "vjp_takes_needs",
-                 "fused", "higher_order")
+                 "fused", "higher_order", "dtype_rule")
 
     def __init__(self, forward: Callable, *, save: Sequence[str], samples: Callable | None,
                  differentiable: bool, broadcast: bool, float_inputs: bool,
-                 fused: str | None, higher_order: bool) -> None:
+                 fused: str | None, higher_order: bool, dtype_rule: str | None = None) -> None:
         self.name = forward.__name__.lstrip("_")
         self.forward = forward
         self.vjp_rule: Callable | None = None
@@ -50,6 +50,10 @@ class OpDef:
         self.samples = samples
         self.fused = fused
         self.higher_order = higher_order
+        if dtype_rule not in (None, "promote", "same"):
+            raise ValueError(f"defop {self.name}: dtype_rule must be None, 'promote' or 'same', "
+                             f"got {dtype_rule!r}")
+        self.dtype_rule = _PROMOTE if dtype_rule == "promote" else _SAME if dtype_rule == "same" else 0
         sig = list(inspect.signature(forward).parameters.values())[1:]   # drop xp
         positional = [p for p in sig if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         varargs = [p for p in sig if p.kind == p.VAR_POSITIONAL]
@@ -74,25 +78,93 @@ class OpDef:
         This is the per-op hot path: one pass over the arguments, no node and no
         bookkeeping at all when no input requires grad. Unary and binary ops with no
         parameters (most ops) call their forward with plain arguments, because a
-        CPython ``f(*args, **kw)`` call costs about 130 ns more than ``f(a, b)``.
+        CPython ``f(*args, **kw)`` call costs about 130 ns more than ``f(a, b)``. Binary
+        ops with ``dtype_rule`` check dtypes with one identity test in the usual cases.
         """
-        datas = []
-        parents = []                            # one per input: its node, the leaf itself, or None
-        needs_grad = False
-        for a in args:
+        rule = self.dtype_rule
+        n_args = len(args)
+        # NOTE: each operand's unwrapping is written out in place (twice here, once for one operand,
+        # once in the loop): a helper function would cost a call per operand on every op.
+        if n_args == 2:                         # most ops: one or two operands, no loop, no appends
+            a, b = args
             if isinstance(a, Tensor):
-                datas.append(a.data)
-                if a._requires_grad:
-                    needs_grad = True
-                    parents.append(a if a._node is None else a._node)
-                    continue
-            elif type(a) in _SCALARS or hasattr(a, "dtype"):
-                datas.append(a)                 # a Python number or an array: a constant
+                x = a.data
+                pa = (a if a._node is None else a._node) if a._requires_grad else None
+                both = tensor_first = True
+            else:                               # a Python number or an array: a constant
+                x = a if type(a) in _SCALARS or hasattr(a, "dtype") else _constant(self.name, 0, a)
+                pa = None
+                both = tensor_first = False
+            if isinstance(b, Tensor):
+                y = b.data
+                pb = (b if b._node is None else b._node) if b._requires_grad else None
             else:
-                datas.append(_constant(self.name, len(datas), a))
-            parents.append(None)
+                y = b if type(b) in _SCALARS or hasattr(b, "dtype") else _constant(self.name, 1, b)
+                pb = None
+                both = False
+            datas = [x, y]
+            parents = [pa, pb]
+            needs_grad = pa is not None or pb is not None
+            if rule == 2:                       # one dtype (matmul)
+                rule = 0
+                if getattr(x, "dtype", None) is not getattr(y, "dtype", None):
+                    _check_same_dtype(self.name, datas)
+        elif n_args == 1:
+            a = args[0]
+            if isinstance(a, Tensor):
+                x = a.data
+                pa = (a if a._node is None else a._node) if a._requires_grad else None
+            else:
+                x = a if type(a) in _SCALARS or hasattr(a, "dtype") else _constant(self.name, 0, a)
+                pa = None
+            if self.float_inputs and getattr(x, "dtype", _FLOAT64).kind in "biu":
+                x = x.astype(dtypes.default_float)
+            datas = [x]
+            parents = [pa]
+            needs_grad = pa is not None
+            rule = 0                            # dtype rules are for two or more operands
+        else:
+            datas = []
+            parents = []                        # one per input: its node, the leaf itself, or None
+            needs_grad = False
+            for a in args:
+                if isinstance(a, Tensor):
+                    datas.append(a.data)
+                    if a._requires_grad:
+                        needs_grad = True
+                        parents.append(a if a._node is None else a._node)
+                        continue
+                elif type(a) in _SCALARS or hasattr(a, "dtype"):
+                    datas.append(a)
+                else:
+                    datas.append(_constant(self.name, len(datas), a))
+                parents.append(None)
+            if rule == 2:                       # one dtype (linear)
+                rule = 0
+                first = datas[0].dtype
+                try:
+                    for d in datas:
+                        if d.dtype is not first:
+                            _check_same_dtype(self.name, datas)
+                except AttributeError:          # a Python number among the operands
+                    _check_same_dtype(self.name, datas)
+            elif rule:                          # where: its last two operands
+                x, y = datas[-2], datas[-1]
+                both = type(x) is type(y) and type(y) not in _SCALARS
+                tensor_first = False
+        if rule:                                # PyTorch's promotion: the common cases take one test
+            if both:
+                if x.dtype is not y.dtype:
+                    _promote(datas)
+            elif tensor_first and type(y) is float:
+                kind = x.dtype
+                if kind is not _FLOAT32 and kind is not _FLOAT64 and kind.kind != "f":   # identity: cheap
+                    _promote(datas)
+            elif not tensor_first or type(y) is not int:
+                if _needs_promotion(x, y):
+                    _promote(datas)
         xp = backend.common_namespace(self.name, datas) if backend.cuda_active else np
-        if self.float_inputs:
+        if self.float_inputs and n_args != 1:
             for i, d in enumerate(datas):
                 if getattr(d, "dtype", _FLOAT64).kind in "biu":
                     datas[i] = d.astype(dtypes.default_float)
@@ -103,13 +175,13 @@ class OpDef:
                     out = forward(xp, *datas, **params)
             elif params:
                 out = forward(xp, *datas, **params)
-            elif len(datas) == 2:
+            elif n_args == 2:
                 out = forward(xp, datas[0], datas[1])
-            elif len(datas) == 1:
+            elif n_args == 1:
                 out = forward(xp, datas[0])
             else:
                 out = forward(xp, *datas)
-        except (ValueError, TypeError, IndexError) as err:
+        except (ValueError, TypeError, IndexError, OverflowError) as err:
             raise op_error(self.name, args, err) from None
         if type(out) is not xp.ndarray:          # numpy returns scalars for 0-d results
             out = xp.asarray(out)
@@ -129,7 +201,9 @@ class OpDef:
             for i, a in enumerate(args):
                 if parents[i] is not None and a.data.shape != shape:
                     wide = _broadcast_to(a, shape=shape)
-                    parents[i], datas[i] = wide._node, wide.data
+                    promoted = datas[i].dtype
+                    parents[i] = wide._node
+                    datas[i] = wide.data if wide.data.dtype is promoted else wide.data.astype(promoted)
         if self.save_all_inputs:
             saved = tuple(datas)
         elif self.save_inputs:
@@ -206,7 +280,10 @@ class OpDef:
 
 
 _SCALARS = {int, float, bool}
+_PROMOTE, _SAME = 1, 2        # OpDef.dtype_rule: promote the last two operands, or require one dtype
+# (__call__ compares with the literal 1: a global lookup costs more than the test)
 _FLOAT64 = np.dtype(np.float64)   # what a Python scalar operand counts as
+_FLOAT32 = np.dtype(np.float32)
 _new = object.__new__
 _new_list = list.__new__
 _NOTHING_SAVED = ((), (None,), (None, None), (None, None, None))   # shared: no allocation per op
@@ -217,6 +294,43 @@ def _needs(parents: tuple) -> tuple[bool, ...]:
     if len(parents) == 2:
         return (parents[0] is not None, parents[1] is not None)
     return tuple([p is not None for p in parents])
+
+
+def _needs_promotion(x: Any, y: Any) -> bool:
+    """False where NumPy already gives PyTorch's result dtype: a weak scalar of the array's kind."""
+    tx, ty = type(x), type(y)
+    if ty in _SCALARS:
+        return tx in _SCALARS or (ty is float and x.dtype.kind != "f")
+    if tx in _SCALARS:
+        return tx is float and y.dtype.kind != "f"
+    return x.dtype is not y.dtype
+
+
+def _promote(datas: list) -> None:
+    """Cast the last two operands in place to PyTorch's result dtype (see dtypes.result_type)."""
+    start = len(datas) - 2
+    operands = datas[start:]
+    dtype = dtypes.result_type(operands)
+    for i, d in enumerate(operands, start):
+        if isinstance(d, float):
+            datas[i] = float(d)                 # np.float64 counts as a Python float, and stays weak
+        elif type(d) is not int and type(d) is not bool and d.dtype != dtype:
+            datas[i] = d.astype(dtype)
+    if not any(hasattr(d, "dtype") for d in operands):
+        datas[start] = np.asarray(datas[start], dtype=dtype)   # two Python numbers: gg.add(1, 0.5)
+
+
+def _check_same_dtype(op_name: str, datas: list) -> None:
+    """PyTorch's matmul and linear refuse operands of different dtypes (NumPy would promote).
+
+    Called when a quick identity test found two dtype objects; raises if they differ in value.
+    """
+    kinds = [d.dtype for d in datas if hasattr(d, "dtype")]
+    if any(k != kinds[0] for k in kinds):
+        shown = ", ".join(str(k) for k in kinds)
+        raise RuntimeError(f"{op_name}: expected operands of one dtype, got {shown}; cast the input to "
+                           "the parameters' dtype (e.g. x.float() for a float32 model) or the model "
+                           "with .to(dtype)")
 
 
 def _constant(op_name: str, position: int, value: Any) -> Any:
@@ -245,7 +359,8 @@ def _as_graph_tensor(saved: Any, parent: Any) -> Any:
 
 def defop(*, save: Sequence[str] = (), samples: Callable | None = None,
           differentiable: bool = True, broadcast: bool = False, float_inputs: bool = False,
-          fused: str | None = None, higher_order: bool = True) -> Callable[[Callable], OpDef]:
+          fused: str | None = None, higher_order: bool = True,
+          dtype_rule: str | None = None) -> Callable[[Callable], OpDef]:
     """Declare a primitive op.
 
     broadcast: the op broadcasts its inputs like a NumPy ufunc; the engine records
@@ -255,11 +370,14 @@ def defop(*, save: Sequence[str] = (), samples: Callable | None = None,
         (``gg.exp(gg.arange(3))`` is float32, as in PyTorch and JAX).
     differentiable: False for ops whose outputs carry no gradient (comparisons, argmax).
     higher_order: False when the VJP rule cannot run on Tensors (create_graph raises for it).
+    dtype_rule: "promote" casts the last two operands to PyTorch's result dtype (Python scalars
+        weak, 0-d tensors below tensors with dimensions); "same" refuses operands of different
+        dtypes, as PyTorch's matmul and linear do.
     """
     def wrap(forward: Callable) -> OpDef:
         op = OpDef(forward, save=save, samples=samples, differentiable=differentiable,
                    broadcast=broadcast, float_inputs=float_inputs, fused=fused,
-                   higher_order=higher_order)
+                   higher_order=higher_order, dtype_rule=dtype_rule)
         if op.name in REGISTRY:
             raise ValueError(f"op {op.name!r} is defined twice")
         REGISTRY[op.name] = op
@@ -285,6 +403,10 @@ def op_error(op_name: str, args: Sequence[Any], err: Exception) -> Exception:
     msg = str(err)
     if "could not be broadcast" in msg:
         msg = "shapes cannot be broadcast together"
+    big = [a for a in args if type(a) is int]
+    if isinstance(err, OverflowError) and big:
+        msg = (f"the Python int {big[0]} does not fit in the tensor's dtype; use a float, or a wider "
+               f"dtype (NumPy: {msg})")
     return type(err)(f"{op_name}: {msg} (operands: {_describe(args)})")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 
 def ndim_of(x: Any) -> int:
     data = getattr(x, "data", x)
@@ -23,8 +25,10 @@ def normalize_axis(op: str, axis: int, ndim: int) -> int:
             axis = axis.__index__()
         except AttributeError:
             raise TypeError(f"{op}: axis must be an int, got {type(axis).__name__}") from None
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} dimension(s)")
+    if not -ndim <= axis < ndim:     # NumPy's AxisError is a ValueError and an IndexError (PyTorch's type)
+        raise np.exceptions.AxisError(f"{op}: axis {axis} is out of range for a tensor with {ndim} "
+                                      f"dimension(s) (valid: {-ndim}..{ndim - 1})" if ndim else
+                                      f"{op}: axis {axis} is out of range for a 0-d tensor")
     return axis % ndim
 
 
