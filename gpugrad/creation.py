@@ -216,19 +216,25 @@ def full(size: Any, fill_value: Any, dtype: Any = None, device: Any = None,
     return _filled("full", shape, _fill_value("full", fill_value, dtype), dtype, device, requires_grad)
 
 
+_UNINITIALISED = object()     # empty_like's "fill": no values written
+
+
 def _like(x: Any, fill: Any, dtype: Any, device: Any, requires_grad: bool, name: str) -> Tensor:
     data = x.data if isinstance(x, Tensor) else np.asarray(x)
     dtype = as_dtype(dtype) or data.dtype
     xp = backend.namespace(data)
-    if fill is not None:
+    if fill is not _UNINITIALISED:
         fill = _fill_value(name, fill, np.dtype(dtype))
     with allocating(name, tuple(data.shape), dtype):
-        arr = xp.empty(data.shape, dtype) if fill is None else xp.full(data.shape, fill, dtype=dtype)
+        if fill is _UNINITIALISED:
+            arr = xp.empty(data.shape, dtype)
+        else:
+            arr = xp.full(data.shape, fill, dtype=dtype)
     return _finish(arr, device, requires_grad)
 
 
 def empty_like(x: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
-    return _like(x, None, dtype, device, requires_grad, "empty_like")
+    return _like(x, _UNINITIALISED, dtype, device, requires_grad, "empty_like")
 
 
 def new_full(x: Tensor, size: Any, fill: Any, dtype: Any, device: Any, requires_grad: bool,
