@@ -68,8 +68,10 @@ def save(obj: Any, path: PathLike) -> None:
     # created here first: reserves the name and learns the umask's mode (open() applies it to 0o666)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        os.close(fd)
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
         try:
             mode = stat.S_IMODE(os.stat(path).st_mode)              # overwriting keeps the old file's mode
         except FileNotFoundError:
@@ -238,7 +240,7 @@ def _parse_json(path: str, text: str | bytes, what: str) -> Any:
 
 
 def _read_header(path: str) -> dict[str, Any]:
-    """The safetensors header, read and parsed here first: bounded, duplicates refused, foreign files named."""
+    """The safetensors header, read and parsed here first: bounded, no duplicates, foreign files named."""
     with open(path, "rb") as f:                  # FileNotFoundError / IsADirectoryError name the path
         start = f.read(64)
         if len(start) < 9 or start[8:9] != b"{":     # a safetensors header is JSON right after its size
@@ -275,7 +277,7 @@ def _read_tensors(path: str, header: dict[str, Any]) -> dict[str, np.ndarray]:
     except safetensors.SafetensorError as err:
         raise _corrupt(path, f"safetensors: {err}") from None
     except (TypeError, KeyError, AttributeError) as err:   # a dtype name safetensors knows but NumPy lacks
-        raise _corrupt(path, f"safetensors could not convert a tensor ({type(err).__name__}: {err})") from None
+        raise _corrupt(path, f"a tensor cannot be converted ({type(err).__name__}: {err})") from None
 
 
 def _sniff(start: bytes) -> str:
@@ -313,8 +315,9 @@ class _Decoder:
         version = meta["gpugrad.version"]
         if version != str(VERSION):
             newer = version.isdigit() and int(version) > VERSION
-            raise ValueError(f"load: {path} is gpugrad format version {version!r}, this gpugrad reads version "
-                             f"{VERSION}; " + ("upgrade gpugrad to read it" if newer else "the file is corrupt"))
+            raise ValueError(f"load: {path} is gpugrad format version {version!r}, this gpugrad reads "
+                             f"version {VERSION}; " + ("upgrade gpugrad to read it" if newer
+                                                       else "the file is corrupt"))
         self.structure = meta["gpugrad.structure"]
         checksums = meta["gpugrad.checksums"]
         if _digest(self.structure, checksums, arrays) != meta["gpugrad.digest"]:

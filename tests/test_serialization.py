@@ -57,7 +57,8 @@ def test_round_trip_nested_structures_and_dtypes(tmp_path):
                    np.float32(2.5), np.arange(10.0)[::3], np.array([1 + 2j, -3j]),
                    np.array([[1 - 1j]], dtype=np.complex64), np.array(2 + 1j), np.arange(3, dtype=">i4"),
                    np.int16(-7)],
-        "meta": ("name", 3, -1.25, True, None, float("inf"), float("-inf"), float("nan"), 0.1, 10**30, -2**70),
+        "meta": ("name", 3, -1.25, True, None, float("inf"), float("-inf"), float("nan"), 0.1, 10**30,
+                 -2**70),
         "nested": [[], {}, (), {"a": [1, (2, {"b": None})]}, [{"tuple": 1, "dict": [2], "tensor": "x"}]],
         "unicode key ✓": "välue",
         "__metadata__": gg.ones(2),                  # the name safetensors reserves for its metadata
@@ -89,7 +90,7 @@ def test_the_file_is_plain_safetensors_with_paths_as_names(tmp_path):
     assert sorted(flat) == ["c", "model.0.bias", "model.0.weight", "model.2.bias", "model.2.weight"]
     np.testing.assert_array_equal(flat["model.0.weight"], model[0].weight.detach().numpy())
     np.testing.assert_array_equal(flat["c"], [[1.0, 2.0]])           # complex: (real, imag) pairs
-    import safetensors                                                 # noqa: PLC0415
+    import safetensors  # noqa: PLC0415
 
     with safetensors.safe_open(path, framework="np") as f:
         meta = f.metadata()
@@ -276,7 +277,8 @@ HOSTILE = {
     "tensor not in the structure": lambda p: _gpugrad_raw(p, "[]", {"a": np.ones(2)}),
     "complex flag on a plain tensor": lambda p: _gpugrad_raw(p, '{"array": "a", "complex": true}',
                                                              {"a": np.ones(3)}),
-    "checksums not listing the tensors": lambda p: _gpugrad_raw(p, '{"tensor": "a"}', {"a": np.ones(2)}, "{}"),
+    "checksums not listing the tensors": lambda p: _gpugrad_raw(p, '{"tensor": "a"}', {"a": np.ones(2)},
+                                                                "{}"),
     "checksums not JSON": lambda p: _gpugrad_raw(p, '{"tensor": "a"}', {"a": np.ones(2)}, "{"),
     "checksums with a duplicate": lambda p: _gpugrad_raw(p, '{"tensor": "a"}', {"a": np.ones(2)},
                                                          '{"a": 1, "a": 1}'),
