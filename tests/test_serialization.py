@@ -417,3 +417,42 @@ def test_cuda_tensors_round_trip(tmp_path):
     gpu = load(path, device="cuda")["t"]
     assert gpu.device.type == "cuda"
     np.testing.assert_array_equal(gpu.numpy(), t.numpy())
+
+
+# ----------------------------------------------------------------------------- load_state_dict
+def _params(model):
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("bad", [
+    np.array([["a", "b", "c", "d"]] * 2),                          # strings of the right shape
+    np.array([[None, 1.0, 2.0, 3.0]] * 2, dtype=object),          # an object array with None
+    np.ones((2, 4), dtype=np.complex64),                           # complex into real
+    np.array([[1 + 0j] * 4] * 2, dtype=object),
+])
+def test_load_state_dict_checks_every_value_before_copying_any(bad):
+    model = gg.nn.MLP([4, 3, 2])
+    other = gg.nn.MLP([4, 3, 2]).state_dict()
+    before = _params(model)
+    state = {**other, "2.weight": bad[:, :3]}                      # shape (2, 3): only the dtype is wrong
+    with pytest.raises(RuntimeError, match=r'nothing was loaded[\s\S]*"2.weight"'):
+        model.load_state_dict(state)                               # "2.weight" comes after the others
+    for k, v in _params(model).items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_load_state_dict_refuses_floats_into_integer_buffers_and_accepts_casts_that_keep_values():
+    model = gg.nn.Linear(2, 1)
+    model.register_buffer("count", gg.tensor(0))
+    with pytest.raises(RuntimeError, match='"count" has dtype float64, which cannot be loaded into int64'):
+        model.load_state_dict({**model.state_dict(), "count": np.array(2.5)})
+    model.load_state_dict({"weight": np.ones((1, 2), np.float64), "bias": [0.5], "count": np.int32(3)})
+    assert model.count.item() == 3 and model.bias.tolist() == [0.5] and model.weight.dtype == np.float32
+
+
+def test_load_state_dict_is_an_in_place_change_that_backward_notices():
+    model = gg.nn.Linear(2, 1)
+    loss = model(gg.ones(1, 2)).sum()
+    model.load_state_dict(gg.nn.Linear(2, 1).state_dict())
+    with pytest.raises(RuntimeError, match="changed in place.*load_state_dict"):
+        loss.backward()
