@@ -386,7 +386,7 @@ class _Run:
         self.sums = self._zero_sums()                                 # this epoch's loss sum, correct count
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY}
         self.best = {"epoch": 0, "val_accuracy": 0.0, "val_loss": math.inf}
-        self.best_weights: dict[str, Any] | None = None
+        self.best_weights: dict[str, Tensor] | None = None
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.seconds = 0.0                                            # of the sessions before this one
         self.resumed_at = time.perf_counter()                         # when this session started
@@ -400,7 +400,10 @@ class _Run:
     def postfix(self) -> dict[str, str]:
         """The bar's figures; the running loss is one read from the device."""
         seen = min(self.batch * self.cfg.batch_size, len(self.sets[0][1]))
-        shown = {"loss": f"{float(self.sums[0]) / seen:.4f}" if seen else "-"}
+        if seen:
+            shown = {"loss": f"{float(self.sums[0]) / seen:.4f}"}        # this epoch's, so far
+        else:
+            shown = {"loss": f"{self.history['train_loss'][-1]:.4f}" if self.history["train_loss"] else "-"}
         if self.history["val_accuracy"]:
             shown["val_acc"] = f"{self.history['val_accuracy'][-1]:.2%}"
         return shown
@@ -419,10 +422,10 @@ class _Run:
                     self._step(X[rows], y[rows])
                     self.batch = b + 1
                     bar.step()
-                    if interrupt.requested:
+                    if interrupt.requested and self.batch < self.batches:
                         raise KeyboardInterrupt
                 bar.epoch(self._end_epoch())
-                if interrupt.requested:
+                if interrupt.requested and self.epoch < self.cfg.epochs:
                     raise KeyboardInterrupt
         finally:
             bar.close()
@@ -453,7 +456,7 @@ class _Run:
         self.epoch_order_state = self.order.bit_generator.state    # the next epoch draws from here
         if val_loss < self.best["val_loss"]:             # the criterion of Keras's and Lightning's defaults
             self.best = {"epoch": self.epoch, "val_accuracy": val_acc, "val_loss": val_loss}
-            self.best_weights = {k: v.data.copy() for k, v in self.model.state_dict().items()}
+            self.best_weights = {k: Tensor._wrap(v.data.copy()) for k, v in self.model.state_dict().items()}
             if self.cfg.out:
                 save(self.weights_checkpoint(self.best_weights), os.path.join(self.cfg.out, BEST))
         self.save_last()
@@ -493,7 +496,7 @@ class _Run:
         self.best, self.started, self.seconds = dict(state["best"]), state["started"], state["seconds"]
         if self.best["epoch"]:
             best = load(os.path.join(run_dir, BEST))
-            self.best_weights = {k: v.to(self.device).data for k, v in best["model"].items()}
+            self.best_weights = {k: v.to(self.device) for k, v in best["model"].items()}
             if self.cfg.out != run_dir:                  # the new directory gets the best weights too
                 os.makedirs(self.cfg.out, exist_ok=True)
                 save(best, os.path.join(self.cfg.out, BEST))
@@ -568,7 +571,7 @@ def resume(run_dir: str, log: Callable[[str], None] = print, **changes: Any) -> 
                           for k in refused)
         raise UsageError(f"--resume {run_dir}: a resumed run keeps its settings, but {parts} "
                          "would change them; drop those options, or start a new run with another --out")
-    cfg = dataclasses.replace(saved, out=run_dir, **changes)
+    cfg = dataclasses.replace(saved, **{"out": run_dir, **changes})
     if cfg.epochs < state["progress"]["epoch"]:
         raise UsageError(f"--epochs {cfg.epochs}: the run in {run_dir} has already trained "
                          f"{state['progress']['epoch']} epochs; give at least that many")
@@ -604,7 +607,7 @@ def _execute(run: _Run, log: Callable[[str], None]) -> dict[str, Any]:
         f"{len(run.sets[2][1])} test samples, {run.data.X.shape[1]} features, {len(run.data.classes)} "
         f"classes; device: {run.device}")
     run.resumed_at = time.perf_counter()
-    with _Interrupt() as interrupt:
+    with _Interrupt() as interrupt:    # held to the end: a Ctrl-C after the last step lets the run finish
         try:
             run.fit(interrupt)
         except KeyboardInterrupt:
@@ -619,9 +622,9 @@ def _execute(run: _Run, log: Callable[[str], None]) -> dict[str, Any]:
                 log(f"stopped at once; {os.path.join(cfg.out, LAST)} keeps the last saved state. Continue "
                     f"with: python -m gpugrad train --resume {cfg.out}")
             raise
-    metrics = run.finish()
-    if cfg.out:
-        write_metrics(metrics, cfg.out, log)
+        metrics = run.finish()
+        if cfg.out:
+            write_metrics(metrics, cfg.out, log)
     log(f"best epoch {metrics['best_epoch']} of {cfg.epochs} (lowest validation loss "
         f"{metrics['best_val_loss']:.4f}, validation accuracy {metrics['best_val_accuracy']:.2%})")
     log(f"test accuracy: {100 * metrics['test_accuracy']:.2f}%")
