@@ -193,3 +193,59 @@ def test_cupy_and_torch_cuda_share_memory_with_cuda_tensors():
     assert gg.from_dlpack(x).data.data.ptr == x.data_ptr()
     y = gg.arange(3.0, device="cuda")
     assert torch.from_dlpack(y).data_ptr() == y.data.data.ptr
+
+
+# ----------------------------------------------------------------------------- the array API namespace
+def _standardize(x):
+    """Code written against the array API standard only: it runs on gpugrad tensors, on the tape."""
+    xp = x.__array_namespace__()
+    mean = xp.mean(x, axis=0, keepdims=True)
+    return xp.concat([(x - mean) / xp.std(x, axis=0, correction=1), xp.permute_dims(x, (0, 1))], axis=1)
+
+
+def test_array_namespace_runs_standard_code_differentiably():
+    import gpugrad.array_api as xp  # noqa: PLC0415
+
+    x = gg.tensor(np.arange(12.0).reshape(4, 3) ** 1.5, requires_grad=True)
+    assert x.__array_namespace__() is xp and x.__array_namespace__(api_version="2023.12") is xp
+    out = _standardize(x)
+    assert out.shape == (4, 6) and out.requires_grad
+    out.sum().backward()
+    assert x.grad is not None and x.grad.shape == (4, 3)
+    expected = np.concatenate([(x.data - x.data.mean(0)) / x.data.std(0, ddof=1), x.data], axis=1)
+    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="not '1999.01'"):
+        x.__array_namespace__(api_version="1999.01")
+
+
+def test_array_namespace_functions_without_a_gradient_refuse_to_cut_the_graph():
+    import gpugrad.array_api as xp  # noqa: PLC0415
+
+    x = gg.tensor([2.5, -1.5, 0.5])
+    assert xp.floor(x).tolist() == [2.0, -2.0, 0.0] and isinstance(xp.sort(x), gg.Tensor)
+    assert xp.sort(x).tolist() == [-1.5, 0.5, 2.5]
+    assert sorted(xp.unique_counts(gg.tensor([1, 1, 2])).counts.tolist()) == [1, 2]
+    w = gg.tensor([2.5, -1.5], requires_grad=True)
+    with pytest.raises(RuntimeError, match="floor: gpugrad has no gradient for floor; call it on t.detach"):
+        xp.floor(w)
+    with gg.no_grad():
+        assert xp.floor(w).tolist() == [2.0, -2.0]
+
+
+def test_array_namespace_creation_dtypes_and_info():
+    import gpugrad.array_api as xp  # noqa: PLC0415
+
+    a = np.arange(3.0)
+    t = xp.asarray(a)
+    assert np.shares_memory(t.data, a) and xp.asarray(t) is t
+    assert not np.shares_memory(xp.asarray(a, copy=True).data, a)
+    with pytest.raises(ValueError, match="copy=False"):
+        xp.asarray(a, dtype=xp.float32, copy=False)
+    assert xp.asarray([1.0, 2.0]).dtype == xp.float32 and xp.asarray([1, 2]).dtype == xp.int64
+    assert xp.isdtype(xp.float32, "real floating") and not xp.isdtype(xp.int8, ("bool", "real floating"))
+    assert xp.result_type(t, xp.float32) == xp.float64
+    assert xp.finfo(xp.float32).eps == np.finfo(np.float32).eps
+    info = xp.__array_namespace_info__()
+    assert "complex64" not in info.dtypes() and info.dtypes(kind="integral")["uint8"] == xp.uint8
+    assert info.default_dtypes()["real floating"] == xp.float32 and gg.device("cpu") in info.devices()
+    assert xp.astype(xp.ones(2), xp.int32).dtype == xp.int32
