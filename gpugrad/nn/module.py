@@ -453,7 +453,10 @@ def _staged_value(key: str, value: Any, target: Tensor, problems: list[str]) -> 
                         f"from the state dict, the shape in the current model is {target.shape}")
         return None
     dtype = np.dtype(arr.dtype)
-    if dtype.kind not in "biuf" or not np.can_cast(dtype, target.dtype, "same_kind"):
+    if dtype.kind not in "biufc":
+        problems.append(f"{what} holds {dtype} values, not numbers; give a numeric tensor or array")
+        return None
+    if not np.can_cast(dtype, target.dtype, "same_kind"):
         problems.append(f"{what} has dtype {dtype}, which cannot be loaded into {target.dtype} without "
                         f"losing information; convert it first (e.g. value.astype({str(target.dtype)!r}))")
         return None
