@@ -192,7 +192,7 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 # ----------------------------------------------------------------------------- data
 @dataclass
-class Dataset:
+class LabelledData:
     """A labelled data set ready to split: X float32 (n, features), y int64 in 0..k-1."""
     name: str
     X: np.ndarray
@@ -202,7 +202,7 @@ class Dataset:
 
 
 def load_dataset(path: str | None, labels: str | None = None,
-                 warn: Callable[[str], None] | None = None) -> Dataset:
+                 warn: Callable[[str], None] | None = None) -> LabelledData:
     """Read and check a data set (default: the 8x8 digits); UsageError naming ``--data`` if it is bad."""
     if path is None:
         try:
@@ -229,7 +229,7 @@ def load_dataset(path: str | None, labels: str | None = None,
         (warn or warnings.warn)(f"--data {path}: the labels are not 0..{len(classes) - 1} but {len(classes)} "
                                 f"distinct values ({shown}); training on their ranks, and predictions "
                                 "give the original labels back")
-    return Dataset(name, X, y.astype(np.int64), classes, fingerprint)
+    return LabelledData(name, X, y.astype(np.int64), classes, fingerprint)
 
 
 def checked_arrays(path: str, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -263,7 +263,7 @@ def split(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -
     return tuple(np.sort(np.concatenate(p)) for p in parts)
 
 
-def check_split(data: Dataset, cfg: TrainConfig, parts: tuple[np.ndarray, ...]) -> None:
+def check_split(data: LabelledData, cfg: TrainConfig, parts: tuple[np.ndarray, ...]) -> None:
     """Every part non-empty and every class in the training part, or a UsageError saying what to change."""
     for name, part in zip(("training", "validation", "test"), parts):
         if len(part) == 0:
@@ -367,7 +367,7 @@ class _Bar:
 class _Run:
     """A run's whole state: what a checkpoint holds, and the loop that advances it."""
 
-    def __init__(self, cfg: TrainConfig, data: Dataset, log: Callable[[str], None]) -> None:
+    def __init__(self, cfg: TrainConfig, data: LabelledData, log: Callable[[str], None]) -> None:
         self.cfg, self.data, self.log = cfg, data, log
         self.device = resolve_device(cfg.device)
         parts = split(data.y, cfg.val_fraction, cfg.test_fraction, cfg.seed)
