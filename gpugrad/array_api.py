@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from . import backend
+from . import creation as _creation
 from . import ops as _ops
-from .creation import arange, eye, full, full_like, linspace, ones, ones_like, zeros, zeros_like
 from .dtypes import as_dtype
 from .engine import grad_mode
 from .interop import from_dlpack
@@ -74,17 +74,141 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
     return Tensor(data, dtype=dt, device=device)
 
 
+# ---- creation, with the standard's signatures
+def arange(start: float, /, stop: float | None = None, step: float = 1, *, dtype: Any = None,
+           device: Any = None) -> Tensor:
+    return _creation.arange(start, stop, step, dtype=dtype, device=device)
+
+
+def zeros(shape: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+    return _creation.zeros(shape, dtype=dtype, device=device)
+
+
+def ones(shape: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+    return _creation.ones(shape, dtype=dtype, device=device)
+
+
+def full(shape: Any, fill_value: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+    return _creation.full(shape, fill_value, dtype=dtype, device=device)
+
+
+def zeros_like(x: Tensor, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    return _creation.zeros_like(x, dtype=dtype, device=device)
+
+
+def ones_like(x: Tensor, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    return _creation.ones_like(x, dtype=dtype, device=device)
+
+
+def full_like(x: Tensor, /, fill_value: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+    return _creation.full_like(x, fill_value, dtype=dtype, device=device)
+
+
+def linspace(start: float, stop: float, /, num: int, *, dtype: Any = None, device: Any = None,
+             endpoint: bool = True) -> Tensor:
+    if endpoint:
+        return _creation.linspace(start, stop, num, dtype=dtype, device=device)
+    step = (stop - start) / num if num else 0.0
+    return _creation.linspace(start, stop - step, num, dtype=dtype, device=device)
+
+
+def eye(n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = None,
+        device: Any = None) -> Tensor:
+    xp = backend.array_on(backend.as_device(device))
+    return Tensor._wrap(xp.eye(n_rows, n_cols, k=k, dtype=as_dtype(dtype) or float32))
+
+
+def meshgrid(*arrays: Tensor, indexing: str = "xy") -> list[Tensor]:
+    return list(_without_gradient("meshgrid")(*arrays, indexing=indexing))
+
+
+def broadcast_arrays(*arrays: Tensor) -> list[Tensor]:
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    return [_ops.broadcast_to(a, shape) for a in arrays]
+
+
+# ---- manipulation and statistics, differentiable
+def concat(arrays: Any, /, *, axis: int | None = 0) -> Tensor:
+    if axis is None:
+        return _ops.concatenate([_ops.reshape(a, (-1,)) for a in arrays], axis=0)
+    return _ops.concatenate(list(arrays), axis=axis)
+
+
+def expand_dims(x: Tensor, /, axis: int) -> Tensor:
+    if not -x.ndim - 1 <= axis <= x.ndim:
+        raise IndexError(f"expand_dims: axis {axis} is out of range for a tensor with {x.ndim} dimension(s)")
+    axis = axis % (x.ndim + 1)
+    return _ops.reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
+
+
+def reshape(x: Tensor, /, shape: Any, *, copy: bool | None = None) -> Tensor:
+    out = _ops.reshape(x, shape)
+    return _ops.clone(out) if copy else out
+
+
+def clip(x: Tensor, /, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - the standard's names
+    out = x if min is None else _ops.astype(_ops.maximum(x, min), x.dtype)
+    out = out if max is None else _ops.astype(_ops.minimum(out, max), x.dtype)
+    return _ops.clone(out) if out is x else out
+
+
+def _summed_dtype(x: Tensor, dtype: Any) -> Any:
+    """The standard's accumulation dtype: ``dtype``, else the default integer for narrower integers."""
+    if dtype is not None:
+        return as_dtype(dtype)
+    if x.dtype.kind in "bi" and x.dtype.itemsize < 8:
+        return int64
+    return uint64 if x.dtype.kind == "u" and x.dtype.itemsize < 8 else None
+
+
+def sum(x: Tensor, /, *, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    dt = _summed_dtype(x, dtype)
+    return _ops.sum(x if dt is None else _ops.astype(x, dt), axis=axis, keepdims=keepdims)
+
+
+def prod(x: Tensor, /, *, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Tensor:
+    dt = _summed_dtype(x, dtype)
+    return _ops.prod(x if dt is None else _ops.astype(x, dt), axis=axis, keepdims=keepdims)
+
+
+def sort(x: Tensor, /, *, axis: int = -1, descending: bool = False, stable: bool = True) -> Tensor:
+    out = _without_gradient("sort")(x, axis=axis, stable=stable)
+    return _without_gradient("flip")(out, axis=axis) if descending else out
+
+
+def argsort(x: Tensor, /, *, axis: int = -1, descending: bool = False, stable: bool = True) -> Tensor:
+    if not descending:
+        return _without_gradient("argsort")(x, axis=axis, stable=stable)
+    # descending and stable: sort the reversed array, then map the positions back
+    n = x.shape[axis] if x.ndim else 1
+    flipped = _without_gradient("flip")(x, axis=axis)
+    order = _without_gradient("argsort")(flipped, axis=axis, stable=stable)
+    return _without_gradient("flip")(n - 1 - order, axis=axis)
+
+
+def conj(x: Tensor, /) -> Tensor:
+    return _ops.clone(x)                 # gpugrad tensors are real
+
+
+def real(x: Tensor, /) -> Tensor:
+    return _ops.clone(x)
+
+
+def imag(x: Tensor, /) -> Tensor:
+    return _creation.zeros_like(x)
+
+
 def astype(x: Tensor, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Tensor:
     out = x if not copy and x.dtype == as_dtype(dtype) else _ops.astype(x, dtype)
     return out if device is None else out.to(device)
 
 
 def empty(shape: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
-    return zeros(shape, dtype=dtype, device=device)
+    return _creation.zeros(shape, dtype=dtype, device=device)
 
 
 def empty_like(x: Tensor, /, *, dtype: Any = None, device: Any = None) -> Tensor:
-    return zeros_like(x, dtype=dtype, device=device)
+    return _creation.zeros_like(x, dtype=dtype, device=device)
 
 
 def matrix_transpose(x: Tensor, /) -> Tensor:
@@ -100,7 +224,10 @@ def std(x: Tensor, /, *, axis: Any = None, correction: float = 0.0, keepdims: bo
 
 
 def vecdot(x1: Tensor, x2: Tensor, /, *, axis: int = -1) -> Tensor:
-    return _ops.sum(_ops.multiply(x1, x2), axis=axis)
+    if x1.shape[axis:][:1] != x2.shape[axis:][:1] or builtins.min(x1.ndim, x2.ndim) < 1:
+        raise ValueError(f"vecdot: axis {axis} has sizes {x1.shape} and {x2.shape}; they must be equal")
+    out = _ops.sum(_ops.multiply(x1, x2), axis=axis)
+    return _ops.astype(out, result_type(x1, x2))
 
 
 def positive(x: Tensor, /) -> Tensor:
@@ -130,8 +257,17 @@ def can_cast(from_: Any, to: Any, /) -> np.bool_:
     return np.can_cast(from_.dtype if isinstance(from_, Tensor) else from_, to)
 
 
-def finfo(type: Any, /) -> Any:  # noqa: A002 - the standard's name
-    return np.finfo(type.dtype if isinstance(type, Tensor) else type)
+class _FInfo:
+    """The standard's finfo object: Python floats, not NumPy scalars."""
+
+    def __init__(self, info: Any) -> None:
+        self.bits, self.dtype = int(info.bits), info.dtype
+        self.eps, self.max, self.min = float(info.eps), float(info.max), float(info.min)
+        self.smallest_normal = float(info.smallest_normal)
+
+
+def finfo(type: Any, /) -> _FInfo:  # noqa: A002 - the standard's name
+    return _FInfo(np.finfo(type.dtype if isinstance(type, Tensor) else type))
 
 
 def iinfo(type: Any, /) -> Any:  # noqa: A002
@@ -231,4 +367,5 @@ for _name in STANDARD:
 __all__ = ["__array_api_version__", "__array_namespace_info__", "asarray", "astype", "empty", "empty_like",
            "arange", "eye", "full", "full_like", "linspace", "ones", "ones_like", "zeros", "zeros_like",
            "from_dlpack", "isdtype", "result_type", "can_cast", "finfo", "iinfo", "matrix_transpose", "var",
-           "std", "vecdot", "positive", "e", "inf", "nan", "pi", "newaxis", *_DTYPES, *STANDARD]
+           "std", "vecdot", "positive", "conj", "real", "imag", "e", "inf", "nan", "pi", "newaxis", *_DTYPES,
+           *STANDARD]

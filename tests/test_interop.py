@@ -249,3 +249,23 @@ def test_array_namespace_creation_dtypes_and_info():
     assert "complex64" not in info.dtypes() and info.dtypes(kind="integral")["uint8"] == xp.uint8
     assert info.default_dtypes()["real floating"] == xp.float32 and gg.device("cpu") in info.devices()
     assert xp.astype(xp.ones(2), xp.int32).dtype == xp.int32
+
+
+def test_array_namespace_follows_the_standard_where_gpugrad_differs():
+    import gpugrad.array_api as xp  # noqa: PLC0415
+
+    x = gg.tensor([[3.0, 1.0, 2.0]])
+    assert xp.sort(x, descending=True).tolist() == [[3.0, 2.0, 1.0]]
+    assert xp.argsort(gg.tensor([1, 3, 3, 2]), descending=True).tolist() == [1, 2, 3, 0]   # stable
+    assert xp.expand_dims(x, 2).shape == (1, 3, 1) and xp.expand_dims(x, -3).shape == (1, 1, 3)
+    assert xp.sum(gg.tensor([200, 100], dtype="int32")).dtype == xp.int64
+    assert xp.sum(gg.tensor([1.5, 2.0]), dtype=xp.float64).dtype == xp.float64
+    assert xp.concat([gg.tensor(1.0), x], axis=None).tolist() == [1.0, 3.0, 1.0, 2.0]
+    assert xp.clip(x, max=2.0).tolist() == [[2.0, 1.0, 2.0]] and xp.clip(x) is not x
+    assert xp.eye(2, 3, k=1).tolist() == [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    assert isinstance(xp.finfo(xp.float32).eps, float) and isinstance(xp.meshgrid(x, x), list)
+    with pytest.raises(ValueError, match="vecdot"):
+        xp.vecdot(gg.ones(3), gg.ones(4))
+    w = gg.tensor([1.0, 2.0], requires_grad=True)
+    xp.sum(xp.clip(xp.expand_dims(w, 0), 0.0, 1.5)).backward()      # the differentiable ones stay so
+    assert w.grad.tolist() == [1.0, 0.0]
