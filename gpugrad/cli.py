@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from . import __version__
 
@@ -21,19 +23,51 @@ def _cmd_chapter(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    """Train an MLP classifier (digits by default) and report its test accuracy."""
-    from .train import TrainConfig, parse_hidden, train  # noqa: PLC0415
+    """Train an MLP classifier (digits by default) or continue one (--resume); report its test accuracy."""
+    from .train import DEFAULTS, TrainConfig, parse_hidden, resume, train  # noqa: PLC0415
+
+    def run() -> None:
+        given = {field: getattr(args, field) for field in _TRAIN_FIELDS if getattr(args, field) is not None}
+        if "hidden" in given:
+            given["hidden"] = parse_hidden(given["hidden"])
+        if args.no_progress:
+            given["progress"] = False
+        if args.resume:
+            resume(args.resume, **given)
+        else:
+            train(TrainConfig(**{**vars(DEFAULTS), **given}))
+
+    return _run("train", run)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Loss and accuracy of a trained run: on its own test set, or on --data."""
+    from .classifier import evaluate_checkpoint  # noqa: PLC0415
+
+    return _run("eval", lambda: evaluate_checkpoint(args.checkpoint, args.data, args.labels, args.device))
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """Predicted labels and class probabilities of every sample in --data, written to --out."""
+    from .classifier import predict_file  # noqa: PLC0415
+
+    return _run("predict", lambda: predict_file(args.checkpoint, args.data, args.out, args.device))
+
+
+def _run(command: str, job: Callable[[], object]) -> int:
+    """Run a job; exit codes: 0 done, 2 a bad option or file (nothing started), 130 Ctrl-C, 1 a failure."""
+    from .train import UsageError  # noqa: PLC0415
 
     try:
-        cfg = TrainConfig(
-            hidden=parse_hidden(args.hidden), activation=args.activation, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-            weight_decay=args.weight_decay, device=args.device, seed=args.seed, data=args.data,
-            out=args.out, progress=not args.no_progress)
-        train(cfg)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"gpugrad train: error: {err}", file=sys.stderr)
+        job()
+    except UsageError as err:
+        print(f"gpugrad {command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
+    except (FloatingPointError, OSError, ValueError, RuntimeError) as err:
+        print(f"gpugrad {command}: failed: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -84,23 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the examples of the autodiff chapter (docs/autodiff.md) and check each result.")
     chapter.set_defaults(handler=_cmd_chapter)
 
-    train = commands.add_parser(
-        "train", help="train an MLP on real data (8x8 digits by default), on the GPU when there is one",
-        description="Train an MLP classifier. The default data is scikit-learn's 8x8 digits "
-                    "(pip install 'gpugrad[train]'); --data trains on your own .npz with arrays X and y.")
-    train.add_argument("--data", metavar="FILE.npz", help="arrays X (samples x features) and y (labels)")
-    train.add_argument("--hidden", default="256", help="hidden layer sizes, e.g. 128,64 (default: 256)")
-    train.add_argument("--activation", default="relu", help="relu, gelu, tanh, sigmoid, leaky_relu, silu")
-    train.add_argument("--epochs", type=int, default=40)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="adam")
-    train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", metavar="DIR", help="write checkpoint.gg, metrics.json and curves.png here")
-    train.add_argument("--no-progress", action="store_true", help="one line per epoch instead of a bar")
-    train.set_defaults(handler=_cmd_train)
+    _add_train_parser(commands)
+    _add_eval_parsers(commands)
 
     info = commands.add_parser("info", help="versions, CUDA devices, and whether the kernels compile")
     info.set_defaults(handler=_cmd_info)
@@ -118,3 +137,85 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     return args.handler(args)
+
+
+
+_TRAIN_FIELDS = ("data", "labels", "hidden", "activation", "epochs", "batch_size", "lr", "optimizer",
+                 "weight_decay", "val_fraction", "test_fraction", "device", "seed", "out")
+
+
+def _add_train_parser(commands: Any) -> None:
+    from .nn.layers import ACTIVATIONS  # noqa: PLC0415
+    from .train import DEFAULTS, OPTIMIZERS  # noqa: PLC0415
+
+    def default(field: str) -> str:
+        value = getattr(DEFAULTS, field)
+        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    train = commands.add_parser(
+        "train", help="train an MLP on real data (8x8 digits by default), on the GPU when there is one",
+        description="Train an MLP classifier. The default data is scikit-learn's 8x8 digits (pip install "
+                    "'gpugrad[train]'). The data is split into training, validation (figures per epoch) and "
+                    "test sets (measured once, at the end, with the weights of the epoch of lowest "
+                    "validation loss). With --out DIR every epoch writes last.safetensors and "
+                    "best.safetensors; Ctrl-C saves, and "
+                    "--resume DIR continues exactly where the run stopped.")
+    data = train.add_argument_group("data")
+    data.add_argument("--data", metavar="FILE", help="FILE.npz with arrays X (samples x features) and y "
+                      "(integer labels), FILE.npy of features (with --labels), or FILE.csv whose last column "
+                      "is the label (default: the 8x8 digits)")
+    data.add_argument("--labels", metavar="FILE.npy", help="the labels of a --data FILE.npy")
+    data.add_argument("--val-fraction", type=float, metavar="F",
+                      help="share of each class held out for validation "
+                           f"(default: {default('val_fraction')})")
+    data.add_argument("--test-fraction", type=float, metavar="F",
+                      help="share of each class held out for the final test "
+                           f"(default: {default('test_fraction')})")
+    model = train.add_argument_group("model and optimizer")
+    model.add_argument("--hidden", metavar="SIZES",
+                       help=f"hidden layer sizes, e.g. 128,64; '' for none (default: {default('hidden')})")
+    model.add_argument("--activation", choices=sorted(ACTIVATIONS),
+                       help=f"hidden activation (default: {default('activation')})")
+    model.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {default('optimizer')}; sgd uses "
+                       "momentum 0.9)")
+    model.add_argument("--lr", type=float, help=f"learning rate, above 0 (default: {default('lr')})")
+    model.add_argument("--weight-decay", type=float, help=f"0 or more (default: {default('weight_decay')})")
+    model.add_argument("--epochs", type=int, help=f"at least 1 (default: {default('epochs')})")
+    model.add_argument("--batch-size", type=int, help=f"at least 1 (default: {default('batch_size')})")
+    model.add_argument("--seed", type=int, help=f"0 to 2**63-1; the same seed repeats the run exactly "
+                       f"(default: {default('seed')})")
+    run = train.add_argument_group("where and how")
+    run.add_argument("--device", metavar="DEVICE",
+                     help="auto (CUDA when a GPU is usable), cpu, cuda or cuda:N (default: auto)")
+    run.add_argument("--out", metavar="DIR", help="write last.safetensors and best.safetensors every epoch, "
+                     "then metrics.json and curves.png (default: nothing is written)")
+    run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (its --out) where it "
+                     "stopped, with its settings; --epochs may extend it")
+    run.add_argument("--no-progress", action="store_true",
+                     help="one line per epoch instead of a progress bar")
+    train.set_defaults(handler=_cmd_train)
+
+
+def _add_eval_parsers(commands: Any) -> None:
+    checkpoint_help = "a run's --out directory (its best.safetensors) or a checkpoint file"
+    device_help = "auto, cpu, cuda or cuda:N (default: auto)"
+    ev = commands.add_parser(
+        "eval", help="loss and accuracy of a trained run (its test set, or --data)",
+        description="Evaluate a run saved by 'gpugrad train --out DIR': on the run's own test set (rebuilt "
+                    "from its settings and data), or on all of --data.")
+    ev.add_argument("--checkpoint", required=True, metavar="PATH", help=checkpoint_help)
+    ev.add_argument("--data", metavar="FILE", help="labelled data: .npz (X, y), .npy (with --labels) or .csv "
+                    "(default: the run's own test set)")
+    ev.add_argument("--labels", metavar="FILE.npy", help="the labels of a --data FILE.npy")
+    ev.add_argument("--device", default="auto", help=device_help)
+    ev.set_defaults(handler=_cmd_eval)
+
+    pr = commands.add_parser(
+        "predict", help="predict the labels of --data with a trained run, into --out FILE.npz",
+        description="Write the predicted label and class probabilities of each sample of --data to --out "
+                    "(a .npz with arrays labels, probabilities and classes).")
+    pr.add_argument("--checkpoint", required=True, metavar="PATH", help=checkpoint_help)
+    pr.add_argument("--data", required=True, metavar="FILE", help="features: .npz (X), .npy or .csv")
+    pr.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the predictions")
+    pr.add_argument("--device", default="auto", help=device_help)
+    pr.set_defaults(handler=_cmd_predict)

@@ -1,9 +1,11 @@
-"""Datasets and batching: Dataset, TensorDataset, Subset, random_split, DataLoader, DistributedSampler."""
+"""Datasets and batching: Dataset, TensorDataset, Subset, random_split, DataLoader, DistributedSampler;
+read_arrays."""
 
 from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -269,3 +271,83 @@ class DistributedSampler:
         else:                                                   # drop the tail
             indices = indices[:self.total_size]
         return iter(indices[self.rank::self.num_replicas].tolist())
+
+
+# ---------------------------------------------------------------------------------------------- files
+def read_arrays(path: str, labels: str | None = None, *, need_labels: bool = True
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Features X and labels y from a file: ``.npz`` (arrays X and y), ``.npy`` (X; y from ``labels``,
+    another ``.npy``) or ``.csv`` (numbers, an optional header row; the last column is the label).
+
+    Nothing is unpickled. Without ``need_labels`` y may be absent (None); a CSV then holds
+    features only. Errors (ValueError, FileNotFoundError) start with the path.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: " + ("not a file" if os.path.exists(path) else "no such file"))
+    kind = os.path.splitext(path)[1].lower()
+    if labels is not None and kind != ".npy":
+        raise ValueError(f"{labels}: separate labels go with a .npy features file; {path} is not one")
+    if kind == ".npz":
+        X, y = _read_npz(path)
+    elif kind == ".npy":
+        X = _read_npy(path)
+        y = _read_npy(labels) if labels is not None else None
+    elif kind == ".csv":
+        table = _read_csv(path, 2 if need_labels else 1)
+        X, y = (table[:, :-1], table[:, -1]) if need_labels else (table, None)
+    else:
+        raise ValueError(f"{path}: unknown file type {kind or '(no extension)'!r}; give a .npz with arrays X "
+                         "and y, a .npy of features with a .npy of labels, or a .csv whose last column "
+                         "is the label")
+    if y is None and need_labels:
+        raise ValueError(f"{path}: no labels; " + ("give them with a second .npy file" if kind == ".npy"
+                                                    else "the .npz file needs an array named y"))
+    return X, y
+
+
+def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    with open(path, "rb") as f:
+        start = f.read(8)
+    if start[:2] != b"PK":
+        raise ValueError(f"{path}: not a .npz archive (it starts with {start!r}); save one with "
+                         "numpy.savez(path, X=features, y=labels)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "X" not in archive.files:
+                raise ValueError(f"{path}: the .npz file needs arrays named X and y; it has "
+                                 f"{sorted(archive.files)}")
+            return archive["X"], (archive["y"] if "y" in archive.files else None)
+    except (OSError, ValueError, EOFError) as err:       # a truncated zip, an object array...
+        if str(err).startswith(path):
+            raise
+        raise ValueError(f"{path}: not a readable .npz file ({type(err).__name__}: {err}); save one with "
+                         "numpy.savez(path, X=features, y=labels)") from None
+
+
+def _read_npy(path: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npy array ({type(err).__name__}: {err}); save one "
+                         "with numpy.save(path, array)") from None
+
+
+def _read_csv(path: str, min_columns: int) -> np.ndarray:
+    """A numeric table; a first row that is not all numbers is taken as the header and skipped."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline()
+    try:
+        [float(field) for field in first.split(",")]
+        header = 0
+    except ValueError:
+        header = 1
+    try:
+        table = np.loadtxt(path, delimiter=",", skiprows=header, ndmin=2, dtype=np.float64)
+    except ValueError as err:
+        raise ValueError(f"{path}: not a table of numbers separated by commas ({err})") from None
+    if table.shape[1] < min_columns:
+        raise ValueError(f"{path}: needs at least two columns (features, then the label), has "
+                         f"{table.shape[1]}")
+    return table

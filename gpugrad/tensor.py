@@ -797,6 +797,21 @@ class Tensor:
     def unfold(self, dimension: int, size: int, step: int) -> Tensor:
         """The windows of ``size`` every ``step`` along ``dimension``, as a new last dimension."""
         return _ops.layout.unfold(self, dimension, size, step)
+    # ------------------------------------------------------------------ interop (gpugrad/interop.py)
+    def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
+                   copy: bool | None = None) -> Any:
+        """This tensor's buffer as a DLPack capsule, shared, not copied (refused if it requires grad)."""
+        from .interop import export_dlpack  # noqa: PLC0415
+        return export_dlpack(self, stream, max_version, dl_device, copy)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        """(DLPack device type, device index): (1, 0) on the CPU, (2, N) on cuda:N."""
+        return self.data.__dlpack_device__()
+
+    def __array_namespace__(self, *, api_version: str | None = None) -> Any:
+        """The Python array API standard namespace over gpugrad's functions (gpugrad.array_api)."""
+        from .array_api import namespace  # noqa: PLC0415
+        return namespace(api_version)
 
 
 class RemovableHandle:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import backend
+from .. import backend, versions
 from ..dtypes import as_dtype, is_floating
 from ..tensor import Tensor
 from .parameter import Parameter
@@ -367,9 +367,13 @@ class Module:
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
         """Copy values into the parameters and buffers in place (cast to each one's dtype and device).
 
-        Everything is checked before anything is copied: with missing or unexpected keys
-        (under ``strict``) or a shape mismatch, a RuntimeError lists every problem and the
-        module is left unchanged. Returns the missing and unexpected keys.
+        Values may be gpugrad Tensors, NumPy or CuPy arrays, or any array with ``__dlpack__``
+        (a PyTorch ``state_dict()``, JAX arrays), shared without a copy where possible.
+        Everything is checked before anything is copied: every key, shape and dtype, and each
+        value is converted to its target's dtype and device first; with missing or unexpected
+        keys (under ``strict``), a shape mismatch, or a value that cannot be converted (strings,
+        objects, complex into real, floats into integers), a RuntimeError lists every problem
+        and the module is left unchanged. Returns the missing and unexpected keys.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"load_state_dict: expected a mapping of names to tensors, got "
@@ -378,25 +382,12 @@ class Module:
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         problems = []
-        sources = {}
+        staged = {}
         for key, target in own.items():
-            if key not in state_dict:
-                continue
-            value = state_dict[key]
-            arr = value.data if isinstance(value, Tensor) else value
-            if not hasattr(arr, "shape"):
-                try:
-                    arr = np.asarray(arr)
-                except (TypeError, ValueError):
-                    arr = None
-                if arr is None or arr.dtype.kind not in "fiub":
-                    problems.append(f'value for "{key}" is a {type(value).__name__}, not a tensor')
-                    continue
-            if tuple(arr.shape) != target.shape:
-                problems.append(f'size mismatch for "{key}": copying a value of shape {tuple(arr.shape)} '
-                                f"from the state dict, the shape in the current model is {target.shape}")
-                continue
-            sources[key] = arr
+            if key in state_dict:
+                arr = _staged_value(key, state_dict[key], target, problems)
+                if arr is not None:
+                    staged[key] = arr
         if strict:
             if missing:
                 problems.insert(0, "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing))
@@ -406,10 +397,10 @@ class Module:
         if problems:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__} "
                                "(nothing was loaded):\n\t" + "\n\t".join(problems))
-        for key, arr in sources.items():
+        for key, arr in staged.items():      # same shape, dtype and device: these copies cannot fail
             target = own[key]
-            arr = backend.to_device(arr, target.device).astype(target.dtype, copy=False)
             target.data[...] = arr
+            versions.bump(target.data, "load_state_dict")
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ display
@@ -430,3 +421,47 @@ class Module:
         if len(lines) == 1 and not self._modules:
             return f"{self._get_name()}({lines[0]})"
         return f"{self._get_name()}(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _staged_value(key: str, value: Any, target: Tensor, problems: list[str]) -> Any:
+    """``value`` as an array of ``target``'s shape, dtype and device, or None after noting the problem."""
+    from ..interop import from_dlpack  # noqa: PLC0415
+    what = f'value for "{key}"'
+    if isinstance(value, Tensor):
+        arr = value.data
+    elif isinstance(value, np.ndarray) or backend.namespace(value) is not np:     # NumPy or CuPy
+        arr = value
+    elif hasattr(value, "__dlpack__"):                                        # PyTorch, JAX...
+        if getattr(value, "requires_grad", False) and hasattr(value, "detach"):
+            value = value.detach()                                            # a torch Parameter
+        try:
+            arr = from_dlpack(value).data
+        except (RuntimeError, TypeError, BufferError, ValueError) as err:
+            problems.append(f"{what} ({type(value).__module__}.{type(value).__qualname__}) cannot be "
+                            f"converted: {err}")
+            return None
+    else:
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError):
+            arr = np.asarray(None)
+        if arr.dtype.kind not in "biuf":
+            problems.append(f"{what} is a {type(value).__name__}, not a tensor")
+            return None
+    if tuple(arr.shape) != target.shape:
+        problems.append(f'size mismatch for "{key}": copying a value of shape {tuple(arr.shape)} '
+                        f"from the state dict, the shape in the current model is {target.shape}")
+        return None
+    dtype = np.dtype(arr.dtype)
+    if dtype.kind not in "biufc":
+        problems.append(f"{what} holds {dtype} values, not numbers; give a numeric tensor or array")
+        return None
+    if not np.can_cast(dtype, target.dtype, "same_kind"):
+        problems.append(f"{what} has dtype {dtype}, which cannot be loaded into {target.dtype} without "
+                        f"losing information; convert it first (e.g. value.astype({str(target.dtype)!r}))")
+        return None
+    try:
+        return backend.to_device(arr, target.device).astype(target.dtype, copy=False)
+    except (RuntimeError, ValueError, TypeError, MemoryError) as err:
+        problems.append(f"{what} cannot be moved to {target.device} as {target.dtype}: {err}")
+        return None
