@@ -59,7 +59,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         print(f"  cuda:{i}: {name}, {props['totalGlobalMem'] / 2**30:.1f} GiB, "
               f"compute capability {props['major']}.{props['minor']}")
-    from . import kernels  # noqa: PLC0415
+    from .cuda import kernels  # noqa: PLC0415
 
     failed = 0
     for file in sorted({spec.file for spec in kernels.KERNELS.values()}):

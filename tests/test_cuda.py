@@ -33,7 +33,8 @@ import pytest
 
 import gpugrad as gg
 from benchmarks.gpu import plain_rules as plain
-from gpugrad import backend, kernels
+from gpugrad import backend
+from gpugrad.cuda import kernels
 from gpugrad.nn import functional as F
 from gpugrad.ops.registry import REGISTRY
 from gpugrad.ops.samples import Const

@@ -28,7 +28,7 @@ import pytest
 
 import gpugrad as gg
 from benchmarks.gpu import plain_rules as plain
-from gpugrad import kernels
+from gpugrad.cuda import kernels
 from gpugrad.ops.registry import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,7 +214,7 @@ class FakeTimer:
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory):
-    """gpugrad.kernels running on the CPU emulation of kernels/*.cu (tests/kernel_host)."""
+    """gpugrad.cuda.kernels running on the CPU emulation of kernels/*.cu (tests/kernel_host)."""
     from kernel_host import emulator  # noqa: PLC0415 - tests/ is on sys.path under pytest
 
     if emulator.compiler() is None:

@@ -1,10 +1,10 @@
 """The fused CUDA kernels (kernels/*.cu), checked without a GPU.
 
 1. Compile: every .cu file builds with nvcc for sm_90 (PTX, then ptxas), and with NVRTC
-   using gpugrad.kernels' own source text and options, which is what CuPy's RawModule
+   using gpugrad.cuda.kernels' own source text and options, which is what CuPy's RawModule
    runs. Each is skipped, saying why, where its compiler is missing.
 2. Arithmetic: each kernel file is compiled by g++ as plain C++ after
-   tests/kernel_host/shim.h and run on the CPU through gpugrad.kernels' own functions
+   tests/kernel_host/shim.h and run on the CPU through gpugrad.cuda.kernels' own functions
    (kernels.use_launcher), on random inputs of awkward sizes, for float32, float64 and
    float16, in a one-thread launch and in multi-block ones, against the plain rule: the
    VJP rules of gpugrad.ops for relu/sigmoid/tanh/multiply/divide, and NumPy references
@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 from kernel_host import emulator
 
-from gpugrad import kernels
+from gpugrad.cuda import kernels
 from gpugrad.ops.registry import REGISTRY
 
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
@@ -212,7 +212,7 @@ def host_libs(tmp_path_factory):
 
 @pytest.fixture(params=CONFIGS, ids=lambda c: f"grid{c[0]}x{c[1]}")
 def host(request, host_libs):
-    """A CPU launcher for gpugrad.kernels' functions, installed for the test's duration."""
+    """A CPU launcher for gpugrad.cuda.kernels' functions, installed for the test's duration."""
     grid, block = request.param
     launcher = emulator.HostLauncher(host_libs[0], grid=grid, block=block)
     with kernels.use_launcher(launcher):
@@ -338,7 +338,7 @@ def ref_adam(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, weight_decay=0.0,
 # ----------------------------------------------------------------------------- the checks
 #
 # Each check_* takes dev (NumPy array -> the array type the launcher works on) and runs
-# gpugrad.kernels' public function, so the same checks serve the emulation and a GPU.
+# gpugrad.cuda.kernels' public function, so the same checks serve the emulation and a GPU.
 
 
 def check_activation(dev, act, n, dtype, rng):
@@ -1035,7 +1035,7 @@ def test_unwired_kernels_are_listed():
 
 
 def test_importing_the_loader_does_not_import_cupy():
-    code = "import sys, gpugrad, gpugrad.kernels; assert 'cupy' not in sys.modules, 'cupy was imported'"
+    code = "import sys, gpugrad, gpugrad.cuda.kernels; assert 'cupy' not in sys.modules, 'cupy was imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 

@@ -331,7 +331,7 @@ def g1_cases(cp: Any, torch: Any | None, n: int, opt_sizes: Sequence[int],
     torch_device="cpu") to check that every row computes what it claims.
     """
     from benchmarks.gpu import plain_rules as plain  # noqa: PLC0415
-    from gpugrad import kernels  # noqa: PLC0415
+    from gpugrad.cuda import kernels  # noqa: PLC0415
 
     rs = cp.random.RandomState(0)
     T = None if torch is None else torch

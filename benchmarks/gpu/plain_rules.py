@@ -1,6 +1,6 @@
 """The plain (unfused) rule behind each fused kernel, written once against ``xp`` (numpy or cupy).
 
-Each function computes what one kernel of gpugrad.kernels computes, the way gpugrad does
+Each function computes what one kernel of gpugrad.cuda.kernels computes, the way gpugrad does
 without the kernel: the ops' own VJP rules where an op exists (relu, sigmoid, tanh,
 multiply, divide), the optimizers' reference updates (gpugrad.optim.functional), and
 array-op compositions for the rest. Three users:

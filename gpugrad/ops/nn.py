@@ -72,7 +72,7 @@ def linear_activation(xp, x, weight, bias, *, activation):
     """act(x Wᵀ + b): a Linear layer and its activation as one node, the activation in place."""
     out = xp.matmul(x, weight.T)
     if xp is not np:                          # CUDA: the bias and the activation in one pass
-        from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+        from ..cuda import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
         if kernels.bias_activation_forward(activation, out, bias) is not None:
             return out
     out += bias
@@ -132,7 +132,7 @@ def _log_softmax_parts(xp, x):
 def softmax_cross_entropy(xp, x, target, *, ignore_index, label_smoothing, reduction):
     """-log softmax(x)[target] per row (mixed with the uniform target when smoothing), reduced."""
     if xp is not np:                                      # CUDA: one fused pass per row
-        from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+        from ..cuda import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
         return kernels.cross_entropy_forward(x, target, reduction=reduction, ignore_index=ignore_index,
                                              label_smoothing=label_smoothing)[0]
     _, lse = _log_softmax_parts(xp, x)

@@ -176,7 +176,7 @@ class OpDef:
 
     def _run_vjp_cuda(self, xp: Any, g: Any, node: Node) -> tuple:
         if self.fused is not None:                         # one fused kernel where it applies
-            from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+            from ..cuda import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
             grads = kernels.fused_vjp(self.fused, g, node.out, *node.inputs, needs=_needs(node),
                                       **node.params)
             if grads is not None:

@@ -7,7 +7,7 @@ RawKernel would get (NumPy arrays for CuPy arrays, NumPy scalars), and checks it
 against the kernel's real parameter list: arity, pointer or scalar, element size and
 kind, const-ness. Each array is run in a copy with guard bytes on both sides, so a
 kernel that writes out of bounds, or writes through a const pointer, fails the test.
-HostLauncher plugs the emulation into gpugrad.kernels (use_launcher), so the fused
+HostLauncher plugs the emulation into gpugrad.cuda.kernels (use_launcher), so the fused
 functions run unchanged on NumPy arrays, with a launch configuration the test chooses.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gpugrad import kernels
+from gpugrad.cuda import kernels
 
 SHIM_DIR = Path(__file__).resolve().parent
 GUARD = 256                    # guard bytes on each side of every array a kernel gets
@@ -37,7 +37,7 @@ def compiler() -> str | None:
 
 
 def entries_of(file: str) -> list[str]:
-    """The entry points gpugrad.kernels.KERNELS lists for one .cu file."""
+    """The entry points gpugrad.cuda.kernels.KERNELS lists for one .cu file."""
     return [e for spec in kernels.KERNELS.values() if spec.file == file for e in spec.entries]
 
 
@@ -168,7 +168,7 @@ class HostKernel:
 
 
 class HostLauncher:
-    """gpugrad.kernels' launcher interface on the CPU emulation, for kernels.use_launcher().
+    """gpugrad.cuda.kernels' launcher interface on the CPU emulation, for kernels.use_launcher().
 
     Every launch runs with this launcher's own (grid, block): the kernels must be right
     for any configuration. max_blocks is what the fused functions size their work by.

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import backend
+from .. import backend
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 _SUFFIX = {_F32: "f32", _F64: "f64", _F16: "f16"}
@@ -84,7 +84,7 @@ def _spec(name: str) -> KernelSpec:
     try:
         return KERNELS[name]
     except KeyError:
-        raise KeyError(f"no fused kernel named {name!r}; see gpugrad.kernels.kernel_names()") from None
+        raise KeyError(f"no fused kernel named {name!r}; see gpugrad.cuda.kernels.kernel_names()") from None
 
 
 # ----------------------------------------------------------------------------- sources and modules
@@ -92,8 +92,8 @@ def _spec(name: str) -> KernelSpec:
 
 def kernels_dir() -> Path:
     """The folder of the .cu sources: the installed copy (gpugrad/_kernels), else the repo's kernels/."""
-    here = Path(__file__).resolve().parent
-    candidates = (here / "_kernels", here.parent / "kernels")
+    package = Path(__file__).resolve().parents[1]
+    candidates = (package / "_kernels", package.parent / "kernels")
     for d in candidates:
         if (d / "common.cuh").is_file():
             return d

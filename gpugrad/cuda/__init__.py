@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import backend
+from .. import backend
 
 
 def is_available() -> bool:
