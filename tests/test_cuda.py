@@ -58,6 +58,12 @@ def cp() -> Any:
     return backend.load_cupy()
 
 
+def gpu_only(reason: str) -> Any:
+    """Skip a test on the CUDA emulator (GPUGRAD_EMULATE_CUDA), saying why it needs a real GPU."""
+    return pytest.mark.skipif(gg.cuda.is_emulated(),
+                              reason=f"needs a real GPU, not the CUDA emulator: {reason}")
+
+
 def host(a: Any) -> np.ndarray:
     """A CuPy (or NumPy) array as NumPy, copied explicitly."""
     return a.get() if hasattr(a, "get") else np.asarray(a)
@@ -569,6 +575,8 @@ extern "C" __global__ void gg_test_spin(unsigned long long ns) {
 """
 
 
+@gpu_only("it times a kernel that spins on the GPU's clock; the emulator has no clock and no asynchrony "
+          "(test_cuda_emulator.py counts the host reads instead)")
 def test_backward_and_step_never_wait_for_the_gpu(cp):
     # Keep the GPU busy for a second, then run backward and the optimizer step: if anything in
     # them copied to the host or synchronised, it would wait for the spin to finish.
@@ -740,6 +748,7 @@ def test_gg_testing_gradcheck_on_cuda(cp):
     assert gg.testing.gradgradcheck(lambda t: (t * t).tanh(), x)
 
 
+@gpu_only("it reads CuPy's memory pool; the emulator's arrays live in host memory")
 def test_saved_arrays_are_freed_on_the_device_and_memory_stays_flat(cp):
     """CuPy's memory pool: backward releases what the graph saved; training steps do not grow it."""
     pool = cp.get_default_memory_pool()

@@ -111,8 +111,8 @@ class OpDef:
                 out = forward(xp, *datas)
         except (ValueError, TypeError, IndexError) as err:
             raise op_error(self.name, args, err) from None
-        if type(out) is not xp.ndarray:          # numpy returns scalars for 0-d results
-            out = xp.asarray(out)
+        if type(out) is not xp.ndarray:          # numpy returns scalars for 0-d results; a device move
+            out = backend.namespace(out).asarray(out)      # returns the other device's array
         if engine.anomaly_threads and grad_mode.anomaly:
             engine.check_finite(f"the output of {self.name}", out, versions.user_frame())
         result = _new(Tensor)
