@@ -213,17 +213,17 @@ class FakeTimer:
 
 
 @pytest.fixture(scope="module")
-def emulated(tmp_path_factory):
+def emulated():
     """gpugrad.cuda.kernels running on the CPU emulation of kernels/*.cu (tests/kernel_host)."""
     from kernel_host import emulator  # noqa: PLC0415 - tests/ is on sys.path under pytest
 
     if emulator.compiler() is None:
         pytest.skip("g++ is not on PATH: the CPU emulation of the CUDA kernels is skipped")
-    out = tmp_path_factory.mktemp("kernel_host_g1")
     files = sorted({spec.file for spec in kernels.KERNELS.values()})
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        paths = dict(zip(files, pool.map(lambda f: emulator.build_library(f, out), files)))
-    launcher = emulator.HostLauncher({f: ctypes.CDLL(str(p)) for f, p in paths.items()}, grid=3, block=32)
+        built = dict(zip(files, pool.map(emulator.build_library, files)))
+    libs = {f: ctypes.CDLL(str(path)) for f, (path, _) in built.items()}
+    launcher = emulator.HostLauncher(libs, grid=3, block=32)
     with kernels.use_launcher(launcher):
         yield launcher
 

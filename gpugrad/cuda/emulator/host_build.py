@@ -113,7 +113,7 @@ def build(code: str, options: tuple[str, ...] = (), name: str = "kernel", opt: s
     cxx = _need_compiler()
     flags = ["-std=c++17", opt, "-pthread", "-Wall", "-Wno-unused-function", "-Wno-unused-variable",
              f"-I{SHIM.parent}", *compile_flags(tuple(options))]
-    with _build_lock, tempfile.TemporaryDirectory(prefix="gg-emulator-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gg-emulator-") as tmp:
         source = Path(tmp) / "source.cu"
         source.write_text(code, encoding="utf-8")
         probe = Path(tmp) / "probe.cpp"
@@ -122,19 +122,21 @@ def build(code: str, options: tuple[str, ...] = (), name: str = "kernel", opt: s
         user = text.split(_MARK, 1)[-1]
         entries = tuple(dict.fromkeys(_ENTRY.findall(user)))
         key = hashlib.sha256("\0".join([user, *flags, cxx, SHIM.read_text()]).encode()).hexdigest()[:32]
-        if key in _built:
-            return _built[key]
+        with _build_lock:
+            if key in _built:
+                return _built[key]
         folder = Path(out_dir) if out_dir is not None else cache_dir()
         folder.mkdir(parents=True, exist_ok=True)
         lib = folder / f"gg_{key}.so"
         if not lib.is_file():
             host = Path(tmp) / "host.cpp"
             host.write_text(_host_source(source, list(entries)), encoding="utf-8")
-            partial = folder / f".{lib.name}.{os.getpid()}"          # then renamed: atomic on one disk
+            partial = folder / f".{lib.name}.{os.getpid()}.{threading.get_ident()}"   # renamed: atomic
             _run([cxx, *flags, "-shared", "-fPIC", str(host), "-o", str(partial)], name)
             os.replace(partial, lib)
-        _built[key] = (ctypes.CDLL(str(lib)), entries)
-        return _built[key]
+        loaded = ctypes.CDLL(str(lib))
+    with _build_lock:
+        return _built.setdefault(key, (loaded, entries))
 
 
 class HostKernel:
