@@ -70,6 +70,9 @@ def host(a: Any) -> np.ndarray:
 
 
 def close(actual: Any, expected: Any, dtype: Any, *, scale: float = 1.0, err: str = "") -> None:
+    """actual has expected's shape and dtype ``dtype``, and expected's values to dtype's tolerance."""
+    assert tuple(actual.shape) == tuple(expected.shape), f"{err}: shape {actual.shape} vs {expected.shape}"
+    assert actual.dtype == np.dtype(dtype), f"{err}: dtype {actual.dtype}, expected {np.dtype(dtype)}"
     rtol, atol = TOL[np.dtype(dtype)]
     np.testing.assert_allclose(host(actual).astype(np.float64), host(expected).astype(np.float64),
                                rtol=rtol, atol=atol * scale, err_msg=err)
@@ -499,6 +502,32 @@ def test_backward_runs_the_fused_kernels(cp, dtype):
     for gpu, cpu in ((x, xc), (y, yc)):
         assert gpu.grad.device == "cuda:0" and gpu.grad.dtype == dtype
         np.testing.assert_allclose(gpu.grad.numpy(), cpu.grad.numpy(), rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_zero_dimensional_tensors_through_the_fused_kernels(cp, dtype):
+    # ascontiguousarray makes a 0-d array (1,): backward raised "gradient of shape (1,) for a leaf
+    # of shape ()" for `loss * 0.5` on a GPU (issue 11, defect 1)
+    x = gg.tensor(0.7, dtype=dtype, device="cuda", requires_grad=True)
+    y = gg.tensor(-1.3, dtype=dtype, device="cuda", requires_grad=True)
+    with counting_fused_calls() as counts:
+        (x.tanh() * y + x.sigmoid() / y + x.relu() * 0.5).backward()
+    assert {"tanh_backward", "sigmoid_backward", "relu_backward", "multiply_backward",
+            "divide_backward"} <= set(counts), counts
+    xc, yc = (t.detach().cpu().requires_grad_() for t in (x, y))
+    (xc.tanh() * yc + xc.sigmoid() / yc + xc.relu() * 0.5).backward()
+    for gpu, cpu in ((x, xc), (y, yc)):
+        assert gpu.grad.shape == () and gpu.grad.dtype == dtype and gpu.grad.device == "cuda:0"
+        close(gpu.grad.data, cpu.grad.data, dtype)
+    for make in (lambda ps: gg.optim.SGD(ps, lr=0.1, momentum=0.9), lambda ps: gg.optim.Adam(ps, lr=0.1),
+                 lambda ps: gg.optim.AdamW(ps, lr=0.1)):
+        w = gg.tensor(2.0, dtype=dtype, device="cuda", requires_grad=True)
+        opt = make([w])
+        for _ in range(2):
+            opt.zero_grad()
+            (w * w).backward()
+            opt.step()
+        assert w.shape == () and w.dtype == dtype and float(w) < 2.0
 
 
 def _small_training_setup(cp: Any, dtype: Any = gg.float32, activation: str = "tanh") -> tuple:

@@ -77,11 +77,26 @@ def entries_in(file: str) -> set[str]:
     return set(emulator.entries_of(file))
 
 
+def same_kind(actual, expected, dtype, err=""):
+    """actual has expected's shape and the given dtype (assert_allclose alone broadcasts () against (1,))."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{err}: shape {actual.shape}, expected {expected.shape}"
+    assert actual.dtype == np.dtype(dtype), f"{err}: dtype {actual.dtype}, expected {np.dtype(dtype)}"
+
+
 def close(actual, expected, dtype, *, scale=1.0, err=""):
-    """actual (dtype) equals the float64 expected to dtype's tolerance (atol times scale)."""
+    """actual has expected's shape and dtype ``dtype``, and equals the float64 expected to dtype's
+    tolerance (atol times scale)."""
+    same_kind(actual, expected, dtype, err)
     rtol, atol = TOL[np.dtype(dtype)]
     np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), expected, rtol=rtol, atol=atol * scale,
                                err_msg=err)
+
+
+def equal(actual, expected, *, rtol, atol=0.0, err=""):
+    """The same shape and dtype as expected, and its values to rtol/atol."""
+    same_kind(actual, expected, np.asarray(expected).dtype, err)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=err)
 
 
 def f64(*arrays):
@@ -478,6 +493,7 @@ def check_sgd_multi(dev, sizes, dtype, rng, config, exact=True):
 def _same_result(got, want, dtype, exact, err):
     # on the CPU emulation both kernels compile to the same code; a GPU compiler may contract
     # the inlined copy differently (an FMA), so there the results need only agree to rounding
+    same_kind(got, want, want.dtype, err)
     if exact:
         np.testing.assert_array_equal(got, want, err_msg=err)
     else:
@@ -545,9 +561,9 @@ def test_softmax_cross_entropy_extreme_logits(host):
     dx = kernels.cross_entropy_backward(np.ones(3), x, t, lse, reduction="none")
     ref_loss, ref_lse, ref_dx = ref_cross_entropy(x, t, np.ones(3), ignore_index=-100, eps=0.0,
                                                   reduction="none")
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(lse, ref_lse, rtol=1e-12)
-    np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=1e-12)
+    equal(loss, ref_loss, rtol=1e-12, atol=1e-12)
+    equal(lse, ref_lse, rtol=1e-12)
+    equal(dx, ref_dx, rtol=1e-12, atol=1e-12)
 
 
 def test_softmax_cross_entropy_degenerate_targets(host):
@@ -606,8 +622,8 @@ def test_bias_activation_chunks(host_libs, rows_per_chunk):
     launcher.launch(launcher.kernel("bias_grad_reduce", F64), cols,
                     (partial, db, np.int64(chunks), np.int64(cols)))
     expected = ref_gelu_erf(g, saved + bias)
-    np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(db, expected.sum(axis=0), rtol=1e-12, atol=1e-12)
+    equal(dx, expected, rtol=1e-12, atol=1e-12)
+    equal(db, expected.sum(axis=0), rtol=1e-12, atol=1e-12)
 
 
 SGD_CONFIGS = [
@@ -697,12 +713,12 @@ def test_optimizer_updates_take_optim_functionals_signature(host):
     q = p.copy()
     kernels.OPTIMIZER_UPDATES["sgd"](np, q, g, None, lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0,
                                      nesterov=False, maximize=False, first_step=True)
-    np.testing.assert_allclose(q, p - 0.1 * g, rtol=1e-15)
+    equal(q, p - 0.1 * g, rtol=1e-15)
     m, v = np.zeros(10), np.zeros(10)
     kernels.OPTIMIZER_UPDATES["adam"](np, q, g, m, v, None, step=1, lr=0.1, beta1=0.9, beta2=0.999,
                                       eps=1e-8, weight_decay=0.0, decoupled_weight_decay=True, amsgrad=False,
                                       maximize=False)
-    np.testing.assert_allclose(q, p - 0.1 * g - 0.1 * np.sign(g), rtol=1e-6)
+    equal(q, p - 0.1 * g - 0.1 * np.sign(g), rtol=1e-6)
 
 
 def test_fused_vjps_match_the_ops_rules(host):
@@ -718,16 +734,16 @@ def test_fused_vjps_match_the_ops_rules(host):
         out = op.forward(np, x)
         got = kernels.fused_vjp(op.fused, g, out, None, needs=(True,))
         want = op.vjp_rule(np, g, out, None)
-        np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-7, err_msg=op.name)
+        equal(got[0], want[0], rtol=1e-6, atol=1e-7, err=op.name)
     got = kernels.fused_vjp("multiply_backward", g, None, x, y, needs=(True, True))
     want = REGISTRY["multiply"].vjp_rule(np, g, None, x, y, needs=(True, True))
     for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, rtol=1e-6)
+        equal(a, b, rtol=1e-6)
     out = x / y
     got = kernels.fused_vjp("divide_backward", g, out, None, y, needs=(True, True))
     want = REGISTRY["divide"].vjp_rule(np, g, out, None, y, needs=(True, True))
     for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, rtol=1e-6)
+        equal(a, b, rtol=1e-6)
     ce_op = REGISTRY["softmax_cross_entropy"]
     logits = rng.normal(size=(6, 5)).astype(F32)
     target = rng.integers(0, 5, size=6)
@@ -737,11 +753,11 @@ def test_fused_vjps_match_the_ops_rules(host):
                    {"ignore_index": 2, "label_smoothing": 0.0, "reduction": "none"}):
         gl = rng.normal(size=(6,)).astype(F32) if params["reduction"] == "none" else np.asarray(1.3, F32)
         loss, _ = kernels.cross_entropy_forward(logits, target, **params)
-        np.testing.assert_allclose(loss, ce_op.forward(np, logits, target, **params), rtol=1e-5, atol=1e-6)
+        equal(loss, ce_op.forward(np, logits, target, **params), rtol=1e-5, atol=1e-6)
         got = kernels.fused_vjp("softmax_cross_entropy_backward", gl, None, logits, target,
                                 needs=(True, False), **params)
         want = ce_op.vjp_rule(np, gl, None, logits, target, **params)
-        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6, err_msg=str(params))
+        equal(got[0], want[0], rtol=1e-5, atol=1e-6, err=str(params))
         assert got[1] is None
     la_op = REGISTRY["linear_activation"]
     w, b = rng.normal(size=(3, 5)).astype(F32), rng.normal(size=(3,)).astype(F32)
@@ -755,12 +771,12 @@ def test_fused_vjps_match_the_ops_rules(host):
             for a, c in zip(got, want):
                 assert (a is None) == (c is None), (act, needs)
                 if a is not None:
-                    np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6, err_msg=f"{act} {needs}")
+                    equal(a, c, rtol=1e-5, atol=1e-6, err=f"{act} {needs}")
     out = la_op.forward(np, x[None], w, b, activation="relu")      # batch dims folded: the plain rule
     assert kernels.fused_vjp("linear_activation_backward", gla[None], out, x[None], w, b,
                              needs=(True, True, True), activation="relu") is None
     got = kernels.fused_vjp("leaky_relu_backward", g, None, x, needs=(True,), negative_slope=0.2)
-    np.testing.assert_allclose(got[0], np.where(x > 0, g, 0.2 * g), rtol=1e-6)
+    equal(got[0], np.where(x > 0, g, 0.2 * g), rtol=1e-6)
     # cases the kernels do not pay for, or cannot take: None, and the caller runs the plain rule
     assert kernels.fused_vjp("multiply_backward", g, None, x, 2.0, needs=(True, False)) is None
     assert kernels.fused_vjp("multiply_backward", g, None, x, y.astype(F64), needs=(True, True)) is None
@@ -796,7 +812,7 @@ def test_recorded_nodes_take_the_fused_path_as_on_a_gpu(host, op, sample, dtype)
     for i, (a, b) in enumerate(zip(got, want)):
         assert (a is None) == (b is None), i
         if a is not None:
-            np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"input {i}")
+            equal(a, b, rtol=tol, atol=tol, err=f"input {i}")
 
 
 def _train_three_steps(monkeypatch, make_opt, multi_kernel=None):
@@ -839,7 +855,7 @@ def test_adam_optimizers_batch_parameters_into_the_multi_tensor_kernel(host, mon
     assert all(opt.state[p]["step"] == 3 for p in model.parameters())
     assert _multi_launches(host) - before == 3                       # one per step for the six tensors
     for a, b in zip(batched, _train_three_steps(monkeypatch, make_opt)[3]):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+        equal(a, b, rtol=1e-12, atol=1e-14)
 
 
 SGD_BATCH_CONFIGS = [{"momentum": 0.9}, {"momentum": 0.9, "nesterov": True, "weight_decay": 0.1}, {}]
@@ -857,7 +873,30 @@ def test_sgd_batches_parameters_into_the_multi_tensor_kernel(host, monkeypatch, 
     batched = _train_three_steps(monkeypatch, make_opt, kernels.sgd_step_multi)[3]
     assert _multi_launches(host) - before == 3
     for a, b in zip(batched, _train_three_steps(monkeypatch, make_opt)[3]):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+        equal(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_zero_dimensional_arrays_keep_their_shape(host, dtype):
+    # NumPy's and CuPy's ascontiguousarray turn a 0-d array into shape (1,): the fused functions
+    # must not, or backward gets a (1,) gradient for a () leaf (defect 1 of issue 11)
+    g, x, y = (np.asarray(v, dtype) for v in (0.5, 1.5, -2.0))
+    for act in ACTIVATIONS:
+        dx = kernels.activation_backward(f"{act}_backward", g, x, 0.1)
+        same_kind(dx, g, dtype, act)
+    for pair in (kernels.multiply_backward(g, x, y), kernels.divide_backward(g, y, np.asarray(x / y))):
+        for grad in pair:
+            same_kind(grad, g, dtype)
+    p, buf = np.asarray(1.0, dtype), np.asarray(0.0, dtype)
+    kernels.sgd_step(p, g, buf, lr=0.1, momentum=0.9, first_step=True)
+    close(p, np.float64(1.0 - 0.1 * 0.5), dtype)
+    m, v = np.asarray(0.0, dtype), np.asarray(0.0, dtype)
+    kernels.adam_step(p, g, m, v, step=1, lr=0.1)
+    same_kind(p, g, dtype)
+    same_kind(m, g, dtype)
+    kernels.sgd_step_multi([(p, g, None)], lr=0.1)
+    kernels.adam_step_multi([(p, g, m, v, None)], step=2, lr=0.1)
+    same_kind(p, g, dtype)
 
 
 def test_nothing_is_launched_for_empty_arrays(host):
@@ -1099,7 +1138,7 @@ def test_argument_errors(host):
     with pytest.raises(ValueError, match=r"expected logits \(N, C\)"):
         kernels.cross_entropy_forward(a, np.zeros(3, np.int64))
     # non-contiguous inputs are made contiguous, not refused
-    np.testing.assert_allclose(kernels.tanh_backward(a.T, b), np.zeros((3, 2)))
+    equal(kernels.tanh_backward(a.T, b), np.zeros((3, 2), F32), rtol=0)
 
 
 # ============================================================================= on a GPU

@@ -236,10 +236,20 @@ def _same(name: str, first: str, arrays: dict[str, Any]) -> None:
                              f"{tuple(ref.shape)} {ref.dtype}")
 
 
+def _contiguous(xp: Any, a: Any, dtype: Any = None) -> Any:
+    """``a`` as a C-contiguous array of ``dtype`` (a itself if it is one), with a's shape.
+
+    NOTE: xp.ascontiguousarray alone would turn a 0-d array into shape (1,), in NumPy and CuPy.
+    """
+    if a.flags.c_contiguous and (dtype is None or a.dtype == dtype):
+        return a
+    return xp.ascontiguousarray(a, dtype=dtype).reshape(a.shape)
+
+
 def _inputs(xp: Any, name: str, **arrays: Any) -> list[Any]:
     """Check equal shapes and dtypes; return C-contiguous versions (copies only where needed)."""
     _same(name, next(iter(arrays)), arrays)
-    return [xp.ascontiguousarray(a) for a in arrays.values()]
+    return [_contiguous(xp, a) for a in arrays.values()]
 
 
 def _in_place(name: str, **arrays: Any) -> None:
@@ -341,8 +351,8 @@ def _count(xp: Any, target: Any, ignore_index: int, dtype: np.dtype) -> Any:
 
 def _ce_operands(xp: Any, logits: Any, target: Any) -> tuple[Any, Any, int, int, np.dtype]:
     """Contiguous logits and int64 targets, the logits' (rows, cols), and the accumulation dtype."""
-    logits = xp.ascontiguousarray(logits)
-    target = xp.ascontiguousarray(target, dtype=np.int64)
+    logits = _contiguous(xp, logits)
+    target = _contiguous(xp, target, np.int64)
     rows, cols = logits.shape
     return logits, target, rows, cols, _acc(logits.dtype)
 
@@ -392,11 +402,11 @@ def cross_entropy_backward(g: Any, logits: Any, target: Any, lse: Any, *, reduct
     xp = L.xp()
     with L.device(logits):
         logits, target, rows, cols, acc = _ce_operands(xp, logits, target)
-        lse = xp.ascontiguousarray(lse, dtype=acc)
+        lse = _contiguous(xp, lse, acc)
         if reduction == "none":
             if g.shape != (rows,):
                 raise ValueError(f"{name}: reduction='none' needs g of shape ({rows},), got {tuple(g.shape)}")
-            g_rows, stride = xp.ascontiguousarray(g, dtype=acc), 1
+            g_rows, stride = _contiguous(xp, g, acc), 1
         else:
             if g.size != 1:
                 raise ValueError(f"{name}: reduction={reduction!r} needs a scalar g, got {tuple(g.shape)}")
@@ -431,7 +441,7 @@ def bias_activation_forward(activation: str, z: Any, bias: Any) -> Any | None:
         return None
     L = _launcher
     with L.device(z):
-        bias = L.xp().ascontiguousarray(bias)
+        bias = _contiguous(L.xp(), bias)
         L.launch(L.kernel(name, dtype), z.size, (z, bias, np.int64(z.size), np.int64(cols)))
     return z
 
@@ -457,7 +467,7 @@ def bias_activation_backward(activation: str, g: Any, saved: Any, bias: Any, *,
         if bias.shape != (cols,) or bias.dtype != g.dtype:
             raise ValueError(f"{name}: bias must be ({cols},) {g.dtype}, "
                              f"got {tuple(bias.shape)} {bias.dtype}")
-        bias = xp.ascontiguousarray(bias)
+        bias = _contiguous(xp, bias)
         rows = g.size // cols if cols else 0
         dx = xp.empty_like(g)
         db = xp.empty_like(bias)
