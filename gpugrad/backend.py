@@ -17,6 +17,9 @@ _cupy: Any = None          # the cupy module once a CUDA device has been request
 _cupyx: Any = None         # and its cupyx
 _cupy_error: str | None = None
 emulated = False           # True when _cupy is gpugrad.cuda.emulator's stand-in (GPUGRAD_EMULATE_CUDA)
+# gpugrad.cuda.checks.raise_pending while a check made on the device is unread: every read of
+# device data by the host (to_numpy, host_scalar, moves to the CPU) calls it first
+pending_device_checks: Any = None
 cuda_active = False        # True once CuPy is loaded: until then every array is a NumPy array
 multi_gpu = False          # more than one CUDA device: each op must make its operands' GPU current
 _NO_SCOPE = contextlib.nullcontext()
@@ -177,7 +180,7 @@ def to_device(data: Any, device: Device) -> Any:
     if device.type == "cpu":
         if namespace(data) is np:
             return data
-        return data.get()
+        return to_numpy(data)
     cp = load_cupy()
     count = cp.cuda.runtime.getDeviceCount()
     if device.index >= count:
@@ -189,7 +192,19 @@ def to_device(data: Any, device: Device) -> Any:
 
 
 def to_numpy(data: Any) -> np.ndarray:
-    return data.get() if _cupy is not None and isinstance(data, _cupy.ndarray) else np.asarray(data)
+    """The array in host memory (a copy from a GPU; raises first what a device check found)."""
+    if _cupy is not None and isinstance(data, _cupy.ndarray):
+        if pending_device_checks is not None:
+            pending_device_checks()
+        return data.get()
+    return np.asarray(data)
+
+
+def host_scalar(data: Any) -> Any:
+    """The one element of an array as a Python scalar (read from a GPU; device checks raise first)."""
+    if pending_device_checks is not None and _cupy is not None and isinstance(data, _cupy.ndarray):
+        pending_device_checks()
+    return data.item()
 
 
 def array_on(device: Device) -> Any:

@@ -211,7 +211,7 @@ class Tensor:
         if self.data.size != 1:
             raise ValueError(f"item: only one-element tensors can be converted to a Python scalar, "
                              f"this one has shape {self.shape}")
-        return self.data.item()
+        return backend.host_scalar(self.data)
 
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (shares memory on the CPU; copies from a GPU)."""
@@ -233,7 +233,7 @@ class Tensor:
         if self.data.size != 1:
             raise ValueError(f"the truth value of a tensor with {self.data.size} elements (shape "
                              f"{self.shape}) is ambiguous; use .any() or .all()")
-        return bool(self.data)
+        return bool(backend.host_scalar(self.data))
 
     def __float__(self) -> float:
         return float(self.item())

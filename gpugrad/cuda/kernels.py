@@ -358,13 +358,15 @@ def _ce_operands(xp: Any, logits: Any, target: Any) -> tuple[Any, Any, int, int,
 
 
 def cross_entropy_forward(logits: Any, target: Any, *, reduction: str = "mean", ignore_index: int = -100,
-                          label_smoothing: float = 0.0) -> tuple[Any, Any]:
+                          label_smoothing: float = 0.0, flags: Any = None) -> tuple[Any, Any]:
     """(loss, lse): cross-entropy of softmax(logits) (N, C) against class indices (N,).
 
     One fused pass per row computes log-softmax's logsumexp and the (label-smoothed)
     NLL. loss has the logits' dtype: (N,) for reduction='none', else 0-d ('mean' divides
     by the rows whose target is not ignore_index: NaN when there are none, as PyTorch).
-    lse (N,) is what the backward needs besides logits and target.
+    lse (N,) is what the backward needs besides logits and target. A target outside [0, C)
+    that is not ignore_index gives its row a NaN loss and, with ``flags`` (an int64 (4,)
+    array of gpugrad.cuda.checks), is recorded there as {1, target, C, ignore_index}.
     """
     name = "softmax_cross_entropy_forward"
     _check_ce(name, logits, target, reduction)
@@ -377,7 +379,7 @@ def cross_entropy_forward(logits: Any, target: Any, *, reduction: str = "mean", 
         block = min(MAX_ROW_BLOCK, max(32, 1 << max(0, cols - 1).bit_length()))
         L.launch(L.kernel(name, logits.dtype), rows,
                  (logits, target, loss_rows, lse, np.int64(rows), np.int64(cols), np.int64(ignore_index),
-                  _scalar(logits.dtype, label_smoothing)), block=block, per_block=1)
+                  _scalar(logits.dtype, label_smoothing), flags), block=block, per_block=1)
         if reduction == "none":
             loss = loss_rows
         elif reduction == "sum":

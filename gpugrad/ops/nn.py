@@ -117,6 +117,35 @@ def _ce_case(n: int, c: int, **params):
 _CE_DEFAULTS = {"ignore_index": -100, "label_smoothing": 0.0, "reduction": "mean"}
 
 
+def class_index_message(op: str | None):
+    """The error for a class index out of range, as message(value, n_classes, ignore_index)."""
+    def message(value: int, n_classes: int, ignore_index: int) -> str:
+        return (f"{op + ': ' if op else ''}target {value} is out of bounds for {n_classes} classes (valid "
+                f"targets are 0..{n_classes - 1}, or ignore_index={ignore_index})")
+    return message
+
+
+def check_class_indices(op: str | None, target, n_classes: int, ignore_index: int):
+    """The mask of targets that count (not ignore_index); an IndexError for one outside [0, n_classes).
+
+    On the CPU it raises here. On a GPU, waiting for the answer would stall every call, so
+    the check runs on the device and raises at the next read from it (gpugrad.cuda.checks).
+    """
+    valid = target != ignore_index
+    if target.size == 0:
+        return valid
+    bad = valid & ((target < 0) | (target >= n_classes))
+    if isinstance(target, np.ndarray):
+        if bad.any():
+            value = int(target.reshape(-1)[bad.reshape(-1).argmax()])
+            raise IndexError(class_index_message(op)(value, n_classes, ignore_index))
+    else:
+        from ..cuda import checks  # noqa: PLC0415 - only ever reached with CuPy arrays
+        checks.record(op or "softmax_cross_entropy", target, bad, class_index_message(op), n_classes,
+                      ignore_index)
+    return valid
+
+
 def _log_softmax_parts(xp, x):
     """(shifted logits, logsumexp per row with the row's max added back) for a stable softmax."""
     m = x.max(axis=1, keepdims=True)
@@ -132,12 +161,14 @@ def _log_softmax_parts(xp, x):
 def softmax_cross_entropy(xp, x, target, *, ignore_index, label_smoothing, reduction):
     """-log softmax(x)[target] per row (mixed with the uniform target when smoothing), reduced."""
     if xp is not np:                                      # CUDA: one fused pass per row
-        from ..cuda import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+        from ..cuda import checks, kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+        # the kernel records a target out of range; it raises at the next read from the device
+        flags = checks.flags("cross_entropy", x, class_index_message("cross_entropy"))
         return kernels.cross_entropy_forward(x, target, reduction=reduction, ignore_index=ignore_index,
-                                             label_smoothing=label_smoothing)[0]
+                                             label_smoothing=label_smoothing, flags=flags)[0]
     _, lse = _log_softmax_parts(xp, x)
     lse = lse[:, 0]
-    valid = target != ignore_index
+    valid = check_class_indices(None, target, x.shape[1], ignore_index)
     every = bool(valid.all())
     rows = np.arange(x.shape[0])
     loss = lse - x[rows, target if every else np.where(valid, target, 0)]   # -log p[target]

@@ -163,6 +163,8 @@ class HostKernel:
         for i, (a, (kind, size, floating)) in enumerate(zip(args, self.params)):
             where = f"{self.entry}: argument {i}"
             if kind in POINTER_KINDS:
+                if a is None:
+                    continue                          # a null pointer, as CuPy passes None
                 if not isinstance(a, np.ndarray):
                     raise TypeError(f"{where} is a pointer; got {type(a).__name__}")
                 if not a.flags.c_contiguous:
@@ -197,7 +199,9 @@ class HostKernel:
         keep: list[Any] = []
         boxes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, bool]] = {}
         for i, (a, (kind, _, _)) in enumerate(zip(args, self.params)):
-            if kind in POINTER_KINDS:
+            if kind in POINTER_KINDS and a is None:
+                slot = np.zeros(1, dtype=np.uintp)
+            elif kind in POINTER_KINDS:
                 key = (a.ctypes.data, a.nbytes)
                 if key not in boxes:
                     box = np.full(a.nbytes + 2 * GUARD, _FILL, dtype=np.uint8)
