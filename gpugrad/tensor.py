@@ -533,7 +533,8 @@ def _root_gradient(op_name: str, out: Tensor, gradient: Any) -> Any:
         if not is_floating(out.data.dtype):
             raise TypeError(f"{op_name}: the output is {out.data.dtype}; only floating-point outputs "
                             "can be differentiated")
-        return backend.namespace(out.data).ones_like(out.data)
+        with backend.device_scope(out.data):          # *_like allocate on the current GPU
+            return backend.namespace(out.data).ones_like(out.data)
     if isinstance(gradient, Tensor) and is_floating(gradient.dtype) and gradient.dtype != out.data.dtype:
         raise TypeError(f"{op_name}: gradient is {gradient.dtype} but the output is {out.data.dtype}; "
                         f"pass gradient.to({str(out.data.dtype)!r})")

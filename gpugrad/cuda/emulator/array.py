@@ -335,7 +335,10 @@ class ndarray:  # noqa: N801 - CuPy's name
     # -- reads by the host
     def get(self, stream: Any = None, order: str = "C", out: Any = None, blocking: bool = True) -> np.ndarray:
         """A copy of the array in host memory (a counted host read)."""
-        _read("get()", self)
+        return self._host_copy("get()", order, out)
+
+    def _host_copy(self, kind: str, order: str, out: Any) -> np.ndarray:
+        _read(kind, self)
         host = np.array(self._a, order=order, copy=True)
         if out is not None:
             out[...] = host

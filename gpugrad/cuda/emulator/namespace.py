@@ -57,8 +57,9 @@ def _adapt(obj: Any, name: str, module: str) -> Any:
 # ----------------------------------------------------------------------------- host <-> device
 
 def _to_device(x: Any, dtype: Any, copy: bool, **kwargs: Any) -> ndarray:
-    if type(x) is ndarray:
-        a = unwrap(x)
+    if type(x) is ndarray:                   # another device's array is copied over, as CuPy does
+        copy = copy or x._dev != array.current_device()
+        a = x._a
         return wrap(np.array(a, dtype=dtype, copy=True, **kwargs) if copy else np.asarray(a, dtype=dtype,
                                                                                            **kwargs))
     if hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray):
@@ -94,7 +95,7 @@ def array_(obj: Any, dtype: Any = None, copy: bool = True, order: str = "K", sub
 def asnumpy(a: Any, stream: Any = None, order: str = "C", out: Any = None, blocking: bool = True) -> Any:
     """cupy.asnumpy: a host copy of a device array (a counted read); host data as a NumPy array."""
     if type(a) is ndarray:
-        return a.get(order=order, out=out)
+        return a._host_copy("cupy.asnumpy", order, out)
     return np.asarray(a, order=order)
 
 
