@@ -530,6 +530,61 @@ def test_zero_dimensional_tensors_through_the_fused_kernels(cp, dtype):
         assert w.shape == () and w.dtype == dtype and float(w) < 2.0
 
 
+def test_bad_class_and_embedding_indices_raise_at_the_next_read(cp):
+    # On the CPU they raise at once; on a GPU the check runs on the device (a host check would
+    # wait for the GPU on every call) and raises at the next read from it, naming the op and the
+    # value: never a silent NaN loss or a gradient without its -1 term (issue 11, defect 6).
+    logits = gg.randn(4, 5, device="cuda", requires_grad=True)
+    good = gg.tensor([0, 1, -100, 4], device="cuda")              # ignore_index rows are fine
+    cases = {
+        r"cross_entropy: target 7 is out of bounds for 5 classes \(valid targets are 0..4, or "
+        r"ignore_index=-100\) \(found on cuda:0 by a check on the device": (
+            lambda: F.cross_entropy(logits, gg.tensor([0, 7, 1, 2], device="cuda")), lambda t: t.item()),
+        "cross_entropy: target -3 is out of bounds for 5 classes": (   # the composite path (weights)
+            lambda: F.cross_entropy(logits, gg.tensor([0, -3, 1, 2], device="cuda"),
+                                    weight=gg.ones(5, device="cuda")), lambda t: t.detach().numpy()),
+        "cross_entropy: target 5 is out of bounds for 5 classes.*ignore_index=1": (   # (N, C, L) logits
+            lambda: F.cross_entropy(gg.randn(2, 5, 3, device="cuda"), gg.tensor([[0, 1, 5], [1, 1, 1]],
+                                                                                device="cuda"), ignore_index=1),
+            lambda t: float(t)),
+        "nll_loss: target 9 is out of bounds for 5 classes": (
+            lambda: F.nll_loss(F.log_softmax(logits, dim=1), gg.tensor([9, 0, 0, 0], device="cuda")),
+            lambda t: t.cpu()),
+        r"Embedding: index 4 is out of range for 4 embeddings \(valid indices are 0..3\)": (
+            lambda: gg.nn.Embedding(4, 3, device="cuda")(gg.tensor([[1, 4], [0, 2]], device="cuda")),
+            lambda t: repr(t)),
+    }
+    for message, (compute, read) in cases.items():
+        out = compute()                                            # no error yet: nothing was read
+        if out.requires_grad:
+            out.sum().backward()
+        with pytest.raises(IndexError, match=message):
+            read(out)
+        ok = F.cross_entropy(logits, good)                         # raised once; the next reads are clean
+        assert math.isfinite(ok.item())
+    assert not gg.cuda.checks.pending()
+
+
+def test_dropout_draws_its_mask_on_the_device(cp, monkeypatch):
+    # The mask was drawn on the host and copied to the GPU on every call (issue 11, defect 5).
+    from gpugrad import random as gg_random
+
+    x = gg.ones(20_000, device="cuda", requires_grad=True)
+    gg.manual_seed(5)
+    first = F.dropout(x, p=0.3)
+    monkeypatch.setattr(backend, "to_device", lambda *a: pytest.fail("dropout copied its mask to the GPU"))
+    monkeypatch.setattr(gg_random, "_generator", None)            # the host generator is not used again
+    second = F.dropout(x, p=0.3)
+    second.sum().backward()
+    for out in (first, second):
+        kept = out.detach().numpy()
+        assert out.device == "cuda:0" and out.dtype == gg.float32
+        assert set(np.unique(kept).tolist()) == {0.0, np.float32(1 / 0.7)}
+        assert abs((kept == 0).mean() - 0.3) < 0.02
+    assert not np.array_equal(first.detach().numpy(), second.detach().numpy())
+    np.testing.assert_array_equal(x.grad.numpy(), second.detach().numpy())
+
+
 def _small_training_setup(cp: Any, dtype: Any = gg.float32, activation: str = "tanh") -> tuple:
     gg.manual_seed(0)
     model = gg.nn.MLP([32, 64, 64, 10], activation=activation, device="cuda", dtype=dtype)

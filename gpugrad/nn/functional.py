@@ -250,16 +250,22 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, ignore
     'mean' divides by the total weight of the targets that are not ignored (by their
     count without weights), as PyTorch does; it is nan when every target is ignored.
     """
-    _check_reduction("nll_loss", reduction)
+    return _nll_loss("nll_loss", input, target, weight, ignore_index, reduction)
+
+
+def _nll_loss(op: str, input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int,
+              reduction: str) -> Tensor:
+    """nll_loss, its errors naming ``op`` (the function the user called)."""
+    _check_reduction(op, reduction)
     x, target = _tensor(input), _tensor(target)
-    flat, t, batch_shape = _class_layout("nll_loss", x, target)
+    flat, t, batch_shape = _class_layout(op, x, target)
     n_classes = flat.shape[1]
     xp = backend.namespace(t)
-    valid = check_class_indices("nll_loss", t, n_classes, ignore_index)   # on a GPU: raised at the next read
+    valid = check_class_indices(op, t, n_classes, ignore_index)   # on a GPU: raised at the next read
     safe = xp.where(valid, t, 0)
     picked = flat[xp.arange(t.shape[0]), safe]                 # gather: its VJP scatter-adds
     if weight is not None:
-        w = ops.where(Tensor._wrap(valid), _check_weight("nll_loss", weight, n_classes)[safe], 0.0)
+        w = ops.where(Tensor._wrap(valid), _check_weight(op, weight, n_classes)[safe], 0.0)
     else:
         w = Tensor._wrap(valid.astype(flat.dtype))
     loss = -(picked * w)
@@ -312,7 +318,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, i
         total = -ops.sum(terms)
         return total if reduction == "sum" else total / (x.numel() // n_classes if n_classes else 0)
 
-    nll = nll_loss(logp, target, weight, ignore_index, reduction)
+    nll = _nll_loss("cross_entropy", logp, target, weight, ignore_index, reduction)
     if label_smoothing == 0.0:
         return nll
     # smoothing term: -sum_c w_c log p_c per sample (0 where ignored), reduced like nll_loss
