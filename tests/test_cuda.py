@@ -544,8 +544,8 @@ def test_bad_class_and_embedding_indices_raise_at_the_next_read(cp):
             lambda: F.cross_entropy(logits, gg.tensor([0, -3, 1, 2], device="cuda"),
                                     weight=gg.ones(5, device="cuda")), lambda t: t.detach().numpy()),
         "cross_entropy: target 5 is out of bounds for 5 classes.*ignore_index=1": (   # (N, C, L) logits
-            lambda: F.cross_entropy(gg.randn(2, 5, 3, device="cuda"), gg.tensor([[0, 1, 5], [1, 1, 1]],
-                                                                                device="cuda"), ignore_index=1),
+            lambda: F.cross_entropy(gg.randn(2, 5, 3, device="cuda"),
+                                    gg.tensor([[0, 1, 5], [1, 1, 1]], device="cuda"), ignore_index=1),
             lambda t: float(t)),
         "nll_loss: target 9 is out of bounds for 5 classes": (
             lambda: F.nll_loss(F.log_softmax(logits, dim=1), gg.tensor([9, 0, 0, 0], device="cuda")),
