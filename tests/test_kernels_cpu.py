@@ -1081,7 +1081,7 @@ def test_kernel_sources_and_options():
     d = kernels.kernels_dir()
     assert (d / "common.cuh").is_file()
     src = kernels.kernel_source("activation_backward.cu")
-    assert src.startswith(f'#line 1 "{(d / "activation_backward.cu").as_posix()}"\n')
+    assert src.splitlines()[1] == f'#line 1 "{(d / "activation_backward.cu").as_posix()}"'
     assert f"-I{d}" in kernels.compile_options()
     assert kernels.kernel_names() == sorted(kernels.KERNELS)
     assert kernels.KERNELS["tanh_backward"].entry(np.float16) == "tanh_backward_f16"
@@ -1089,6 +1089,29 @@ def test_kernel_sources_and_options():
         kernels.KERNELS["tanh_backward"].entry(np.int32)
     with pytest.raises(KeyError, match="no fused kernel named"):
         kernels.get_kernel("nope", np.float32)
+
+
+def test_the_compiled_source_changes_with_every_included_header(tmp_path, monkeypatch):
+    # CuPy's kernel cache keys a binary by the source text and options: an edit to a header alone
+    # must change the text, or an old binary is replayed (issue 11, defect 4)
+    import shutil as sh
+
+    copy = tmp_path / "kernels"
+    sh.copytree(kernels.kernels_dir(), copy)
+    monkeypatch.setattr(kernels, "kernels_dir", lambda: copy)
+    assert [h.name for h in kernels.included_headers("activation_backward.cu")] == ["activations.cuh",
+                                                                                    "common.cuh"]
+    before = {f: kernels.kernel_source(f) for f in KERNEL_FILES}
+    with open(copy / "common.cuh", "a") as header:
+        header.write("// an edit\n")
+    after = {f: kernels.kernel_source(f) for f in KERNEL_FILES}
+    assert all(before[f] != after[f] for f in KERNEL_FILES)      # every file includes common.cuh
+    with open(copy / "activations.cuh", "a") as header:
+        header.write("// another\n")
+    again = {f: kernels.kernel_source(f) for f in KERNEL_FILES}
+    changed = {f for f in KERNEL_FILES if again[f] != after[f]}
+    assert changed == {f for f in KERNEL_FILES if "activations.cuh" in (copy / f).read_text()}
+    assert all(again[f].endswith((copy / f).read_text()) for f in KERNEL_FILES)
 
 
 def test_grid_size_and_launch(monkeypatch):

@@ -19,7 +19,9 @@ module is cached per (file, device id).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -106,10 +108,36 @@ def compile_options() -> tuple[str, ...]:
     return (f"-I{kernels_dir()}", "--std=c++17")
 
 
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+
+
+def included_headers(file: str) -> list[Path]:
+    """The kernels/ headers a .cu file includes, directly or through other headers, in include order."""
+    found: list[Path] = []
+
+    def visit(text: str) -> None:
+        for name in _INCLUDE.findall(text):
+            header = kernels_dir() / name
+            if header.is_file() and header not in found:
+                found.append(header)
+                visit(header.read_text(encoding="utf-8"))
+    visit((kernels_dir() / file).read_text(encoding="utf-8"))
+    return found
+
+
 def kernel_source(file: str) -> str:
-    """A .cu file's text, with a #line so compile errors name the file and its line numbers."""
+    """A .cu file's text, with a #line so compile errors name the file and its line numbers.
+
+    The first line holds a hash of the headers it includes: CuPy's on-disk cache keys a
+    binary by the source text and options only, so without it an edit to common.cuh alone
+    would replay a binary built from the old header.
+    """
     path = kernels_dir() / file
-    return f'#line 1 "{path.as_posix()}"\n' + path.read_text(encoding="utf-8")
+    digest = hashlib.sha256()
+    for header in included_headers(file):
+        digest.update(header.name.encode() + b"\0" + header.read_bytes() + b"\0")
+    return (f"// gpugrad: included headers sha256 {digest.hexdigest()}\n"
+            f'#line 1 "{path.as_posix()}"\n' + path.read_text(encoding="utf-8"))
 
 
 _modules: dict[tuple[str, int], Any] = {}
