@@ -260,6 +260,46 @@ def test_two_emulated_devices_run_the_two_gpu_tests():
     assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout + proc.stderr
 
 
+# ----------------------------------------------------------------------------- gpugrad info
+
+
+@needs_gxx
+def test_info_compiles_every_kernel_file_and_says_it_is_the_emulator():
+    proc = _python("from gpugrad.cli import main; raise SystemExit(main(['info']))", env_value="1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"cuda: {gg.cuda.emulator.DEVICE_NAME}, 1 device(s) (GPUGRAD_EMULATE_CUDA)" in proc.stdout
+    for file in sorted({spec.file for spec in kernels.KERNELS.values()}):
+        assert f"kernels/{file}: compiles" in proc.stdout
+
+
+@needs_gxx
+def test_info_reports_each_file_that_does_not_compile(tmp_path):
+    # Making a RawModule compiles nothing (CuPy compiles on the first get_function): info said
+    # "compiles" for kernels it never compiled, a missing header included (issue 11, defect 2)
+    code = ("import shutil, sys\n"
+            "from pathlib import Path\n"
+            "from gpugrad.cuda import kernels\n"
+            f"copy = Path({str(tmp_path)!r}) / 'kernels'\n"
+            "shutil.copytree(kernels.kernels_dir(), copy)\n"
+            "text = (copy / 'activations.cuh').read_text()\n"
+            "(copy / 'activations.cuh').write_text(text.replace('#include \"common.cuh\"', "
+            "'#include \"common.cuh\"\\n#include \"missing_header.cuh\"'))\n"
+            "kernels.kernels_dir = lambda: copy\n"
+            "from gpugrad.cli import main\n"
+            "raise SystemExit(main(['info']))\n")
+    proc = _python(code, env_value="1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = proc.stdout
+    uses_it = {"activation_backward.cu", "bias_activation_backward.cu", "bias_activation_forward.cu"}
+    for file in sorted({spec.file for spec in kernels.KERNELS.values()}):
+        if file in uses_it:
+            report = out.split(f"  kernels/{file}: ", 1)[1].split("\n  kernels/", 1)[0]
+            assert report.startswith("FAILED to compile: CompileException"), (file, report)
+            assert "activations.cuh" in report and "missing_header.cuh" in report, (file, report)
+        else:
+            assert f"  kernels/{file}: compiles\n" in out, file
+
+
 # ============================================================================= 3. gpugrad on the emulator
 
 
