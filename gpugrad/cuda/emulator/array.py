@@ -450,6 +450,9 @@ class ndarray:  # noqa: N801 - CuPy's name
         return NotImplemented if own is None else own(*args, **kwargs)
 
 
+ndarray.__module__ = "cupy"          # as CuPy's: code that tells device arrays by their module sees one
+
+
 def _rebuild(host: np.ndarray, dev: int) -> ndarray:
     return wrap(np.array(host), dev)
 
