@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..tensor import Tensor
 from .registry import defop
 from .samples import Const, Sample, samples, uniform
 
@@ -182,6 +183,12 @@ def softmax_cross_entropy(xp, x, target, *, ignore_index, label_smoothing, reduc
     return total if reduction == "sum" else total / x.dtype.type(valid.sum())
 
 
+def _classes(xp, n_classes: int, like):
+    """0..n_classes-1 on like's device: gpugrad's namespace (create_graph) needs the device named,
+    NumPy's and CuPy's make arrays on the current one."""
+    return xp.arange(n_classes, device=like.device) if isinstance(like, Tensor) else xp.arange(n_classes)
+
+
 @softmax_cross_entropy.vjp
 def _(xp, g, out, x, target, *, ignore_index, label_smoothing, reduction):
     # d loss_i / d x_ic = softmax(x_i)_c - q_ic, with q the (smoothed) one-hot target; 0 for ignored rows
@@ -189,7 +196,7 @@ def _(xp, g, out, x, target, *, ignore_index, label_smoothing, reduction):
     p = xp.exp(x - lse)
     n_classes = x.shape[1]
     valid = target != ignore_index
-    onehot = (xp.arange(n_classes) == xp.where(valid, target, 0)[:, None]).astype(x.dtype)
+    onehot = (_classes(xp, n_classes, x) == xp.where(valid, target, 0)[:, None]).astype(x.dtype)
     q = onehot * (1 - label_smoothing) + label_smoothing / n_classes if label_smoothing else onehot
     grad = xp.where(valid[:, None], p - q, 0)
     if reduction == "none":
