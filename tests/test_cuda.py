@@ -716,6 +716,72 @@ def test_mlp_training_on_cuda_matches_the_cpu(cp, activation, dtype):
             np.testing.assert_allclose(b, a, rtol=rtol, atol=atol, err_msg=f"step {step}, array {k}")
 
 
+class _Net(gg.nn.Module):
+    """Most layers and losses of gg.nn in one model: embedding, layer norm, activations, dropout."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.emb = gg.nn.Embedding(11, 8, padding_idx=0, device=device, dtype=gg.float64)
+        self.body = gg.nn.Sequential(
+            gg.nn.Linear(8, 16, device=device, dtype=gg.float64), gg.nn.GELU(),
+            gg.nn.LayerNorm(16, device=device, dtype=gg.float64),
+            gg.nn.Linear(16, 16, device=device, dtype=gg.float64), gg.nn.SiLU(), gg.nn.Dropout(0.25),
+            gg.nn.Linear(16, 16, device=device, dtype=gg.float64), gg.nn.LeakyReLU(0.1),
+            gg.nn.Linear(16, 4, device=device, dtype=gg.float64))
+
+    def forward(self, idx: Any) -> Any:
+        return self.body(self.emb(idx).mean(axis=1))
+
+
+def _losses(out: Any, target: Any, device: str) -> Any:
+    probs = F.softmax(out.detach() * 0.5, dim=1)
+    weight = gg.tensor([1.0, 2.0, 0.5, 1.5], dtype=gg.float64, device=device)
+    return (gg.nn.CrossEntropyLoss(label_smoothing=0.1)(out, target)
+            + F.cross_entropy(out, target, weight=weight) + F.cross_entropy(out, probs)
+            + gg.nn.NLLLoss()(F.log_softmax(out, dim=1), target)
+            + gg.nn.MSELoss()(out, probs) + gg.nn.L1Loss()(out, probs)
+            + gg.nn.BCEWithLogitsLoss()(out, probs) + F.softplus(out).mean())
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "SGD-nesterov", "Adam", "AdamW-amsgrad"])
+def test_layers_losses_optimizers_and_schedulers_on_cuda_match_the_cpu(cp, optimizer):
+    make = {"SGD": lambda ps: gg.optim.SGD(ps, lr=0.05, weight_decay=0.01),
+            "SGD-nesterov": lambda ps: gg.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, dampening=0.0),
+            "Adam": lambda ps: gg.optim.Adam(ps, lr=1e-2, weight_decay=0.01),
+            "AdamW-amsgrad": lambda ps: gg.optim.AdamW(ps, lr=1e-2, amsgrad=True)}[optimizer]
+    runs = {}
+    for device in ("cpu", "cuda"):
+        gg.manual_seed(3)
+        net = _Net(device)
+        net.eval()                             # dropout off: the two runs do the same arithmetic
+        opt = make(list(net.parameters()))
+        sched = gg.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        idx = gg.randint(0, 11, (24, 5), device=device)
+        target = gg.randint(0, 4, (24,), device=device)
+        record = []
+        for _ in range(4):
+            opt.zero_grad()
+            loss = _losses(net(idx), target, device)
+            loss.backward()
+            record.append([loss.detach().numpy()] + [p.grad.numpy() for p in net.parameters()])
+            opt.step()
+            sched.step()
+        record.append([p.detach().numpy() for p in net.parameters()])
+        assert all(p.device == gg.Device(device) and p.grad.device == gg.Device(device)
+                   for p in net.parameters())
+        assert all(backend.device_of(v) == gg.Device(device) for st in opt.state.values() for v in st.values()
+                   if hasattr(v, "shape"))
+        net.train()                            # and dropout's own path on the device
+        out = net(idx)
+        _losses(out, target, device).backward()
+        assert out.device == gg.Device(device) and math.isfinite(out.sum().item())
+        runs[device] = record
+    for step, (cpu, gpu) in enumerate(zip(runs["cpu"], runs["cuda"])):
+        for k, (a, b) in enumerate(zip(cpu, gpu)):
+            assert a.shape == b.shape and a.dtype == b.dtype, (step, k)
+            np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12, err_msg=f"step {step}, array {k}")
+
+
 # ============================================================================= 5. the registry
 
 
