@@ -103,6 +103,14 @@ def test_without_a_gpu_it_says_why_and_exits_0(bench, monkeypatch, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
+def test_on_the_emulator_it_refuses_to_time_anything(bench, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(gg.cuda, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(gg.cuda, "is_emulated", lambda: True)
+    assert bench.main(["--out", str(tmp_path / "out")]) == 0
+    assert "CPU emulator, which has no timing" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif(gg.cuda.is_available(), reason="a CUDA device is present: the script would benchmark")
 def test_the_script_runs_as_a_file_without_a_gpu(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("OUT", "PYTHONPATH")}

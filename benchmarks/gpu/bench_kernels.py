@@ -3,8 +3,9 @@
 
     python3 benchmarks/gpu/bench_kernels.py [--out DIR] [--smoke] [--reps 20] [--budget-s 240]
 
-Needs a CUDA GPU and CuPy; PyTorch (CUDA) is optional. Without a usable GPU it prints
-``no CUDA device: <reason>`` and exits 0, so CI can run it as an import check.
+Needs a CUDA GPU and CuPy; PyTorch (CUDA) is optional. Without a usable GPU (the CUDA
+emulator is none) it prints ``no CUDA device: <reason>`` and exits 0, so CI can run it as
+an import check.
 
 G1, per fused kernel (kernels.KERNELS), on 2**26 float32 elements (the optimizer kernels on
 10M parameters too), each timed with CUDA events, the median of --reps runs after warm-up:
@@ -1010,6 +1011,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks; 0 unless a correctness check failed (1). No GPU: say why, exit 0."""
     args = parse_args(argv)
     reason = gg.cuda.unavailable_reason()
+    if reason is None and gg.cuda.is_emulated():
+        reason = "GPUGRAD_EMULATE_CUDA is set: 'cuda' is gpugrad's CPU emulator, which has no timing"
     if reason is not None:
         print(f"no CUDA device: {reason}")
         return 0
