@@ -355,22 +355,6 @@ class ndarray:  # noqa: N801 - CuPy's name
         _read("item()", self)
         return self._a.item()
 
-    def tolist(self) -> Any:
-        _read("tolist()", self)
-        return self._a.tolist()
-
-    def __float__(self) -> float:
-        _read("float()", self)
-        return float(self._a)
-
-    def __int__(self) -> int:
-        _read("int()", self)
-        return int(self._a)
-
-    def __complex__(self) -> complex:
-        _read("complex()", self)
-        return complex(self._a)
-
     def __bool__(self) -> bool:
         if self._a.size == 0:
             warnings.warn("The truth value of an empty array is ambiguous. Returning False, but in future "
@@ -382,14 +366,6 @@ class ndarray:  # noqa: N801 - CuPy's name
                              "a.any() or a.all()")
         _read("bool()", self)
         return bool(self._a)
-
-    def __repr__(self) -> str:
-        _read("repr()", self)
-        return repr(self._a)
-
-    def __str__(self) -> str:
-        _read("str()", self)
-        return str(self._a)
 
     def __format__(self, spec: str) -> str:
         _read("format()", self)
@@ -499,3 +475,17 @@ for _name, _uf in {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": n
 for _name, _uf in {"neg": np.negative, "pos": np.positive, "abs": np.absolute, "invert": np.invert}.items():
     setattr(ndarray, f"__{_name}__", (lambda u: lambda self: ufunc(u)(self))(_uf))
 ndarray.__divmod__ = lambda self, other: ufunc(np.divmod)(self, other)  # type: ignore[attr-defined]
+
+
+def _host_conversion(kind: str, convert: Callable[[np.ndarray], Any]) -> Callable:
+    def method(self: ndarray) -> Any:
+        _read(kind, self)
+        return convert(self._a)
+    method.__name__ = kind.rstrip("()")
+    return method
+
+
+for _name, _kind, _convert in (("tolist", "tolist()", np.ndarray.tolist), ("__float__", "float()", float),
+                               ("__int__", "int()", int), ("__complex__", "complex()", complex),
+                               ("__repr__", "repr()", repr), ("__str__", "str()", str)):
+    setattr(ndarray, _name, _host_conversion(_kind, _convert))     # each a counted host read
