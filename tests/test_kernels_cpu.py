@@ -4,15 +4,18 @@
    using gpugrad.cuda.kernels' own source text and options, which is what CuPy's RawModule
    runs. Each is skipped, saying why, where its compiler is missing.
 2. Arithmetic: each kernel file is compiled by g++ as plain C++ after
-   tests/kernel_host/shim.h and run on the CPU through gpugrad.cuda.kernels' own functions
+   gpugrad/cuda/emulator/shim.h and run on the CPU through gpugrad.cuda.kernels' own functions
    (kernels.use_launcher), on random inputs of awkward sizes, for float32, float64 and
    float16, in a one-thread launch and in multi-block ones, against the plain rule: the
    VJP rules of gpugrad.ops for relu/sigmoid/tanh/multiply/divide, and NumPy references
    for the rest, themselves checked against PyTorch when it is installed.
+   Every comparison checks shapes and dtypes as well as values.
 3. Consistency: the registry of fused kernels, the entry points the sources define, the
-   ops' ``fused=`` names and the kernels no op uses yet agree.
+   ops' ``fused=`` names and the kernels no op uses yet agree; the compiled source changes
+   with every header it includes.
 
-A test marked cuda runs the same checks on a GPU through CuPy (skipped without one).
+A test marked cuda runs the same checks through CuPy: on a GPU, or on the CUDA emulator
+(GPUGRAD_EMULATE_CUDA=1), and is skipped otherwise.
 """
 
 from __future__ import annotations
