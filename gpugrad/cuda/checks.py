@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from .. import backend
 
 # message(value, a, b) -> the error text, as the CPU path words it
@@ -37,7 +35,7 @@ def flags(op: str, like: Any, message: Message) -> Any:
     buf = _flags.get(key)
     if buf is None:
         with backend.device_scope(like):
-            buf = _flags[key] = xp.zeros(4, dtype=np.int64)
+            buf = _flags[key] = xp.zeros(4, dtype=xp.int64)
     _armed[key] = (buf, message)
     backend.pending_device_checks = raise_pending
     return buf
@@ -52,10 +50,10 @@ def record(op: str, values: Any, bad: Any, message: Message, a: int = 0, b: int 
     with backend.device_scope(values):
         bad = bad.reshape(-1)
         first = bad.argmax()                                  # 0 when nothing is bad
-        found = bad[first]
-        new = xp.stack([found.astype(np.int64), values.reshape(-1)[first].astype(np.int64),
-                        xp.asarray(a, dtype=np.int64), xp.asarray(b, dtype=np.int64)])
-        buf[...] = xp.where(found & (buf[0] == 0), new, buf)  # the first error is kept
+        write = bad[first] & (buf[0] == 0)                    # a new error, and none kept before
+        # device values and Python scalars only: nothing is copied from the host
+        for slot, value in enumerate((1, values.reshape(-1)[first], a, b)):
+            buf[slot] = xp.where(write, value, buf[slot])
 
 
 def raise_pending() -> None:
