@@ -165,6 +165,10 @@ SUMMARY="$OUT_DIR/summary.md"
     tests_line=$(grep -E '^(=+ )?[0-9]+ (passed|failed|skipped|errors?|xfailed|xpassed|deselected)\b.* in [0-9.]+s|^== .* \(without pytest\) ==' \
         "$LOG" | tail -n 1)
     echo "tests: ${tests_line:-no result line (see check.log)}"
+    if [ -f "$OUT_DIR/graph_capture.md" ]; then
+        echo
+        cat "$OUT_DIR/graph_capture.md"
+    fi
 } >"$SUMMARY"
 
 {
@@ -176,12 +180,7 @@ SUMMARY="$OUT_DIR/summary.md"
         echo "(no benchmark table: see the bench step above)"
     fi
     echo
-    if [ -f "$OUT_DIR/graph_capture.md" ]; then
-        cat "$OUT_DIR/graph_capture.md"
-    else
-        echo "(no graph-capture table: see the graphs step above)"
-    fi
-    echo
+    [ -f "$OUT_DIR/graph_capture.md" ] || echo "(no graph-capture table: see the graphs step above)"
     cat "$SUMMARY"
 } | tee -a "$LOG"
 
