@@ -493,6 +493,29 @@ def test_check_sh_fails_first_and_loudly_without_a_gpu(tmp_path, emulate):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["check.log", "summary.md"]
 
 
+@pytest.mark.skipif(any(shutil.which(tool) is None for tool in ("bash", "timeout", "g++")),
+                    reason="needs bash, timeout (coreutils) and g++ (the emulator's kernels)")
+@pytest.mark.skipif(gg.cuda.is_available() and not gg.cuda.is_emulated(), reason="a GPU is present")
+def test_check_sh_runs_every_step_and_fails_when_every_cuda_test_skips(tmp_path):
+    # past the gate (GG_GATE=off, the script's own test): on the emulator each step runs and passes
+    # (the benchmark refuses to time it); without any CUDA, every CUDA test skips and that fails
+    runs = {}
+    for emulate in ("1", ""):
+        env = {k: v for k, v in os.environ.items() if k not in ("OUT", "PYTHONPATH")}
+        env.update(OUT=str(tmp_path / f"out{emulate}"), PYTHON=sys.executable, GPUGRAD_EMULATE_CUDA=emulate,
+                   GG_GATE="off", GG_TEST_K="zero_dimensional")
+        runs[emulate] = subprocess.run(["bash", str(CHECK)], cwd=tmp_path, env=env, capture_output=True,
+                                       text=True, timeout=600)
+    ok, skipped = runs["1"], runs[""]
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    summary = (tmp_path / "out1" / "summary.md").read_text()
+    for step in ("warm", "tests", "graphs", "bench"):
+        assert f"| {step} | ok |" in summary, summary
+    assert "## CUDA graph capture under CuPy" in summary and "CPU emulator, which has no timing" in ok.stdout
+    assert skipped.returncode == 1
+    assert "NO CUDA TEST RAN" in skipped.stdout and "| tests | FAILED (exit 3) |" in skipped.stdout
+
+
 PROBE = GPU_DIR / "probe.py"
 
 
