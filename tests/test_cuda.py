@@ -1,5 +1,8 @@
 """The CUDA backend on a real GPU. Every test is marked ``cuda`` and skips, saying why, without one.
 
+With GPUGRAD_EMULATE_CUDA=1 they run on gpugrad's CUDA emulator instead (CI does); the two
+that need a real GPU's clock or memory pool say so when they skip there.
+
 In file order (cheap and basic first, so ``pytest -x`` stops early on a broken backend):
 
 1. devices: moves (.to, .cuda, .cpu, .numpy), creation functions, seeding, save/load
