@@ -2,7 +2,8 @@
 
 NumPy serves the CPU. CuPy (the CUDA backend) is imported lazily, only when a
 user asks for a CUDA device, so `import gpugrad` needs neither CuPy nor a GPU.
-This module and kernels.py are the only places that may import cupy.
+This module and gpugrad/cuda/ are the only places that may import cupy. With
+GPUGRAD_EMULATE_CUDA=1 the CPU stand-in of gpugrad.cuda.emulator takes CuPy's place.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from typing import Any
 import numpy as np
 
 _cupy: Any = None          # the cupy module once a CUDA device has been requested
+_cupyx: Any = None         # and its cupyx
 _cupy_error: str | None = None
+emulated = False           # True when _cupy is gpugrad.cuda.emulator's stand-in (GPUGRAD_EMULATE_CUDA)
+# gpugrad.cuda.checks.raise_pending while a check made on the device is unread: every read of
+# device data by the host (to_numpy, host_scalar, moves to the CPU) calls it first
+pending_device_checks: Any = None
 cuda_active = False        # True once CuPy is loaded: until then every array is a NumPy array
 multi_gpu = False          # more than one CUDA device: each op must make its operands' GPU current
 _NO_SCOPE = contextlib.nullcontext()
@@ -74,17 +80,31 @@ def as_device(device: str | Device | None) -> Device:
     return device if isinstance(device, Device) else Device(device)
 
 
+def _import_cupy() -> tuple[Any, Any, bool]:
+    """(cupy, cupyx, emulated): the emulator's stand-ins when GPUGRAD_EMULATE_CUDA asks for them."""
+    from .cuda import emulator  # noqa: PLC0415 - reads only the environment until it is asked for
+
+    devices = emulator.requested_devices()
+    if devices:
+        return (*emulator.load(devices), True)
+    import cupy  # noqa: PLC0415 - lazy by design
+    import cupyx  # noqa: PLC0415
+    return cupy, cupyx, False
+
+
 def load_cupy() -> Any:
     """Import CuPy and check that a CUDA device is usable; raise RuntimeError saying why not."""
-    global _cupy, _cupy_error, cuda_active, multi_gpu
+    global _cupy, _cupyx, _cupy_error, cuda_active, multi_gpu, emulated
     if _cupy is not None:
         return _cupy
     if _cupy_error is None:
         try:
-            import cupy  # noqa: PLC0415 - lazy by design
+            cupy, cupyx, is_emulated = _import_cupy()
             count = cupy.cuda.runtime.getDeviceCount()
             if count < 1:
                 raise RuntimeError("the CUDA runtime reports 0 devices")
+        except ValueError as e:                     # a bad GPUGRAD_EMULATE_CUDA
+            _cupy_error = str(e)
         except ImportError as e:
             _cupy_error = (f"CuPy is not installed ({e}); install it with pip install 'gpugrad[cuda12]' "
                            "(or [cuda13] for CUDA 13 drivers)")
@@ -92,7 +112,7 @@ def load_cupy() -> Any:
             _cupy_error = (f"CuPy is installed but cannot use a GPU: {type(e).__name__}: {e}; check the "
                            "NVIDIA driver (nvidia-smi) and that the CuPy build matches its CUDA version")
         else:
-            _cupy = cupy
+            _cupy, _cupyx, emulated = cupy, cupyx, is_emulated
             multi_gpu = count > 1
             cuda_active = True
             return cupy
@@ -160,7 +180,7 @@ def to_device(data: Any, device: Device) -> Any:
     if device.type == "cpu":
         if namespace(data) is np:
             return data
-        return data.get()
+        return to_numpy(data)
     cp = load_cupy()
     count = cp.cuda.runtime.getDeviceCount()
     if device.index >= count:
@@ -172,7 +192,19 @@ def to_device(data: Any, device: Device) -> Any:
 
 
 def to_numpy(data: Any) -> np.ndarray:
-    return data.get() if _cupy is not None and isinstance(data, _cupy.ndarray) else np.asarray(data)
+    """The array in host memory (a copy from a GPU; raises first what a device check found)."""
+    if _cupy is not None and isinstance(data, _cupy.ndarray):
+        if pending_device_checks is not None:
+            pending_device_checks()
+        return data.get()
+    return np.asarray(data)
+
+
+def host_scalar(data: Any) -> Any:
+    """The one element of an array as a Python scalar (read from a GPU; device checks raise first)."""
+    if pending_device_checks is not None and _cupy is not None and isinstance(data, _cupy.ndarray):
+        pending_device_checks()
+    return data.item()
 
 
 def array_on(device: Device) -> Any:
@@ -185,5 +217,4 @@ def scatter_add(target: Any, index: tuple, values: Any) -> None:
     if namespace(target) is np:
         np.add.at(target, index, values)
     else:
-        import cupyx  # noqa: PLC0415 - only reached with CUDA arrays
-        cupyx.scatter_add(target, index, values)
+        _cupyx.scatter_add(target, index, values)

@@ -369,27 +369,28 @@ def _propagate(roots: Sequence[Tensor], root_grads: Sequence[Any], retain_graph:
             node.inputs = _RELEASED
 
         newest = newest_g = None    # the newest parent that got its first gradient here, and that gradient
-        for parent, gi in zip(node, in_grads):
-            if parent is None or gi is None:
-                continue
-            dtype = parent.dtype if type(parent) is Node else parent.data.dtype
-            if gi.dtype is not dtype and gi.dtype != dtype:     # identity first: cheap
-                gi = gi.astype(dtype)
-            if parent is newest:
-                newest_g = newest_g + gi
-            elif parent in grads:
-                grads[parent] = grads[parent] + gi
-            elif type(parent) is not Node or (needed is not None and parent not in needed):
-                grads[parent] = gi                          # a leaf (or a node capture skips)
-            elif newest is None:
-                newest, newest_g = parent, gi
-            elif parent.seq > newest.seq:
-                grads[newest] = newest_g
-                heapq.heappush(heap, (-newest.seq, newest))
-                newest, newest_g = parent, gi
-            else:
-                grads[parent] = gi
-                heapq.heappush(heap, (-parent.seq, parent))
+        with device_scope(g):       # sums of gradients stay on their GPU (a no-op with one GPU)
+            for parent, gi in zip(node, in_grads):
+                if parent is None or gi is None:
+                    continue
+                dtype = parent.dtype if type(parent) is Node else parent.data.dtype
+                if gi.dtype is not dtype and gi.dtype != dtype:     # identity first: cheap
+                    gi = gi.astype(dtype)
+                if parent is newest:
+                    newest_g = newest_g + gi
+                elif parent in grads:
+                    grads[parent] = grads[parent] + gi
+                elif type(parent) is not Node or (needed is not None and parent not in needed):
+                    grads[parent] = gi                          # a leaf (or a node capture skips)
+                elif newest is None:
+                    newest, newest_g = parent, gi
+                elif parent.seq > newest.seq:
+                    grads[newest] = newest_g
+                    heapq.heappush(heap, (-newest.seq, newest))
+                    newest, newest_g = parent, gi
+                else:
+                    grads[parent] = gi
+                    heapq.heappush(heap, (-parent.seq, parent))
         if newest is not None and heap and -heap[0][0] > newest.seq:    # a newer node is waiting
             grads[newest] = newest_g
             heapq.heappush(heap, (-newest.seq, newest))
@@ -493,7 +494,8 @@ def _accumulate(leaf: Tensor, g: Any, tensor_cls: type, graph: bool, unshared: b
         with device_scope(leaf.data):                            # the copy stays on the leaf's GPU
             leaf._grad = tensor_cls._wrap(namespace(g).array(g))  # a copy, and an array even for 0-d
     else:
-        leaf._grad.data = leaf._grad.data + g
+        with device_scope(leaf.data):
+            leaf._grad.data = leaf._grad.data + g
 
 
 # ----------------------------------------------------------------------------- hooks for data parallelism

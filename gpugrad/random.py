@@ -12,18 +12,32 @@ from .dtypes import as_dtype
 from .tensor import Tensor
 
 _generator = np.random.default_rng()
+_device_states: dict[int, Any] = {}          # GPU index -> CuPy RandomState, seeded from _generator
 
 
 def manual_seed(seed: int) -> None:
-    """Seed gpugrad's random number generator, so runs repeat exactly."""
+    """Seed gpugrad's random number generator, so runs repeat exactly (the GPUs' draws too)."""
     global _generator
     _generator = np.random.default_rng(seed)
+    _device_states.clear()
     if backend.cuda_active:                  # CuPy's own generator, for code that draws on the GPU
         backend.load_cupy().random.seed(seed)
 
 
 def generator() -> np.random.Generator:
     return _generator
+
+
+def uniform_on(xp: Any, shape: tuple, dtype: Any) -> Any:
+    """Uniform samples in [0, 1) as an array of ``xp``: NumPy's from the host generator, CuPy's drawn
+    on the current GPU (no host copy) by a generator seeded from it, so manual_seed repeats them."""
+    if xp is np:
+        return _generator.random(shape, dtype=dtype)
+    device = xp.cuda.Device().id
+    state = _device_states.get(device)
+    if state is None:
+        state = _device_states[device] = xp.random.RandomState(int(_generator.integers(2**63)))
+    return state.random_sample(shape, dtype=dtype)
 
 
 def _draw(kind: str, shape: tuple, dtype: Any) -> np.ndarray:

@@ -225,7 +225,7 @@ class Tensor:
         if self.data.size != 1:
             raise ValueError(f"item: only one-element tensors can be converted to a Python scalar, "
                              f"this one has shape {self.shape}")
-        return self.data.item()
+        return backend.host_scalar(self.data)
 
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (shares memory on the CPU; copies from a GPU)."""
@@ -247,7 +247,7 @@ class Tensor:
         if self.data.size != 1:
             raise ValueError(f"the truth value of a tensor with {self.data.size} elements (shape "
                              f"{self.shape}) is ambiguous; use .any() or .all()")
-        return bool(self.data)
+        return bool(backend.host_scalar(self.data))
 
     def __float__(self) -> float:
         return float(self.item())
@@ -838,7 +838,8 @@ def _root_gradient(op_name: str, out: Tensor, gradient: Any) -> Any:
         if not is_floating(out.data.dtype):
             raise TypeError(f"{op_name}: the output is {out.data.dtype}; only floating-point outputs "
                             "can be differentiated")
-        return backend.namespace(out.data).ones_like(out.data)
+        with backend.device_scope(out.data):          # *_like allocate on the current GPU
+            return backend.namespace(out.data).ones_like(out.data)
     if isinstance(gradient, Tensor) and is_floating(gradient.dtype) and gradient.dtype != out.data.dtype:
         raise TypeError(f"{op_name}: gradient is {gradient.dtype} but the output is {out.data.dtype}; "
                         f"pass gradient.to({str(out.data.dtype)!r})")

@@ -9,7 +9,7 @@
 //   up to GG_MAX_BLOCK (no warp shuffles, so the CPU emulation runs it unchanged).
 //
 // The same text compiles three ways: NVRTC (CuPy's RawModule, at run time), nvcc (the
-// compile check in the tests) and g++ as plain C++ after tests/kernel_host/shim.h, which
+// compile check in the tests) and g++ as plain C++ after gpugrad/cuda/emulator/shim.h, which
 // defines __global__, threadIdx, __syncthreads and friends for a CPU emulation. Nothing
 // here includes a system header: NVRTC has none.
 #pragma once
@@ -17,7 +17,7 @@
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define GG_ON_DEVICE 1
 #elif !defined(GG_HOST_SHIM)
-#error "kernels/*.cu compile with NVRTC or nvcc; as C++ they need tests/kernel_host/shim.h included first"
+#error "kernels/*.cu compile with NVRTC or nvcc; as C++ they need gpugrad/cuda/emulator/shim.h included first"
 #endif
 
 #define GG_FN __device__ __forceinline__
@@ -98,6 +98,20 @@ template <> GG_FN double inf<double>() { return __longlong_as_double(0x7ff000000
 template <class A> GG_FN A nan();
 template <> GG_FN float nan<float>() { return __int_as_float(0x7fc00000); }
 template <> GG_FN double nan<double>() { return __longlong_as_double(0x7ff8000000000000LL); }
+
+// ----------------------------------------------------------------------------- errors found on the device
+
+// A check that must not make the host wait: the kernel records the first bad value in
+// flags[0..3] = {1, value, a, b} (a, b: what the error message needs, e.g. the class count),
+// and the host raises at its next read from the device (gpugrad/cuda/checks.py). flags may
+// be null (no check). The first error wins (atomicCAS on flags[0]); later ones change nothing.
+GG_FN void flag_bad_value(long long* flags, long long value, long long a, long long b) {
+  if (flags != nullptr && atomicCAS(reinterpret_cast<unsigned long long*>(flags), 0ull, 1ull) == 0ull) {
+    flags[1] = value;
+    flags[2] = a;
+    flags[3] = b;
+  }
+}
 
 // ----------------------------------------------------------------------------- block reduction
 

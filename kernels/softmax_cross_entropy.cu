@@ -50,14 +50,14 @@ struct RowCombine {
 // threads stride over the row's columns, then one shared-memory reduction.
 //   lse[r]  = logsumexp(logits[r, :])                       (saved for the backward)
 //   loss[r] = 0 if target[r] == ignore_index,
-//             NaN if target[r] is outside [0, cols),
+//             NaN if target[r] is outside [0, cols) (recorded in flags: gg::flag_bad_value),
 //             (1 - eps) (lse - x_t) + eps (lse - mean(x)) otherwise.
 // loss and lse are in the arithmetic type A (float32 for float16 logits). Reduction over
 // rows (sum, or mean over the counted rows) is left to the caller. blockDim.x <= GG_MAX_BLOCK.
 template <class T>
 GG_FN void sce_forward(const T* __restrict__ logits, const long long* __restrict__ target,
                        gg::acc_t<T>* __restrict__ loss, gg::acc_t<T>* __restrict__ lse, gg::index_t rows,
-                       gg::index_t cols, long long ignore_index, gg::acc_t<T> eps) {
+                       gg::index_t cols, long long ignore_index, gg::acc_t<T> eps, long long* flags) {
   typedef gg::acc_t<T> A;
   __shared__ RowStats<A> buf[GG_MAX_BLOCK];
   for (gg::index_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -74,6 +74,7 @@ GG_FN void sce_forward(const T* __restrict__ logits, const long long* __restrict
         value = A(0);
       } else if (t < 0 || t >= cols) {
         value = gg::nan<A>();
+        gg::flag_bad_value(flags, t, cols, ignore_index);
       } else {
         value = (A(1) - eps) * (l - gg::load(row, t));
         if (eps != A(0)) value += eps * (l - st.sx / A(cols));   // NOTE: only then: -inf logits
@@ -128,8 +129,8 @@ GG_FN void sce_backward(const T* __restrict__ logits, const long long* __restric
   extern "C" __global__ void softmax_cross_entropy_forward_##SFX(                               \
       const T* __restrict__ logits, const long long* __restrict__ target,                       \
       gg::acc_t<T>* __restrict__ loss, gg::acc_t<T>* __restrict__ lse, long long rows,           \
-      long long cols, long long ignore_index, gg::acc_t<T> eps) {                               \
-    sce_forward(logits, target, loss, lse, rows, cols, ignore_index, eps);                      \
+      long long cols, long long ignore_index, gg::acc_t<T> eps, long long* flags) {             \
+    sce_forward(logits, target, loss, lse, rows, cols, ignore_index, eps, flags);               \
   }                                                                                             \
   extern "C" __global__ void softmax_cross_entropy_backward_##SFX(                              \
       const T* __restrict__ logits, const long long* __restrict__ target,                       \

@@ -1,5 +1,8 @@
 """The CUDA backend on a real GPU. Every test is marked ``cuda`` and skips, saying why, without one.
 
+With GPUGRAD_EMULATE_CUDA=1 they run on gpugrad's CUDA emulator instead (CI does); the two
+that need a real GPU's clock or memory pool say so when they skip there.
+
 In file order (cheap and basic first, so ``pytest -x`` stops early on a broken backend):
 
 1. devices: moves (.to, .cuda, .cpu, .numpy), creation functions, seeding, save/load
@@ -33,7 +36,8 @@ import pytest
 
 import gpugrad as gg
 from benchmarks.gpu import plain_rules as plain
-from gpugrad import backend, kernels
+from gpugrad import backend
+from gpugrad.cuda import kernels
 from gpugrad.nn import functional as F
 from gpugrad.ops.registry import REGISTRY
 from gpugrad.ops.samples import Const
@@ -57,12 +61,21 @@ def cp() -> Any:
     return backend.load_cupy()
 
 
+def gpu_only(reason: str) -> Any:
+    """Skip a test on the CUDA emulator (GPUGRAD_EMULATE_CUDA), saying why it needs a real GPU."""
+    return pytest.mark.skipif(gg.cuda.is_emulated(),
+                              reason=f"needs a real GPU, not the CUDA emulator: {reason}")
+
+
 def host(a: Any) -> np.ndarray:
     """A CuPy (or NumPy) array as NumPy, copied explicitly."""
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 def close(actual: Any, expected: Any, dtype: Any, *, scale: float = 1.0, err: str = "") -> None:
+    """actual has expected's shape and dtype ``dtype``, and expected's values to dtype's tolerance."""
+    assert tuple(actual.shape) == tuple(expected.shape), f"{err}: shape {actual.shape} vs {expected.shape}"
+    assert actual.dtype == np.dtype(dtype), f"{err}: dtype {actual.dtype}, expected {np.dtype(dtype)}"
     rtol, atol = TOL[np.dtype(dtype)]
     np.testing.assert_allclose(host(actual).astype(np.float64), host(expected).astype(np.float64),
                                rtol=rtol, atol=atol * scale, err_msg=err)
@@ -494,6 +507,87 @@ def test_backward_runs_the_fused_kernels(cp, dtype):
         np.testing.assert_allclose(gpu.grad.numpy(), cpu.grad.numpy(), rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_zero_dimensional_tensors_through_the_fused_kernels(cp, dtype):
+    # ascontiguousarray makes a 0-d array (1,): backward raised "gradient of shape (1,) for a leaf
+    # of shape ()" for `loss * 0.5` on a GPU (issue 11, defect 1)
+    x = gg.tensor(0.7, dtype=dtype, device="cuda", requires_grad=True)
+    y = gg.tensor(-1.3, dtype=dtype, device="cuda", requires_grad=True)
+    with counting_fused_calls() as counts:
+        (x.tanh() * y + x.sigmoid() / y + x.relu() * 0.5).backward()
+    assert {"tanh_backward", "sigmoid_backward", "relu_backward", "multiply_backward",
+            "divide_backward"} <= set(counts), counts
+    xc, yc = (t.detach().cpu().requires_grad_() for t in (x, y))
+    (xc.tanh() * yc + xc.sigmoid() / yc + xc.relu() * 0.5).backward()
+    for gpu, cpu in ((x, xc), (y, yc)):
+        assert gpu.grad.shape == () and gpu.grad.dtype == dtype and gpu.grad.device == "cuda:0"
+        close(gpu.grad.data, cpu.grad.data, dtype)
+    for make in (lambda ps: gg.optim.SGD(ps, lr=0.1, momentum=0.9), lambda ps: gg.optim.Adam(ps, lr=0.1),
+                 lambda ps: gg.optim.AdamW(ps, lr=0.1)):
+        w = gg.tensor(2.0, dtype=dtype, device="cuda", requires_grad=True)
+        opt = make([w])
+        for _ in range(2):
+            opt.zero_grad()
+            (w * w).backward()
+            opt.step()
+        assert w.shape == () and w.dtype == dtype and float(w) < 2.0
+
+
+def test_bad_class_and_embedding_indices_raise_at_the_next_read(cp):
+    # On the CPU they raise at once; on a GPU the check runs on the device (a host check would
+    # wait for the GPU on every call) and raises at the next read from it, naming the op and the
+    # value: never a silent NaN loss or a gradient without its -1 term (issue 11, defect 6).
+    logits = gg.randn(4, 5, device="cuda", requires_grad=True)
+    good = gg.tensor([0, 1, -100, 4], device="cuda")              # ignore_index rows are fine
+    cases = {
+        r"cross_entropy: target 7 is out of bounds for 5 classes \(valid targets are 0..4, or "
+        r"ignore_index=-100\) \(found on cuda:0 by a check on the device": (
+            lambda: F.cross_entropy(logits, gg.tensor([0, 7, 1, 2], device="cuda")), lambda t: t.item()),
+        "cross_entropy: target -3 is out of bounds for 5 classes": (   # the composite path (weights)
+            lambda: F.cross_entropy(logits, gg.tensor([0, -3, 1, 2], device="cuda"),
+                                    weight=gg.ones(5, device="cuda")), lambda t: t.detach().numpy()),
+        "cross_entropy: target 5 is out of bounds for 5 classes.*ignore_index=1": (   # (N, C, L) logits
+            lambda: F.cross_entropy(gg.randn(2, 5, 3, device="cuda"),
+                                    gg.tensor([[0, 1, 5], [1, 1, 1]], device="cuda"), ignore_index=1),
+            lambda t: float(t)),
+        "nll_loss: target 9 is out of bounds for 5 classes": (
+            lambda: F.nll_loss(F.log_softmax(logits, dim=1), gg.tensor([9, 0, 0, 0], device="cuda")),
+            lambda t: t.cpu()),
+        r"Embedding: index 4 is out of range for 4 embeddings \(valid indices are 0..3\)": (
+            lambda: gg.nn.Embedding(4, 3, device="cuda")(gg.tensor([[1, 4], [0, 2]], device="cuda")),
+            lambda t: repr(t)),
+    }
+    for message, (compute, read) in cases.items():
+        out = compute()                                            # no error yet: nothing was read
+        if out.requires_grad:
+            out.sum().backward()
+        with pytest.raises(IndexError, match=message):
+            read(out)
+        ok = F.cross_entropy(logits, good)                         # raised once; the next reads are clean
+        assert math.isfinite(ok.item())
+    assert not gg.cuda.checks.pending()
+
+
+def test_dropout_draws_its_mask_on_the_device(cp, monkeypatch):
+    # The mask was drawn on the host and copied to the GPU on every call (issue 11, defect 5).
+    from gpugrad import random as gg_random
+
+    x = gg.ones(20_000, device="cuda", requires_grad=True)
+    gg.manual_seed(5)
+    first = F.dropout(x, p=0.3)
+    monkeypatch.setattr(backend, "to_device", lambda *a: pytest.fail("dropout copied its mask to the GPU"))
+    monkeypatch.setattr(gg_random, "_generator", None)            # the host generator is not used again
+    second = F.dropout(x, p=0.3)
+    second.sum().backward()
+    for out in (first, second):
+        kept = out.detach().numpy()
+        assert out.device == "cuda:0" and out.dtype == gg.float32
+        assert set(np.unique(kept).tolist()) == {0.0, np.float32(1 / 0.7)}
+        assert abs((kept == 0).mean() - 0.3) < 0.02
+    assert not np.array_equal(first.detach().numpy(), second.detach().numpy())
+    np.testing.assert_array_equal(x.grad.numpy(), second.detach().numpy())
+
+
 def _small_training_setup(cp: Any, dtype: Any = gg.float32, activation: str = "tanh") -> tuple:
     gg.manual_seed(0)
     model = gg.nn.MLP([32, 64, 64, 10], activation=activation, device="cuda", dtype=dtype)
@@ -568,6 +662,8 @@ extern "C" __global__ void gg_test_spin(unsigned long long ns) {
 """
 
 
+@gpu_only("it times a kernel that spins on the GPU's clock; the emulator has no clock and no asynchrony "
+          "(test_cuda_emulator.py counts the host reads instead)")
 def test_backward_and_step_never_wait_for_the_gpu(cp):
     # Keep the GPU busy for a second, then run backward and the optimizer step: if anything in
     # them copied to the host or synchronised, it would wait for the spin to finish.
@@ -621,6 +717,72 @@ def test_mlp_training_on_cuda_matches_the_cpu(cp, activation, dtype):
         for k, (a, b) in enumerate(zip(cpu, gpu)):
             assert b.dtype == a.dtype
             np.testing.assert_allclose(b, a, rtol=rtol, atol=atol, err_msg=f"step {step}, array {k}")
+
+
+class _Net(gg.nn.Module):
+    """Most layers and losses of gg.nn in one model: embedding, layer norm, activations, dropout."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.emb = gg.nn.Embedding(11, 8, padding_idx=0, device=device, dtype=gg.float64)
+        self.body = gg.nn.Sequential(
+            gg.nn.Linear(8, 16, device=device, dtype=gg.float64), gg.nn.GELU(),
+            gg.nn.LayerNorm(16, device=device, dtype=gg.float64),
+            gg.nn.Linear(16, 16, device=device, dtype=gg.float64), gg.nn.SiLU(), gg.nn.Dropout(0.25),
+            gg.nn.Linear(16, 16, device=device, dtype=gg.float64), gg.nn.LeakyReLU(0.1),
+            gg.nn.Linear(16, 4, device=device, dtype=gg.float64))
+
+    def forward(self, idx: Any) -> Any:
+        return self.body(self.emb(idx).mean(axis=1))
+
+
+def _losses(out: Any, target: Any, device: str) -> Any:
+    probs = F.softmax(out.detach() * 0.5, dim=1)
+    weight = gg.tensor([1.0, 2.0, 0.5, 1.5], dtype=gg.float64, device=device)
+    return (gg.nn.CrossEntropyLoss(label_smoothing=0.1)(out, target)
+            + F.cross_entropy(out, target, weight=weight) + F.cross_entropy(out, probs)
+            + gg.nn.NLLLoss()(F.log_softmax(out, dim=1), target)
+            + gg.nn.MSELoss()(out, probs) + gg.nn.L1Loss()(out, probs)
+            + gg.nn.BCEWithLogitsLoss()(out, probs) + F.softplus(out).mean())
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "SGD-nesterov", "Adam", "AdamW-amsgrad"])
+def test_layers_losses_optimizers_and_schedulers_on_cuda_match_the_cpu(cp, optimizer):
+    make = {"SGD": lambda ps: gg.optim.SGD(ps, lr=0.05, weight_decay=0.01),
+            "SGD-nesterov": lambda ps: gg.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, dampening=0.0),
+            "Adam": lambda ps: gg.optim.Adam(ps, lr=1e-2, weight_decay=0.01),
+            "AdamW-amsgrad": lambda ps: gg.optim.AdamW(ps, lr=1e-2, amsgrad=True)}[optimizer]
+    runs = {}
+    for device in ("cpu", "cuda"):
+        gg.manual_seed(3)
+        net = _Net(device)
+        net.eval()                             # dropout off: the two runs do the same arithmetic
+        opt = make(list(net.parameters()))
+        sched = gg.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        idx = gg.randint(0, 11, (24, 5), device=device)
+        target = gg.randint(0, 4, (24,), device=device)
+        record = []
+        for _ in range(4):
+            opt.zero_grad()
+            loss = _losses(net(idx), target, device)
+            loss.backward()
+            record.append([loss.detach().numpy()] + [p.grad.numpy() for p in net.parameters()])
+            opt.step()
+            sched.step()
+        record.append([p.detach().numpy() for p in net.parameters()])
+        assert all(p.device == gg.Device(device) and p.grad.device == gg.Device(device)
+                   for p in net.parameters())
+        assert all(backend.device_of(v) == gg.Device(device) for st in opt.state.values() for v in st.values()
+                   if hasattr(v, "shape"))
+        net.train()                            # and dropout's own path on the device
+        out = net(idx)
+        _losses(out, target, device).backward()
+        assert out.device == gg.Device(device) and math.isfinite(out.sum().item())
+        runs[device] = record
+    for step, (cpu, gpu) in enumerate(zip(runs["cpu"], runs["cuda"])):
+        for k, (a, b) in enumerate(zip(cpu, gpu)):
+            assert a.shape == b.shape and a.dtype == b.dtype, (step, k)
+            np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12, err_msg=f"step {step}, array {k}")
 
 
 # ============================================================================= 5. the registry
@@ -739,6 +901,7 @@ def test_gg_testing_gradcheck_on_cuda(cp):
     assert gg.testing.gradgradcheck(lambda t: (t * t).tanh(), x)
 
 
+@gpu_only("it reads CuPy's memory pool; the emulator's arrays live in host memory")
 def test_saved_arrays_are_freed_on_the_device_and_memory_stays_flat(cp):
     """CuPy's memory pool: backward releases what the graph saved; training steps do not grow it."""
     pool = cp.get_default_memory_pool()

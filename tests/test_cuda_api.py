@@ -1,5 +1,6 @@
 """gg.cuda and the CPU-only cases of the CUDA backend: no CuPy, or CuPy without a GPU (as in CI)."""
 
+import os
 import subprocess
 import sys
 import types
@@ -11,7 +12,9 @@ import pytest
 import gpugrad as gg
 
 ROOT = Path(__file__).resolve().parents[1]
-no_gpu = pytest.mark.skipif(gg.cuda.is_available(), reason="a CUDA device is present")
+no_gpu = pytest.mark.skipif(gg.cuda.is_available(), reason="a CUDA device (or the CUDA emulator) is present")
+# subprocesses that check CuPy itself run without the CUDA emulator
+REAL_CUDA_ENV = {k: v for k, v in os.environ.items() if k != "GPUGRAD_EMULATE_CUDA"}
 
 
 @no_gpu
@@ -34,14 +37,16 @@ def test_import_works_without_cupy():
             "assert 'CuPy is not installed' in gg.cuda.unavailable_reason()\n"
             "x = gg.arange(3.0, requires_grad=True); (x * x).sum().backward()\n"
             "print(x.grad.tolist())")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=REAL_CUDA_ENV, capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[0.0, 2.0, 4.0]"
 
 
 def test_import_does_not_import_cupy():
     code = "import sys, gpugrad; print('cupy' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=REAL_CUDA_ENV, capture_output=True,
+                          text=True, timeout=120)
     assert proc.stdout.strip() == "False", proc.stderr
 
 
@@ -51,7 +56,7 @@ def test_cupy_without_a_driver_is_reported_as_such():
     except ImportError:
         pytest.skip("CuPy is not installed here (CI installs the cuda12 extra to cover this case)")
     if gg.cuda.is_available():
-        pytest.skip("a CUDA device is present")
+        pytest.skip("a CUDA device (or the CUDA emulator) is present")
     assert "CuPy is installed but cannot use a GPU" in gg.cuda.unavailable_reason()
 
 

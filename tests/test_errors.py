@@ -76,6 +76,9 @@ def test_unknown_dtype_and_device():
 
 def test_cuda_without_a_device_says_why():
     # with no CuPy, or CuPy but no GPU/driver (as in CI), .to("cuda") explains itself
+    if gg.cuda.is_emulated():
+        pytest.skip("GPUGRAD_EMULATE_CUDA is set: 'cuda' is the CUDA emulator (test_cuda_api.py checks the "
+                    "no-GPU errors in a process without it)")
     try:
         import cupy  # noqa: F401
         if cupy.cuda.runtime.getDeviceCount() > 0:

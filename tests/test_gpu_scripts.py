@@ -28,7 +28,7 @@ import pytest
 
 import gpugrad as gg
 from benchmarks.gpu import plain_rules as plain
-from gpugrad import kernels
+from gpugrad.cuda import kernels
 from gpugrad.ops.registry import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +100,14 @@ def test_without_a_gpu_it_says_why_and_exits_0(bench, monkeypatch, tmp_path, cap
     monkeypatch.setattr(gg.cuda, "unavailable_reason", lambda: "the test says so")
     assert bench.main(["--out", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().out == "no CUDA device: the test says so\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_on_the_emulator_it_refuses_to_time_anything(bench, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(gg.cuda, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(gg.cuda, "is_emulated", lambda: True)
+    assert bench.main(["--out", str(tmp_path / "out")]) == 0
+    assert "CPU emulator, which has no timing" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
 
 
@@ -213,17 +221,17 @@ class FakeTimer:
 
 
 @pytest.fixture(scope="module")
-def emulated(tmp_path_factory):
-    """gpugrad.kernels running on the CPU emulation of kernels/*.cu (tests/kernel_host)."""
+def emulated():
+    """gpugrad.cuda.kernels running on the CPU emulation of kernels/*.cu (tests/kernel_host)."""
     from kernel_host import emulator  # noqa: PLC0415 - tests/ is on sys.path under pytest
 
     if emulator.compiler() is None:
         pytest.skip("g++ is not on PATH: the CPU emulation of the CUDA kernels is skipped")
-    out = tmp_path_factory.mktemp("kernel_host_g1")
     files = sorted({spec.file for spec in kernels.KERNELS.values()})
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        paths = dict(zip(files, pool.map(lambda f: emulator.build_library(f, out), files)))
-    launcher = emulator.HostLauncher({f: ctypes.CDLL(str(p)) for f, p in paths.items()}, grid=3, block=32)
+        built = dict(zip(files, pool.map(emulator.build_library, files)))
+    libs = {f: ctypes.CDLL(str(path)) for f, (path, _) in built.items()}
+    launcher = emulator.HostLauncher(libs, grid=3, block=32)
     with kernels.use_launcher(launcher):
         yield launcher
 
@@ -248,7 +256,9 @@ def test_all_sections_run_on_the_cpu(bench, emulated, capsys):
         assert r["bytes"] == bench.kernel_bytes(name, r["n"], rows, cols)
     covered = {r["kernel"].split(" ")[0] for r in result["kernels"]}
     assert covered == set(kernels.KERNELS) - {"bias_grad_reduce"}
-    row = result["kernels"][0]
+    order = [r["kernel"].split(" ")[0] for r in result["kernels"]]
+    assert order[:len(bench.G1_IMPORTANCE)] == list(bench.G1_IMPORTANCE)     # most important first
+    row = result["kernels"][order.index("tanh_backward")]
     assert row["frac"] == pytest.approx(0.5) and row["x_cupy"] == 1.0       # 1 ms over the 0.5 ms copy
     assert (row.get("x_torch") is not None) == (torch is not None)      # no PyTorch: no column
     names = [r["name"] for r in result["steps"]]
@@ -266,6 +276,14 @@ def test_the_time_budget_skips_what_is_left(bench, emulated):
     bench.run_all(fake_cupy(), None, FakeTimer(), args, result, deadline=0.0, device="cpu")
     assert {r["skipped"] for r in result["kernels"]} == {"skipped: time budget"}
     assert result["steps"] == [{"name": "G5", "note": "skipped: time budget"}]
+    # the rows come most important first, so the budget drops the least important: the optimizer
+    # kernels a training step launches lead, kernels no op uses yet come last (issue 11, defect 7)
+    order = [r["kernel"] for r in result["kernels"]]
+    assert order[:3] == ["adam_step_multi", "adamw_step_multi", "sgd_step_multi"]
+    assert order[-6:] == ["adam_step_multi", "adamw_step_multi", "sgd_step_multi", "adam_step", "adamw_step",
+                          "sgd_step"]                         # the second optimizer size, after all others
+    assert set(bench.G1_IMPORTANCE) == set(kernels.KERNELS) - {"bias_grad_reduce"}
+    assert len(bench.G1_IMPORTANCE) == len(set(bench.G1_IMPORTANCE))
 
 
 # ============================================================================= plain_rules.py
@@ -445,8 +463,92 @@ def test_check_sh_keeps_its_promises():
     assert "run_without_pytest.py" in code and "bench_kernels.py" in code and "timeout" in code
     assert 'OUT_DIR="${OUT:-./gpu-results}"' in code
     limits = [int(v) for v in re.findall(r"LIMIT_\w+=\"\$\{GG_LIMIT_\w+:-(\d+)\}\"", code)]
-    assert len(limits) == 3 and sum(limits) < 300                       # under 5 minutes in all
+    assert len(limits) == 5 and sum(limits) < 300                       # under 5 minutes in all
     assert os.access(CHECK, os.X_OK) or text.startswith("#!/usr/bin/env bash")
+    # the gate first; then the cache warmed before the tests; all-skipped tests fail; the graph probe
+    steps = [code.index(f"run_step {name} ") for name in ("gate", "warm", "tests", "graphs", "bench")]
+    assert steps == sorted(steps)
+    assert "probe.py gate" in code and "probe.py warm" in code and "probe.py tests-ran" in code
+    assert "probe.py graphs" in code and "graph_capture.md" in code
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
+                    reason="needs bash and timeout (coreutils)")
+@pytest.mark.skipif(gg.cuda.is_available() and not gg.cuda.is_emulated(), reason="a GPU is present")
+@pytest.mark.parametrize("emulate", ["", "1"], ids=["no-gpu", "emulator"])
+def test_check_sh_fails_first_and_loudly_without_a_gpu(tmp_path, emulate):
+    # It printed every step "ok" and exited 0 with CuPy loaded and no driver (issue 11, defect 3);
+    # the CUDA emulator is no GPU either.
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "PYTHONPATH", "GPUGRAD_EMULATE_CUDA")}
+    env.update(OUT=str(tmp_path / "out"), PYTHON=sys.executable, GPUGRAD_EMULATE_CUDA=emulate)
+    proc = subprocess.run(["bash", str(CHECK)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = proc.stdout
+    first = out.index("!!!!!!!!")
+    assert out.index("=== gate") < first < out.index("=== the gate failed") and "=== tests" not in out
+    assert ("GPUGRAD_EMULATE_CUDA is set" if emulate else "NO USABLE GPU") in out
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| gate | FAILED (exit 1) |" in summary and "GATE FAILED" in summary and "| tests |" not in summary
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["check.log", "summary.md"]
+
+
+@pytest.mark.skipif(any(shutil.which(tool) is None for tool in ("bash", "timeout", "g++")),
+                    reason="needs bash, timeout (coreutils) and g++ (the emulator's kernels)")
+@pytest.mark.skipif(gg.cuda.is_available() and not gg.cuda.is_emulated(), reason="a GPU is present")
+def test_check_sh_runs_every_step_and_fails_when_every_cuda_test_skips(tmp_path):
+    # past the gate (GG_GATE=off, the script's own test): on the emulator each step runs and passes
+    # (the benchmark refuses to time it); without any CUDA, every CUDA test skips and that fails
+    runs = {}
+    for emulate in ("1", ""):
+        env = {k: v for k, v in os.environ.items() if k not in ("OUT", "PYTHONPATH")}
+        env.update(OUT=str(tmp_path / f"out{emulate}"), PYTHON=sys.executable, GPUGRAD_EMULATE_CUDA=emulate,
+                   GG_GATE="off", GG_TEST_K="zero_dimensional")
+        runs[emulate] = subprocess.run(["bash", str(CHECK)], cwd=tmp_path, env=env, capture_output=True,
+                                       text=True, timeout=600)
+    ok, skipped = runs["1"], runs[""]
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    summary = (tmp_path / "out1" / "summary.md").read_text()
+    for step in ("warm", "tests", "graphs", "bench"):
+        assert f"| {step} | ok |" in summary, summary
+    assert "## CUDA graph capture under CuPy" in summary and "CPU emulator, which has no timing" in ok.stdout
+    assert skipped.returncode == 1
+    assert "NO CUDA TEST RAN" in skipped.stdout and "| tests | FAILED (exit 3) |" in skipped.stdout
+
+
+PROBE = GPU_DIR / "probe.py"
+
+
+def _junit(path: Path, tests: int, skipped: int, failures: int = 0) -> Path:
+    path.write_text(f'<?xml version="1.0"?><testsuites><testsuite name="pytest" tests="{tests}" '
+                    f'skipped="{skipped}" failures="{failures}" errors="0"></testsuite></testsuites>')
+    return path
+
+
+def test_probe_fails_when_no_cuda_test_ran(tmp_path, capsys):
+    probe = load_script(PROBE, "gpu_probe_script")
+    assert probe.main(["tests-ran", str(_junit(tmp_path / "a.xml", 270, 270))]) == 1
+    assert "NO CUDA TEST RAN: 270 collected, 270 skipped" in capsys.readouterr().out
+    assert probe.main(["tests-ran", str(_junit(tmp_path / "b.xml", 270, 269, failures=1))]) == 1
+    assert probe.main(["tests-ran", str(tmp_path / "missing.xml")]) == 1
+    assert probe.main(["tests-ran", str(_junit(tmp_path / "c.xml", 270, 4))]) == 0
+    assert "266 passed, 4 skipped" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not on PATH: the emulator builds no kernels")
+def test_the_graph_probe_records_an_answer_per_case(tmp_path):
+    # on the emulator capture is refused (it is not emulated): the table still has every case
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["GPUGRAD_EMULATE_CUDA"] = "1"
+    proc = subprocess.run([sys.executable, str(PROBE), "graphs", "--out", str(tmp_path)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in (tmp_path / "graph_capture.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| case")]
+    names = ("RawKernel launch", "elementwise op", "matmul", "reduction", "memory-pool allocation",
+             "gpugrad MLP forward + backward", "gpugrad Adam step")
+    assert [r.split(" | ")[0].removeprefix("| ").startswith(n) for r, n in zip(rows, names)] == [True] * 7
+    assert all("refused: NotImplementedError: CUDA graph capture is not emulated" in r for r in rows)
 
 
 def test_docs_name_the_scripts():

@@ -3,8 +3,9 @@
 
     python3 benchmarks/gpu/bench_kernels.py [--out DIR] [--smoke] [--reps 20] [--budget-s 240]
 
-Needs a CUDA GPU and CuPy; PyTorch (CUDA) is optional. Without a usable GPU it prints
-``no CUDA device: <reason>`` and exits 0, so CI can run it as an import check.
+Needs a CUDA GPU and CuPy; PyTorch (CUDA) is optional. Without a usable GPU (the CUDA
+emulator is none) it prints ``no CUDA device: <reason>`` and exits 0, so CI can run it as
+an import check.
 
 G1, per fused kernel (kernels.KERNELS), on 2**26 float32 elements (the optimizer kernels on
 10M parameters too), each timed with CUDA events, the median of --reps runs after warm-up:
@@ -69,6 +70,19 @@ TINY_OPS = 100                                   # G4: 99 chained ops + the fina
 SPIN_US = 200                                    # GPU busy-work before each timed run
 TARGET_FRAC, TARGET_SPEEDUP = 0.8, 2.0
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu_tanh", "gelu_erf")   # as kernels.py
+# The G1 rows, most important first (what a training step on CUDA launches, then the rest); the
+# time budget skips rows from the end. The optimizer kernels at --opt-params (G5's shape) come
+# first, their 2**log2n rows after every other row.
+G1_IMPORTANCE = (
+    "adam_step_multi", "adamw_step_multi", "sgd_step_multi",              # every optimizer step on CUDA
+    "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",    # F.cross_entropy
+    "bias_relu_backward", "bias_tanh_backward", "bias_sigmoid_backward",  # nn.MLP's linear_activation
+    "bias_relu_forward", "bias_tanh_forward", "bias_sigmoid_forward",
+    "relu_backward", "tanh_backward", "sigmoid_backward", "multiply_backward", "divide_backward",
+    "adam_step", "adamw_step", "sgd_step",                                # a parameter on its own
+    "gelu_erf_backward", "gelu_tanh_backward", "leaky_relu_backward",     # no op uses these yet
+    "bias_gelu_erf_backward", "bias_gelu_tanh_backward", "bias_leaky_relu_backward",
+)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -331,7 +345,7 @@ def g1_cases(cp: Any, torch: Any | None, n: int, opt_sizes: Sequence[int],
     torch_device="cpu") to check that every row computes what it claims.
     """
     from benchmarks.gpu import plain_rules as plain  # noqa: PLC0415
-    from gpugrad import kernels  # noqa: PLC0415
+    from gpugrad.cuda import kernels  # noqa: PLC0415
 
     rs = cp.random.RandomState(0)
     T = None if torch is None else torch
@@ -352,6 +366,10 @@ def g1_cases(cp: Any, torch: Any | None, n: int, opt_sizes: Sequence[int],
         return compare(cp, pairs)
 
     factories: list[Callable[[], Case]] = []
+
+    def add(kernel: str, make: Callable[[], Case], size_rank: int = 0) -> None:
+        make.kernel, make.size_rank = kernel, size_rank  # type: ignore[attr-defined]
+        factories.append(make)
 
     # activations: dx from g and the saved output or input
     def torch_activation(act: str, g: Any, s: Any, alpha: float) -> Callable[[], Any]:
@@ -400,7 +418,7 @@ def g1_cases(cp: Any, torch: Any | None, n: int, opt_sizes: Sequence[int],
                     lambda: checked(fused, composed, tfn, ["dx"]))
 
     for act in plain.ACTIVATIONS:
-        factories.append(lambda act=act: activation_case(act))
+        add(f"{act}_backward", lambda act=act: activation_case(act))
 
     def binary_case(op: str) -> Case:
         g, x = randn(n), randn(n)
@@ -427,7 +445,7 @@ def g1_cases(cp: Any, torch: Any | None, n: int, opt_sizes: Sequence[int],
                     lambda: checked(fused, composed, tfn, ["grad a", "grad b"]))
 
     for op in ("multiply", "divide"):
-        factories.append(lambda op=op: binary_case(op))
+        add(f"{op}_backward", lambda op=op: binary_case(op))
 
     rows = max(1, n // COLS)
     cols = COLS if n >= COLS else n
@@ -475,7 +493,8 @@ def g1_cases(cp: Any, torch: Any | None, n: int, opt_sizes: Sequence[int],
         return Case(name, rows * cols, kernel_bytes(name, rows * cols, rows, cols), fused, composed, tfn,
                     None, lambda: checked(fused, composed, tfn, ["dlogits"]), label=f"{name} ({rows}x{cols})")
 
-    factories += [ce_forward_case, ce_backward_case]
+    add("softmax_cross_entropy_forward", ce_forward_case)
+    add("softmax_cross_entropy_backward", ce_backward_case)
 
     def bias_case(act: str) -> Case:
         name = f"bias_{act}_backward"
@@ -497,7 +516,7 @@ def g1_cases(cp: Any, torch: Any | None, n: int, opt_sizes: Sequence[int],
                     label=f"{name} ({rows}x{cols})")
 
     for act in plain.ACTIVATIONS:
-        factories.append(lambda act=act: bias_case(act))
+        add(f"bias_{act}_backward", lambda act=act: bias_case(act))
 
     def bias_forward_case(act: str) -> Case:
         name = f"bias_{act}_forward"
@@ -517,7 +536,7 @@ def g1_cases(cp: Any, torch: Any | None, n: int, opt_sizes: Sequence[int],
                     None, check, label=f"{name} ({rows}x{cols})")
 
     for act in plain.BIAS_FORWARD_ACTIVATIONS:
-        factories.append(lambda act=act: bias_forward_case(act))
+        add(f"bias_{act}_forward", lambda act=act: bias_forward_case(act))
 
     def sgd_case(size: int) -> Case:
         name = "sgd_step"
@@ -629,14 +648,14 @@ def g1_cases(cp: Any, torch: Any | None, n: int, opt_sizes: Sequence[int],
         return Case(name, size, kernel_bytes(name, size), fused, one_each, None, None, check,
                     label=f"{name} ({size} in {MULTI_PARTS} tensors; vs one {single_name} each)")
 
-    for size in opt_sizes:
-        factories.append(lambda size=size: sgd_case(size))
-        factories.append(lambda size=size: multi_case("sgd_step_multi", size))
-        factories.append(lambda size=size: adam_case(size, False))
-        factories.append(lambda size=size: adam_case(size, True))
-        factories.append(lambda size=size: multi_case("adam_step_multi", size))
-        factories.append(lambda size=size: multi_case("adamw_step_multi", size))
-    return factories
+    for rank, size in enumerate(opt_sizes):
+        add("sgd_step", lambda size=size: sgd_case(size), rank)
+        add("adam_step", lambda size=size: adam_case(size, False), rank)
+        add("adamw_step", lambda size=size: adam_case(size, True), rank)
+        for name in ("sgd_step_multi", "adam_step_multi", "adamw_step_multi"):
+            add(name, lambda size=size, name=name: multi_case(name, size), rank)
+    # most important first: the time budget drops rows from the end
+    return sorted(factories, key=lambda f: (f.size_rank, G1_IMPORTANCE.index(f.kernel)))  # type: ignore[attr-defined]
 
 
 def _torch_native_optimizer(torch: Any, kind: str, param: Any, grad: Any,
@@ -655,13 +674,13 @@ def _torch_native_optimizer(torch: Any, kind: str, param: Any, grad: Any,
 def run_g1(cp: Any, torch: Any | None, timer: Timer, args: argparse.Namespace, deadline: float,
            result: dict[str, Any], device: str = "cuda") -> None:
     n = 1 << args.log2n
-    opt_sizes = sorted({n, args.opt_params}, reverse=True)
+    opt_sizes = list(dict.fromkeys([args.opt_params, n]))          # G5's shape first
     pool = cp.get_default_memory_pool()
     sync_cupy, _ = _syncs(cp, torch, device)
     for make in g1_cases(cp, torch, n, opt_sizes, torch_device=device):
         row: dict[str, Any] = {}
         if time.perf_counter() > deadline:
-            row.update(kernel=getattr(make, "__name__", "case"), skipped="skipped: time budget")
+            row.update(kernel=getattr(make, "kernel", "case"), skipped="skipped: time budget")
             result["kernels"].append(row)
             continue
         try:
@@ -992,6 +1011,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks; 0 unless a correctness check failed (1). No GPU: say why, exit 0."""
     args = parse_args(argv)
     reason = gg.cuda.unavailable_reason()
+    if reason is None and gg.cuda.is_emulated():
+        reason = "GPUGRAD_EMULATE_CUDA is set: 'cuda' is gpugrad's CPU emulator, which has no timing"
     if reason is not None:
         print(f"no CUDA device: {reason}")
         return 0

@@ -1,6 +1,6 @@
 """The plain (unfused) rule behind each fused kernel, written once against ``xp`` (numpy or cupy).
 
-Each function computes what one kernel of gpugrad.kernels computes, the way gpugrad does
+Each function computes what one kernel of gpugrad.cuda.kernels computes, the way gpugrad does
 without the kernel: the ops' own VJP rules where an op exists (relu, sigmoid, tanh,
 multiply, divide), the optimizers' reference updates (gpugrad.optim.functional), and
 array-op compositions for the rest. Three users:
@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from gpugrad import backend
 from gpugrad.ops.registry import REGISTRY
 from gpugrad.ops.special import erf_array
 from gpugrad.optim import functional
@@ -30,8 +31,8 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def erf(xp: Any, x: Any) -> Any:
-    """erf elementwise: CuPy's one-kernel erf on the GPU, gpugrad's own (float64 inside) on NumPy."""
-    if xp.__name__ == "cupy":
+    """erf elementwise: CuPy's one-kernel erf on a GPU, gpugrad's own (float64 inside) elsewhere."""
+    if xp.__name__ == "cupy" and not backend.emulated:
         import cupyx.scipy.special  # noqa: PLC0415 - GPU only
 
         return cupyx.scipy.special.erf(x)

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import backend, dtypes, ops, random, versions
 from ..ops import erf
+from ..ops.nn import check_class_indices
 from ..ops.util import normalize_axis
 from ..tensor import Tensor
 
@@ -176,9 +177,11 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
         return x
     if p == 1.0:
         return x * 0.0
-    keep = random.generator().random(x.shape, dtype=np.float32) >= p   # Bernoulli(1 - p) mask
-    scale = (keep / (1.0 - p)).astype(x.dtype)
-    return x * Tensor._wrap(backend.to_device(scale, x.device))
+    # a Bernoulli(1 - p) mask, drawn where x lives (on a GPU by CuPy's generator: nothing is copied)
+    with backend.device_scope(x.data):
+        keep = random.uniform_on(backend.namespace(x.data), x.shape, np.float32) >= p
+        scale = (keep / (1.0 - p)).astype(x.dtype)
+    return x * Tensor._wrap(scale)
 
 
 def layer_norm(x: Tensor, normalized_shape: int | tuple[int, ...] | list[int],
@@ -383,18 +386,6 @@ def _class_layout(op: str, x: Tensor, target: Tensor) -> tuple[Tensor, Any, tupl
     return flat, ops.reshape(target, (-1,)).data, batch_shape
 
 
-def _check_targets(op: str, t: Any, n_classes: int, ignore_index: int) -> Any:
-    """The valid (not ignored) mask; raises if a class index is out of range."""
-    valid = t != ignore_index
-    if t.size:
-        bad = valid & ((t < 0) | (t >= n_classes))
-        if bool(bad.any()):
-            value = int(t[bad.nonzero()[0][0]])
-            raise IndexError(f"{op}: target {value} is out of bounds for {n_classes} classes (valid "
-                             f"targets are 0..{n_classes - 1}, or ignore_index={ignore_index})")
-    return valid
-
-
 def _check_weight(op: str, weight: Any, n_classes: int) -> Tensor:
     weight = _tensor(weight)
     if weight.shape != (n_classes,):
@@ -410,16 +401,22 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, ignore
     'mean' divides by the total weight of the targets that are not ignored (by their
     count without weights), as PyTorch does; it is nan when every target is ignored.
     """
-    _check_reduction("nll_loss", reduction)
+    return _nll_loss("nll_loss", input, target, weight, ignore_index, reduction)
+
+
+def _nll_loss(op: str, input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int,
+              reduction: str) -> Tensor:
+    """nll_loss, its errors naming ``op`` (the function the user called)."""
+    _check_reduction(op, reduction)
     x, target = _tensor(input), _tensor(target)
-    flat, t, batch_shape = _class_layout("nll_loss", x, target)
+    flat, t, batch_shape = _class_layout(op, x, target)
     n_classes = flat.shape[1]
     xp = backend.namespace(t)
-    valid = _check_targets("nll_loss", t, n_classes, ignore_index)
+    valid = check_class_indices(op, t, n_classes, ignore_index)   # on a GPU: raised at the next read
     safe = xp.where(valid, t, 0)
     picked = flat[xp.arange(t.shape[0]), safe]                 # gather: its VJP scatter-adds
     if weight is not None:
-        w = ops.where(Tensor._wrap(valid), _check_weight("nll_loss", weight, n_classes)[safe], 0.0)
+        w = ops.where(Tensor._wrap(valid), _check_weight(op, weight, n_classes)[safe], 0.0)
     else:
         w = Tensor._wrap(valid.astype(flat.dtype))
     loss = -(picked * w)
@@ -446,8 +443,8 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, i
     if x.ndim == 2 and weight is None and target.dtype.kind in "iu" and target.shape == (x.shape[0],) \
             and x.dtype.kind == "f":
         # the common case as one primitive (a fused kernel on CUDA); the rest is composed below
-        if backend.namespace(target.data) is np:      # on a GPU this check would wait for the device
-            _check_targets("cross_entropy", target.data, x.shape[1], ignore_index)
+        if isinstance(target.data, np.ndarray):     # on a GPU the fused kernel checks, without waiting
+            check_class_indices("cross_entropy", target.data, x.shape[1], ignore_index)
         return ops.softmax_cross_entropy(x, target, ignore_index=ignore_index,
                                          label_smoothing=float(label_smoothing), reduction=reduction)
     class_dim = 1 if x.ndim >= 2 else 0
@@ -472,7 +469,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, i
         total = -ops.sum(terms)
         return total if reduction == "sum" else total / (x.numel() // n_classes if n_classes else 0)
 
-    nll = nll_loss(logp, target, weight, ignore_index, reduction)
+    nll = _nll_loss("cross_entropy", logp, target, weight, ignore_index, reduction)
     if label_smoothing == 0.0:
         return nll
     # smoothing term: -sum_c w_c log p_c per sample (0 where ignored), reduced like nll_loss

@@ -258,6 +258,11 @@ class LayerNorm(Module):
                 f"bias={self.bias is not None}")
 
 
+def _index_message(value: int, num_embeddings: int, _: int) -> str:
+    return (f"Embedding: index {value} is out of range for {num_embeddings} embeddings (valid indices are "
+            f"0..{num_embeddings - 1})")
+
+
 class Embedding(Module):
     """A lookup table: integer indices of any shape -> rows of ``weight`` (num_embeddings, embedding_dim).
 
@@ -305,10 +310,15 @@ class Embedding(Module):
         idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"Embedding: indices must be an integer tensor (e.g. .long()), got {idx.dtype}")
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
-            bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
-            raise IndexError(f"Embedding: index {bad} is out of range for {self.num_embeddings} embeddings "
-                             f"(valid indices are 0..{self.num_embeddings - 1})")
+        if idx.size:
+            bad = (idx < 0) | (idx >= self.num_embeddings)
+            if isinstance(idx, np.ndarray):
+                if bad.any():
+                    raise IndexError(_index_message(int(idx.reshape(-1)[bad.reshape(-1).argmax()]),
+                                                    self.num_embeddings, 0))
+            else:                                      # on a GPU: checked there, raised at the next read
+                from ..cuda import checks  # noqa: PLC0415 - only ever reached with CuPy arrays
+                checks.record("Embedding", idx, bad, _index_message, self.num_embeddings)
         out = self.weight[idx]                         # gather; the VJP scatter-adds repeated rows
         if self.padding_idx is not None and out.requires_grad:
             pad = Tensor._wrap((idx == self.padding_idx)[..., None])

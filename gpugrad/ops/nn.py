@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..tensor import Tensor
 from .elementwise import stable_sigmoid
 from .registry import defop
 from .samples import Const, Sample, samples, uniform
@@ -75,7 +76,7 @@ def linear_activation(xp, x, weight, bias, *, activation):
     """act(x Wᵀ + b): a Linear layer and its activation as one node, the activation in place."""
     out = xp.matmul(x, weight.T)
     if xp is not np:                          # CUDA: the bias and the activation in one pass
-        from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+        from ..cuda import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
         if kernels.bias_activation_forward(activation, out, bias) is not None:
             return out
     out += bias
@@ -117,6 +118,35 @@ def _ce_case(n: int, c: int, **params):
 _CE_DEFAULTS = {"ignore_index": -100, "label_smoothing": 0.0, "reduction": "mean"}
 
 
+def class_index_message(op: str | None):
+    """The error for a class index out of range, as message(value, n_classes, ignore_index)."""
+    def message(value: int, n_classes: int, ignore_index: int) -> str:
+        return (f"{op + ': ' if op else ''}target {value} is out of bounds for {n_classes} classes (valid "
+                f"targets are 0..{n_classes - 1}, or ignore_index={ignore_index})")
+    return message
+
+
+def check_class_indices(op: str | None, target, n_classes: int, ignore_index: int):
+    """The mask of targets that count (not ignore_index); an IndexError for one outside [0, n_classes).
+
+    On the CPU it raises here. On a GPU, waiting for the answer would stall every call, so
+    the check runs on the device and raises at the next read from it (gpugrad.cuda.checks).
+    """
+    valid = target != ignore_index
+    if target.size == 0:
+        return valid
+    bad = valid & ((target < 0) | (target >= n_classes))
+    if isinstance(target, np.ndarray):
+        if bad.any():
+            value = int(target.reshape(-1)[bad.reshape(-1).argmax()])
+            raise IndexError(class_index_message(op)(value, n_classes, ignore_index))
+    else:
+        from ..cuda import checks  # noqa: PLC0415 - only ever reached with CuPy arrays
+        checks.record(op or "softmax_cross_entropy", target, bad, class_index_message(op), n_classes,
+                      ignore_index)
+    return valid
+
+
 def _log_softmax_parts(xp, x):
     """(shifted logits, logsumexp per row with the row's max added back) for a stable softmax."""
     m = xp.max(x, axis=1, keepdims=True)        # the function: Tensor.max(dim) gives (values, indices)
@@ -132,12 +162,14 @@ def _log_softmax_parts(xp, x):
 def softmax_cross_entropy(xp, x, target, *, ignore_index, label_smoothing, reduction):
     """-log softmax(x)[target] per row (mixed with the uniform target when smoothing), reduced."""
     if xp is not np:                                      # CUDA: one fused pass per row
-        from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+        from ..cuda import checks, kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+        # the kernel records a target out of range; it raises at the next read from the device
+        flags = checks.flags("cross_entropy", x, class_index_message("cross_entropy"))
         return kernels.cross_entropy_forward(x, target, reduction=reduction, ignore_index=ignore_index,
-                                             label_smoothing=label_smoothing)[0]
+                                             label_smoothing=label_smoothing, flags=flags)[0]
     _, lse = _log_softmax_parts(xp, x)
     lse = lse[:, 0]
-    valid = target != ignore_index
+    valid = check_class_indices(None, target, x.shape[1], ignore_index)
     every = bool(valid.all())
     rows = np.arange(x.shape[0])
     loss = lse - x[rows, target if every else np.where(valid, target, 0)]   # -log p[target]
@@ -151,6 +183,12 @@ def softmax_cross_entropy(xp, x, target, *, ignore_index, label_smoothing, reduc
     return total if reduction == "sum" else total / x.dtype.type(valid.sum())
 
 
+def _classes(xp, n_classes: int, like):
+    """0..n_classes-1 on like's device: gpugrad's namespace (create_graph) needs the device named,
+    NumPy's and CuPy's make arrays on the current one."""
+    return xp.arange(n_classes, device=like.device) if isinstance(like, Tensor) else xp.arange(n_classes)
+
+
 @softmax_cross_entropy.vjp
 def _(xp, g, out, x, target, *, ignore_index, label_smoothing, reduction):
     # d loss_i / d x_ic = softmax(x_i)_c - q_ic, with q the (smoothed) one-hot target; 0 for ignored rows
@@ -158,7 +196,7 @@ def _(xp, g, out, x, target, *, ignore_index, label_smoothing, reduction):
     p = xp.exp(x - lse)
     n_classes = x.shape[1]
     valid = target != ignore_index
-    onehot = (xp.arange(n_classes) == xp.where(valid, target, 0)[:, None]).astype(x.dtype)
+    onehot = (_classes(xp, n_classes, x) == xp.where(valid, target, 0)[:, None]).astype(x.dtype)
     q = onehot * (1 - label_smoothing) + label_smoothing / n_classes if label_smoothing else onehot
     grad = xp.where(valid[:, None], p - q, 0)
     if reduction == "none":

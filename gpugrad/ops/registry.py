@@ -183,8 +183,8 @@ class OpDef:
                 out = forward(xp, *datas)
         except (ValueError, TypeError, IndexError, OverflowError) as err:
             raise op_error(self.name, args, err) from None
-        if type(out) is not xp.ndarray:          # numpy returns scalars for 0-d results
-            out = xp.asarray(out)
+        if type(out) is not xp.ndarray:          # numpy returns scalars for 0-d results; a device move
+            out = backend.namespace(out).asarray(out)      # returns the other device's array
         if engine.anomaly_threads and grad_mode.anomaly:
             engine.check_finite(f"the output of {self.name}", out, versions.user_frame())
         result = _new(Tensor)
@@ -250,7 +250,7 @@ class OpDef:
 
     def _run_vjp_cuda(self, xp: Any, g: Any, node: Node) -> tuple:
         if self.fused is not None:                         # one fused kernel where it applies
-            from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+            from ..cuda import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
             grads = kernels.fused_vjp(self.fused, g, node.out, *node.inputs, needs=_needs(node),
                                       **node.params)
             if grads is not None:

@@ -159,7 +159,7 @@ def pick_multi(name: str, xp: Any) -> Callable[..., None] | None:
     if xp is np:
         return None
     if not FUSED_MULTI:
-        from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+        from ..cuda import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
         FUSED_MULTI.update(kernels.OPTIMIZER_MULTI_UPDATES)
     return FUSED_MULTI.get(name)
 
@@ -177,7 +177,7 @@ def pick(name: str, xp: Any) -> Callable[..., None]:
     """The update for ``xp``'s arrays: a registered fused kernel on CuPy, else the reference."""
     if xp is not np:
         if not FUSED:                # first CUDA step: the single-pass kernels of kernels/optimizer.cu
-            from .. import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
+            from ..cuda import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
             FUSED.update(kernels.OPTIMIZER_UPDATES)
         fused = FUSED.get(name)
         if fused is not None:

@@ -96,6 +96,14 @@ inline T atomicAdd(T* address, T value) {
   return old;
 }
 
+template <class T>
+inline T atomicCAS(T* address, T compare, T value) {
+  std::lock_guard<std::mutex> lock(gg_shim_atomic_mutex);
+  const T old = *address;
+  if (old == compare) *address = value;
+  return old;
+}
+
 // float16 <-> float32 in software, round to nearest even (what PTX cvt.rn.f16.f32 and
 // NumPy's astype(float16) do). Tested against NumPy over all 65536 half values.
 inline float gg_shim_half_to_float(unsigned short h) {

@@ -19,14 +19,16 @@ module is cached per (file, device id).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import backend
+from .. import backend
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 _SUFFIX = {_F32: "f32", _F64: "f64", _F16: "f16"}
@@ -84,7 +86,7 @@ def _spec(name: str) -> KernelSpec:
     try:
         return KERNELS[name]
     except KeyError:
-        raise KeyError(f"no fused kernel named {name!r}; see gpugrad.kernels.kernel_names()") from None
+        raise KeyError(f"no fused kernel named {name!r}; see gpugrad.cuda.kernels.kernel_names()") from None
 
 
 # ----------------------------------------------------------------------------- sources and modules
@@ -92,8 +94,8 @@ def _spec(name: str) -> KernelSpec:
 
 def kernels_dir() -> Path:
     """The folder of the .cu sources: the installed copy (gpugrad/_kernels), else the repo's kernels/."""
-    here = Path(__file__).resolve().parent
-    candidates = (here / "_kernels", here.parent / "kernels")
+    package = Path(__file__).resolve().parents[1]
+    candidates = (package / "_kernels", package.parent / "kernels")
     for d in candidates:
         if (d / "common.cuh").is_file():
             return d
@@ -106,10 +108,36 @@ def compile_options() -> tuple[str, ...]:
     return (f"-I{kernels_dir()}", "--std=c++17")
 
 
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+
+
+def included_headers(file: str) -> list[Path]:
+    """The kernels/ headers a .cu file includes, directly or through other headers, in include order."""
+    found: list[Path] = []
+
+    def visit(text: str) -> None:
+        for name in _INCLUDE.findall(text):
+            header = kernels_dir() / name
+            if header.is_file() and header not in found:
+                found.append(header)
+                visit(header.read_text(encoding="utf-8"))
+    visit((kernels_dir() / file).read_text(encoding="utf-8"))
+    return found
+
+
 def kernel_source(file: str) -> str:
-    """A .cu file's text, with a #line so compile errors name the file and its line numbers."""
+    """A .cu file's text, with a #line so compile errors name the file and its line numbers.
+
+    The first line holds a hash of the headers it includes: CuPy's on-disk cache keys a
+    binary by the source text and options only, so without it an edit to common.cuh alone
+    would replay a binary built from the old header.
+    """
     path = kernels_dir() / file
-    return f'#line 1 "{path.as_posix()}"\n' + path.read_text(encoding="utf-8")
+    digest = hashlib.sha256()
+    for header in included_headers(file):
+        digest.update(header.name.encode() + b"\0" + header.read_bytes() + b"\0")
+    return (f"// gpugrad: included headers sha256 {digest.hexdigest()}\n"
+            f'#line 1 "{path.as_posix()}"\n' + path.read_text(encoding="utf-8"))
 
 
 _modules: dict[tuple[str, int], Any] = {}
@@ -126,6 +154,26 @@ def get_module(file: str, device_id: int | None = None) -> Any:
         mod = cp.RawModule(code=kernel_source(file), options=compile_options())
         _modules[(file, dev)] = mod
     return mod
+
+
+def compile_all() -> dict[str, str | None]:
+    """Compile every kernel file for the current device: {file: None, or the compiler's error}.
+
+    A RawModule compiles nothing when it is made: CuPy compiles on the first get_function.
+    This asks for every entry point, so each file is really compiled (or its error caught).
+    """
+    report: dict[str, str | None] = {}
+    for file in sorted({spec.file for spec in KERNELS.values()}):
+        try:
+            module = get_module(file)
+            for spec in KERNELS.values():
+                if spec.file == file:
+                    for entry in spec.entries:
+                        module.get_function(entry)
+            report[file] = None
+        except Exception as err:  # noqa: BLE001 - a compiler failure of any kind is reported
+            report[file] = f"{type(err).__name__}: {err}"
+    return report
 
 
 def _current_device() -> int:
@@ -236,10 +284,20 @@ def _same(name: str, first: str, arrays: dict[str, Any]) -> None:
                              f"{tuple(ref.shape)} {ref.dtype}")
 
 
+def _contiguous(xp: Any, a: Any, dtype: Any = None) -> Any:
+    """``a`` as a C-contiguous array of ``dtype`` (a itself if it is one), with a's shape.
+
+    NOTE: xp.ascontiguousarray alone would turn a 0-d array into shape (1,), in NumPy and CuPy.
+    """
+    if a.flags.c_contiguous and (dtype is None or a.dtype == dtype):
+        return a
+    return xp.ascontiguousarray(a, dtype=dtype).reshape(a.shape)
+
+
 def _inputs(xp: Any, name: str, **arrays: Any) -> list[Any]:
     """Check equal shapes and dtypes; return C-contiguous versions (copies only where needed)."""
     _same(name, next(iter(arrays)), arrays)
-    return [xp.ascontiguousarray(a) for a in arrays.values()]
+    return [_contiguous(xp, a) for a in arrays.values()]
 
 
 def _in_place(name: str, **arrays: Any) -> None:
@@ -341,20 +399,22 @@ def _count(xp: Any, target: Any, ignore_index: int, dtype: np.dtype) -> Any:
 
 def _ce_operands(xp: Any, logits: Any, target: Any) -> tuple[Any, Any, int, int, np.dtype]:
     """Contiguous logits and int64 targets, the logits' (rows, cols), and the accumulation dtype."""
-    logits = xp.ascontiguousarray(logits)
-    target = xp.ascontiguousarray(target, dtype=np.int64)
+    logits = _contiguous(xp, logits)
+    target = _contiguous(xp, target, np.int64)
     rows, cols = logits.shape
     return logits, target, rows, cols, _acc(logits.dtype)
 
 
 def cross_entropy_forward(logits: Any, target: Any, *, reduction: str = "mean", ignore_index: int = -100,
-                          label_smoothing: float = 0.0) -> tuple[Any, Any]:
+                          label_smoothing: float = 0.0, flags: Any = None) -> tuple[Any, Any]:
     """(loss, lse): cross-entropy of softmax(logits) (N, C) against class indices (N,).
 
     One fused pass per row computes log-softmax's logsumexp and the (label-smoothed)
     NLL. loss has the logits' dtype: (N,) for reduction='none', else 0-d ('mean' divides
     by the rows whose target is not ignore_index: NaN when there are none, as PyTorch).
-    lse (N,) is what the backward needs besides logits and target.
+    lse (N,) is what the backward needs besides logits and target. A target outside [0, C)
+    that is not ignore_index gives its row a NaN loss and, with ``flags`` (an int64 (4,)
+    array of gpugrad.cuda.checks), is recorded there as {1, target, C, ignore_index}.
     """
     name = "softmax_cross_entropy_forward"
     _check_ce(name, logits, target, reduction)
@@ -367,7 +427,7 @@ def cross_entropy_forward(logits: Any, target: Any, *, reduction: str = "mean", 
         block = min(MAX_ROW_BLOCK, max(32, 1 << max(0, cols - 1).bit_length()))
         L.launch(L.kernel(name, logits.dtype), rows,
                  (logits, target, loss_rows, lse, np.int64(rows), np.int64(cols), np.int64(ignore_index),
-                  _scalar(logits.dtype, label_smoothing)), block=block, per_block=1)
+                  _scalar(logits.dtype, label_smoothing), flags), block=block, per_block=1)
         if reduction == "none":
             loss = loss_rows
         elif reduction == "sum":
@@ -392,11 +452,11 @@ def cross_entropy_backward(g: Any, logits: Any, target: Any, lse: Any, *, reduct
     xp = L.xp()
     with L.device(logits):
         logits, target, rows, cols, acc = _ce_operands(xp, logits, target)
-        lse = xp.ascontiguousarray(lse, dtype=acc)
+        lse = _contiguous(xp, lse, acc)
         if reduction == "none":
             if g.shape != (rows,):
                 raise ValueError(f"{name}: reduction='none' needs g of shape ({rows},), got {tuple(g.shape)}")
-            g_rows, stride = xp.ascontiguousarray(g, dtype=acc), 1
+            g_rows, stride = _contiguous(xp, g, acc), 1
         else:
             if g.size != 1:
                 raise ValueError(f"{name}: reduction={reduction!r} needs a scalar g, got {tuple(g.shape)}")
@@ -431,7 +491,7 @@ def bias_activation_forward(activation: str, z: Any, bias: Any) -> Any | None:
         return None
     L = _launcher
     with L.device(z):
-        bias = L.xp().ascontiguousarray(bias)
+        bias = _contiguous(L.xp(), bias)
         L.launch(L.kernel(name, dtype), z.size, (z, bias, np.int64(z.size), np.int64(cols)))
     return z
 
@@ -457,7 +517,7 @@ def bias_activation_backward(activation: str, g: Any, saved: Any, bias: Any, *,
         if bias.shape != (cols,) or bias.dtype != g.dtype:
             raise ValueError(f"{name}: bias must be ({cols},) {g.dtype}, "
                              f"got {tuple(bias.shape)} {bias.dtype}")
-        bias = xp.ascontiguousarray(bias)
+        bias = _contiguous(xp, bias)
         rows = g.size // cols if cols else 0
         dx = xp.empty_like(g)
         db = xp.empty_like(bias)
