@@ -13,6 +13,9 @@ from .tensor import Tensor
 
 _generator = np.random.default_rng()
 _device_states: dict[int, Any] = {}          # GPU index -> CuPy RandomState, seeded from _generator
+# gg.jit, while it traces a function: draw_hook(fn, *args) records the draw fn(*args) and returns
+# its traced result (None when this thread is not tracing), so every replay draws again
+draw_hook: Any = None
 
 
 def manual_seed(seed: int) -> None:
@@ -31,6 +34,8 @@ def generator() -> np.random.Generator:
 def uniform_on(xp: Any, shape: tuple, dtype: Any) -> Any:
     """Uniform samples in [0, 1) as an array of ``xp``: NumPy's from the host generator, CuPy's drawn
     on the current GPU (no host copy) by a generator seeded from it, so manual_seed repeats them."""
+    if draw_hook is not None and (traced := draw_hook(uniform_on, xp, shape, dtype)) is not None:
+        return traced
     if xp is np:
         return _generator.random(shape, dtype=dtype)
     device = xp.cuda.Device().id
@@ -41,6 +46,8 @@ def uniform_on(xp: Any, shape: tuple, dtype: Any) -> Any:
 
 
 def _draw(kind: str, shape: tuple, dtype: Any) -> np.ndarray:
+    if draw_hook is not None and (traced := draw_hook(_draw, kind, shape, dtype)) is not None:
+        return traced
     dtype = as_dtype(dtype) or dtypes.default_float
     if dtype.kind != "f":
         raise TypeError(f"{kind}: random floats need a float dtype, got {dtype}")
@@ -72,5 +79,11 @@ def randint(low: int, high: int | None = None, size: Any = (), *, dtype: Any = N
         low, high = 0, low
     shape = parse_size((size,), None, "randint")
     with allocating("randint", shape, np.int64):
-        arr = np.asarray(_generator.integers(low, high, size=shape)).astype(as_dtype(dtype) or np.int64)
+        arr = _integers(low, high, shape, as_dtype(dtype) or np.int64)
     return _finish(arr, device, False)
+
+
+def _integers(low: int, high: int, shape: tuple, dtype: Any) -> np.ndarray:
+    if draw_hook is not None and (traced := draw_hook(_integers, low, high, shape, dtype)) is not None:
+        return traced
+    return np.asarray(_generator.integers(low, high, size=shape)).astype(dtype)
