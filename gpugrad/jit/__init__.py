@@ -27,7 +27,7 @@ from .. import backend, engine, tree
 from ..tensor import Tensor
 from . import program as P
 from . import trace
-from .build import Bail, Replay, build
+from .codegen import Bail, Replay, build
 from .trace import TraceError
 
 __all__ = ["jit", "Jitted", "TraceError"]

@@ -192,12 +192,12 @@ class SetData:
 
 
 class SetGrad:
-    """``tensor._grad = grad tensor`` (or None); ``arg``: the tensor is the call's argument ``arg``."""
+    """``target._grad = grad`` (a tensor, or None)."""
 
-    __slots__ = ("tensor", "grad", "arg")
+    __slots__ = ("target", "grad")
 
-    def __init__(self, tensor: Any, grad: TensorRef | None, arg: int | None = None) -> None:
-        self.tensor, self.grad, self.arg = tensor, grad, arg
+    def __init__(self, target: TensorRef, grad: TensorRef | None) -> None:
+        self.target, self.grad = target, grad
 
 
 class PySet:
@@ -240,12 +240,12 @@ class SymGuard:
 
 
 class GradGuard:
-    """At its first read in the trace, ``tensor._grad`` was None (or was not): the same at replay."""
+    """At its first read in the trace, ``target._grad`` was None (or was not): the same at replay."""
 
-    __slots__ = ("tensor", "was_none", "arg")
+    __slots__ = ("target", "was_none")
 
-    def __init__(self, tensor: Any, was_none: bool, arg: int | None = None) -> None:
-        self.tensor, self.was_none, self.arg = tensor, was_none, arg
+    def __init__(self, target: TensorRef, was_none: bool) -> None:
+        self.target, self.was_none = target, was_none
 
 
 GUARDS = (ReadGuard, CallGuard, SymGuard, GradGuard)
@@ -386,11 +386,21 @@ OUT_FUNCTIONS_BY_NAME = {"sum", "prod", "max", "amax", "min", "amin", "mean", "a
 # the methods that make a copy of their array (written into a buffer with copyto)
 COPY_METHODS = {"astype", "copy"}
 
-_VIEW_FUNCTIONS: set[Callable] = set()
+ATTRIBUTE_VIEWS: dict[Callable, str] = {}       # the tracer's x.T (a function) -> "T"
 
 
 def register_view_functions(*fns: Callable) -> None:
-    _VIEW_FUNCTIONS.update(fns)
+    for fn in fns:
+        ATTRIBUTE_VIEWS[fn] = fn.__name__.removeprefix("_attr_")
+
+
+# array methods that give a view (the replay may make it once, when its array is a fixed buffer)
+VIEW_METHODS = {"reshape", "view", "transpose", "swapaxes", "squeeze", "__getitem__"}
+# creations whose result depends on their argument's shape and dtype only
+SHAPE_ONLY = {"ones_like", "zeros_like", "full_like", "empty_like"}
+# reductions that are one ufunc's reduce (NumPy's methods and functions add Python layers around it)
+REDUCE_UFUNC = {"sum": "add", "prod": "multiply", "max": "maximum", "amax": "maximum", "min": "minimum",
+                "amin": "minimum", "any": "logical_or", "all": "logical_and"}
 
 
 def fn_name(fn: Any) -> str | None:

@@ -474,14 +474,14 @@ class Recorder:
         """``t._grad`` while tracing: before this trace wrote it, the replay must find the same kind."""
         if id(t) not in self.set_grads:
             self.set_grads.add(id(t))             # one guard per tensor, at its first read
-            self.prog.append(P.GradGuard(t, g is None, self.input_tensors.get(id(t))))
+            self.prog.append(P.GradGuard(self._tensor_ref(t), g is None))
             if g is not None:
                 self.grad_owner[id(g)] = t
         return g
 
     def write_grad(self, t: Any, g: Any) -> None:
         self.set_grads.add(id(t))
-        self.prog.append(P.SetGrad(t, None if g is None else self._tensor_ref(g), self.input_tensors.get(id(t))))
+        self.prog.append(P.SetGrad(self._tensor_ref(t), None if g is None else self._tensor_ref(g)))
 
     # ------------------------------------------------------------------ calls
     def template(self, x: Any) -> Any:
@@ -520,6 +520,8 @@ class Recorder:
             return t([self._wrap(r, producer) for r in result])
         if not isinstance(result, self.array_types):
             return result
+        if isinstance(result, np.generic):            # a NumPy scalar is a value (True_ is shared)
+            return self.tracer(self._new_slot(result, P.FRESH, None, producer))
         slot = self.slot_of.get(id(result))
         if slot is None:
             slot = self._new_slot(result, P.FRESH, None, producer)

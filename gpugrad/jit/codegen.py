@@ -147,8 +147,6 @@ def merge_common_calls(info: Info) -> dict[int, int]:
             version[s] += 1
             if info.outside(s):
                 outside_version += 1
-        if type(ins) in (P.SetData, P.SetGrad, P.Draw, P.PySet):
-            outside_version += 1
     _substitute(prog, replaced)
     return replaced
 
@@ -233,8 +231,10 @@ def remove_dead(info: Info, output_slots: list[int]) -> None:
             continue
         if t is P.SetData:
             keep = alive_tensor(ins.ref)
+        elif t is P.SetGrad or t is P.GradGuard:
+            keep = alive_tensor(ins.target)
         elif t is P.Call:
-            keep = (any(s in live_slots for s in ins.outs())
+            keep = (any(s in live_slots for s in info.makes[i])
                     or any(s in live_storages or info.outside(s) for s in info.writes[i]))
         else:
             keep = True                  # draws, guards, grad bindings, optimizer state writes
@@ -248,6 +248,41 @@ def remove_dead(info: Info, output_slots: list[int]) -> None:
             st = prog.slots[s]
             if st.root:
                 live_storages.discard(st.storage)
+
+
+# ----------------------------------------------------------------------------- constants
+
+
+def fold_constants(info: Info, output_slots: list[int]) -> None:
+    """Calls on constants only, or on shapes only (``ones_like``: backward's seed), give the same
+    arrays at every replay: their results from the trace become constants, the calls go."""
+    prog = info.prog
+    written = {s for w in info.writes for s in w}
+    outs = set(output_slots)
+    const = {i for i, s in enumerate(prog.slots)
+             if s.kind == P.EXTERNAL and not isinstance(s.origin, P.TensorRef) and s.storage not in written}
+    for i, ins in enumerate(prog.instrs):
+        if type(ins) is not P.Call or info.writes[i] or P.sym_nodes((ins.args, ins.kwargs)):
+            continue
+        made = info.makes[i]
+        if not made or len(made) != len(ins.outs()):
+            continue
+        name = ins.fn.name if type(ins.fn) is P.Method else P.fn_name(ins.fn)
+        if not (name in P.SHAPE_ONLY or all(r in const for r in info.reads[i])):
+            continue
+        if name in _NOT_MERGED - P.SHAPE_ONLY or _random(ins.fn):
+            continue
+        if any(prog.slots[s].storage in written or s in outs for s in made):
+            continue
+        for s in made:
+            prog.slots[s].kind, prog.slots[s].origin = P.EXTERNAL, None
+            const.add(s)
+        prog.instrs[i] = None
+
+
+def _random(fn: Any) -> bool:
+    module = getattr(fn, "__module__", None) or ""
+    return "random" in module or isinstance(getattr(fn, "__self__", None), np.random.Generator)
 
 
 # ----------------------------------------------------------------------------- buffers
@@ -481,8 +516,10 @@ class Replay:
 class _Writer:
     """Writes the replay function of a program whose dead code and buffers are worked out."""
 
-    def __init__(self, info: Info, plan: Plan, xp: Any, output_slots: list[int]) -> None:
+    def __init__(self, info: Info, plan: Plan, xp: Any, output_slots: list[int], buffers: list[Any]) -> None:
         self.info, self.plan, self.xp = info, plan, xp
+        self.buffers = buffers
+        self.fixed: dict[int, Any] = {}                # slot -> the array it always is (a buffer, a view)
         self.prog = info.prog
         self.src = Source()
         self.names: dict[int, str] = {}                # slot -> how the source names it
@@ -529,9 +566,6 @@ class _Writer:
         ref.keep()
         return self.src.const(ref.kept)
 
-    def plain_tensor(self, t: Any, arg: int | None) -> str:
-        return f"T[{arg}]" if arg is not None else self.src.const(t)
-
     # ------------------------------------------------------------------ effects and bails
     def _effects_before(self) -> list[bool]:
         """For each position: whether something visible outside the replay has changed before it."""
@@ -539,7 +573,8 @@ class _Writer:
         for i, ins in enumerate(self.prog.instrs):
             flags.append(seen)
             t = type(ins)
-            if t in (P.SetGrad, P.PySet, P.Draw) or (t is P.SetData and alive_tensor(ins.ref)):
+            if t in (P.PySet, P.Draw) or (t is P.SetData and alive_tensor(ins.ref)) or (
+                    t is P.SetGrad and alive_tensor(ins.target)):
                 seen = True
             elif t is P.Call and any(self.info.outside(s) for s in self.info.writes[i]):
                 seen = True
@@ -619,12 +654,15 @@ class _Writer:
         for ins in self.prog.instrs:
             if type(ins) is P.SymGuard:
                 guards_at.setdefault(at[ins.node.id], []).append(ins)
+        for ins in self.prog.instrs:                 # a tensor's .grad at entry: checked first
+            if type(ins) is P.GradGuard:
+                self.grad_guard(ins)
         for i, ins in enumerate(self.prog.instrs):
             for node in by_position.get(i, ()):
                 src.emit(f"s{node.id} = {self.sym_expr(node)}")
             for g in guards_at.get(i, ()):
                 self.sym_guard(g, i)
-            if ins is not None and type(ins) is not P.SymGuard:
+            if ins is not None and type(ins) not in (P.SymGuard, P.GradGuard):
                 getattr(self, "emit_" + type(ins).__name__)(i, ins)
         outs = ", ".join(self.name(s) for s in self.output_slots)
         src.emit(f"return ({outs}{',' if len(self.output_slots) == 1 else ''})")
@@ -667,12 +705,14 @@ class _Writer:
         storage = self.prog.slots[made[0]].storage if len(made) == 1 else None
         form = self.plan.form.get(i)
         if form is not None and storage in self.plan.buffer:
-            buf = f"b{self.plan.buffer[storage]}"
+            index = self.plan.buffer[storage]
+            buf = f"b{index}"
             kind, fn = form
-            target = self.name(made[0])
+            self.fixed[made[0]] = self.buffers[index]
             if kind == "empty":
-                self.src.emit(f"{target} = {buf}")
+                self.names[made[0]] = buf
                 return
+            target = self.name(made[0])
             if kind == "copyto":
                 cast = ", casting='unsafe'" if ins.fn.name == "astype" else ""
                 self.src.emit(f"{self.src.const(self._xp_copyto())}({buf}, {self.tpl(ins.args[0])}{cast})")
@@ -680,31 +720,58 @@ class _Writer:
                 return
             self.src.emit(f"{target} = {self.call_text(fn, ins.args, ins.kwargs, out=buf)}")
             return
+        if self.fold_view(ins):
+            return
         text = self.call_text(ins.fn, ins.args, ins.kwargs)
-        self.src.emit(self.assign(ins.out, text))
+        self.src.emit(self.assign(ins.out, text, set(self.info.makes[i])))
+
+    def fold_view(self, ins: P.Call) -> bool:
+        """A view of a fixed buffer (a slice of a scratch array, its reshape) is made once, here."""
+        fn, args = ins.fn, ins.args
+        if type(ins.out) is not P.Ref or not args or type(args[0]) is not P.Ref or args[0].slot not in self.fixed:
+            return False
+        if P.refs((args[1:], ins.kwargs)) or P.sym_nodes((args, ins.kwargs)):
+            return False
+        if not (fn in P.ATTRIBUTE_VIEWS or fn is operator.getitem
+                or (type(fn) is P.Method and fn.name in P.VIEW_METHODS)):
+            return False
+        base = self.fixed[args[0].slot]
+        view = fn(base, *args[1:], **ins.kwargs)
+        if owner(view) is not owner(base):
+            return False
+        self.fixed[ins.out.slot] = view
+        self.names[ins.out.slot] = self.src.const(view)
+        return True
 
     def _xp_copyto(self) -> Any:
         return self.xp.copyto
 
-    def assign(self, out: Any, text: str) -> str:
+    def assign(self, out: Any, text: str, made: set[int]) -> str:
+        """``text`` with its new slots bound (slots it returns that exist already keep their name)."""
         t = type(out)
         if t is P.Ref:
-            return f"{self.name(out.slot)} = {text}"
-        if (t is tuple or t is list) and out and all(type(o) is P.Ref for o in out):
-            names = ", ".join(self.name(o.slot) for o in out)
-            return f"{names}{',' if len(out) == 1 else ''} = {text}"
-        if not P.refs(out):
+            return f"{self.name(out.slot)} = {text}" if out.slot in made else text
+        if not any(s in made for s in P.refs(out)):
             return text
+        if (t is tuple or t is list) and out and all(type(o) is P.Ref for o in out):
+            names = ", ".join(self.name(o.slot) if o.slot in made else "_" for o in out)
+            return f"{names}{',' if len(out) == 1 else ''} = {text}"
         parts = [f"_r = {text}"]
         for path, ref in _paths(out):
-            parts.append(f"{self.name(ref.slot)} = _r{path}")
+            if ref.slot in made:
+                parts.append(f"{self.name(ref.slot)} = _r{path}")
         return "; ".join(parts)
 
     def call_text(self, fn: Any, args: tuple, kwargs: dict, out: str | None = None) -> str:
+        reduce = _as_reduce(fn, args, kwargs, self.xp)
+        if reduce is not None:
+            fn, args, kwargs = reduce
         a = [self.tpl(x) for x in args]
         kw = [f"{k}={self.tpl(v)}" for k, v in kwargs.items()]
         if out is not None:
             kw.append(f"out={out}")
+        if fn in P.ATTRIBUTE_VIEWS and len(a) == 1 and not kw:
+            return f"{a[0]}.{P.ATTRIBUTE_VIEWS[fn]}"
         if type(fn) is P.Method:
             return f"{a[0]}.{fn.name}({', '.join(a[1:] + kw)})"
         if out is None and not kw:
@@ -728,7 +795,7 @@ class _Writer:
 
     def emit_SetGrad(self, i: int, ins: P.SetGrad) -> None:
         value = "None" if ins.grad is None else self.tensor(ins.grad)
-        self.src.emit(f"{self.plain_tensor(ins.tensor, ins.arg)}._grad = {value}")
+        self.src.emit(f"{self.tensor(ins.target)}._grad = {value}")
 
     def emit_PySet(self, i: int, ins: P.PySet) -> None:
         value = f"s{ins.node.id}" if type(ins.node) is P.SymNode else self.src.literal(ins.node)
@@ -753,11 +820,37 @@ class _Writer:
         reason = "an optimizer setting the trace followed (a comparison of its hyperparameters) changed"
         self.src.emit(f"if bool(s{ins.node.id}) is not {bool(ins.answer)!r}: {self.bail(position, reason)}")
 
-    def emit_GradGuard(self, i: int, ins: P.GradGuard) -> None:
-        t = self.plain_tensor(ins.tensor, ins.arg)
+    def grad_guard(self, ins: P.GradGuard) -> None:
+        t = self.tensor(ins.target)
         reason = (f"a tensor's .grad was {'None' if ins.was_none else 'set'} when traced and is "
                   f"{'set' if ins.was_none else 'None'} now")
-        self.src.emit(f"if ({t}._grad is None) is not {ins.was_none!r}: {self.bail(i, reason)}")
+        self.src.emit(f"if ({t}._grad is None) is not {ins.was_none!r}: {self.bail(0, reason)}")
+
+
+_REDUCE_KWARGS = {"axis", "dtype", "out", "keepdims"}
+
+
+def _as_reduce(fn: Any, args: tuple, kwargs: dict, xp: Any) -> tuple | None:
+    """NumPy's ``x.sum(axis=1)``, ``np.max(x, ...)``... as the one ``ufunc.reduce`` call they make
+    (the same result, without the Python layers NumPy wraps around it)."""
+    if xp is not np:
+        return None
+    if type(fn) is P.Method:
+        name = fn.name
+    elif getattr(np, P.fn_name(fn) or "", None) is fn:
+        name = P.fn_name(fn)
+    else:
+        return None
+    ufunc = P.REDUCE_UFUNC.get(name)
+    if ufunc is None or len(args) > 2 or not set(kwargs) <= _REDUCE_KWARGS:
+        return None
+    if "dtype" in kwargs and ufunc not in ("add", "multiply"):
+        return None
+    kw = dict(kwargs)
+    axis = args[1] if len(args) == 2 else kw.pop("axis", None)
+    if "axis" in kw:
+        return None
+    return getattr(np, ufunc).reduce, (args[0],), {"axis": axis, **kw}
 
 
 def _paths(out: Any, prefix: str = "") -> list[tuple[str, P.Ref]]:
@@ -790,12 +883,14 @@ def build(prog: P.Program, output_slots: list[int], xp: Any) -> Replay:
     replaced_outputs = [s for s in output_slots]
     remove_dead(info, replaced_outputs)
     info = Info(_compact(prog))
+    fold_constants(info, replaced_outputs)
+    info = Info(_compact(prog))
     persistent = _persistent_storages(info)
     plan = plan_buffers(info, replaced_outputs, persistent, xp)
-    writer = _Writer(info, plan, xp, replaced_outputs)
-    text, consts = writer.write()
     buffers = [_fresh_like(xp, b) if k not in _persistent_indices(plan, persistent) else b
                for k, b in enumerate(plan.buffers)]
+    writer = _Writer(info, plan, xp, replaced_outputs, buffers)
+    text, consts = writer.write()
     bails = writer.bails
 
     def c_bail(k: int) -> Bail:
@@ -814,19 +909,20 @@ def build(prog: P.Program, output_slots: list[int], xp: Any) -> Replay:
 
 
 def _compact(prog: P.Program) -> P.Program:
-    prog.instrs = [ins for ins in prog.instrs if ins is not None]
+    """Drop the removed instructions; producers and symbol positions follow the new numbering."""
+    new_index, kept = {}, []
     for i, ins in enumerate(prog.instrs):
-        for s in _made_by(ins):
-            prog.slots[s].producer = i
+        new_index[i] = len(kept)
+        if ins is not None:
+            kept.append(ins)
+    new_index[len(prog.instrs)] = len(kept)
+    prog.instrs = kept
+    for slot in prog.slots:
+        if slot.producer >= 0:
+            slot.producer = new_index[slot.producer]
+    for node in prog.syms:
+        node.position = new_index[node.position]
     return prog
-
-
-def _made_by(ins: Any) -> list[int]:
-    if type(ins) is P.Call:
-        return [s for s in ins.outs()]
-    if type(ins) is P.Draw:
-        return [ins.slot]
-    return []
 
 
 def _persistent_storages(info: Info) -> set[int]:
