@@ -75,6 +75,7 @@ class Jitted:
         entry = self._cache.get(key)
         if entry is None:
             return self._trace(key, leaves, args, kwargs)
+        self._cache.move_to_end(key)
         if entry.replay is None:
             return self.fn(*args, **kwargs)
         try:
@@ -157,6 +158,9 @@ def jit(fn: Callable | None = None, *, cache_size: int = 8, host_reads: str = "e
     if fn is None:
         return lambda f: Jitted(f, cache_size=cache_size, host_reads=host_reads)
     return Jitted(fn, cache_size=cache_size, host_reads=host_reads)
+
+
+jit.TraceError = TraceError  # type: ignore[attr-defined]   # gg.jit.TraceError
 
 
 # ----------------------------------------------------------------------------- signatures

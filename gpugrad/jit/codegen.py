@@ -520,6 +520,11 @@ class _Writer:
         self.info, self.plan, self.xp = info, plan, xp
         self.buffers = buffers
         self.fixed: dict[int, Any] = {}                # slot -> the array it always is (a buffer, a view)
+        self.bound_slot: dict[int, int] = {}           # id(TensorRef) -> the slot last bound to it
+        # tensors the trace made and gave to an argument as its .grad: each replay makes its own
+        self.argument_grads = {id(ins.grad) for ins in info.prog.instrs if type(ins) is P.SetGrad
+                               and ins.grad is not None and ins.grad.owner is None and ins.grad.arg is None
+                               and _through_argument(ins.target)}
         self.prog = info.prog
         self.src = Source()
         self.names: dict[int, str] = {}                # slot -> how the source names it
@@ -562,7 +567,7 @@ class _Writer:
         if ref.arg is not None:
             return f"T[{ref.arg}]"
         if ref.owner is not None:
-            return f"{self.src.const(ref.owner)}._grad"
+            return f"{self.tensor(ref.owner)}._grad"
         ref.keep()
         return self.src.const(ref.kept)
 
@@ -675,6 +680,11 @@ class _Writer:
     def prologue(self) -> None:
         """Read the arguments' arrays, and the tensors' arrays the trace found there; check them."""
         src = self.src
+        for d, opt, kind, key in self.prog.dict_paths:
+            found = (f"{src.const(opt)}.param_groups[{key}]" if kind == "group" else
+                     f"{src.const(opt)}.state.get({src.const(key)})")
+            reason = f"the optimizer's {'parameter group' if kind == 'group' else 'state'} was replaced"
+            src.emit(f"if {found} is not {src.const(d)}: {self.bail(0, reason)}")
         for i, s in enumerate(self.prog.slots):
             if s.kind == P.INPUT:
                 src.emit(f"v{i} = T[{s.origin}].data")
@@ -791,10 +801,20 @@ class _Writer:
         self.src.emit(f"{self.name(ins.slot)} = {self.src.const(ins.fn)}({args})")
 
     def emit_SetData(self, i: int, ins: P.SetData) -> None:
-        self.src.emit(f"{self.tensor(ins.ref)}.data = {self.name(ins.slot)}")
+        self.bound_slot[id(ins.ref)] = ins.slot
+        if id(ins.ref) not in self.argument_grads:      # that tensor is an earlier call's argument's
+            self.src.emit(f"{self.tensor(ins.ref)}.data = {self.name(ins.slot)}")
 
     def emit_SetGrad(self, i: int, ins: P.SetGrad) -> None:
-        value = "None" if ins.grad is None else self.tensor(ins.grad)
+        if id(ins.target) in self.argument_grads:
+            return
+        grad = ins.grad
+        if grad is None:
+            value = "None"
+        elif id(grad) in self.argument_grads and id(grad) in self.bound_slot:
+            value = f"c_wrap({self.name(self.bound_slot[id(grad)])})"   # an argument's own new .grad
+        else:
+            value = self.tensor(grad)
         self.src.emit(f"{self.tensor(ins.target)}._grad = {value}")
 
     def emit_PySet(self, i: int, ins: P.PySet) -> None:
@@ -886,10 +906,15 @@ def build(prog: P.Program, output_slots: list[int], xp: Any) -> Replay:
     fold_constants(info, replaced_outputs)
     info = Info(_compact(prog))
     persistent = _persistent_storages(info)
+    for ins in info.prog.instrs:             # bound to a tensor, without a buffer of its own: new each call
+        if type(ins) is P.SetData and alive_tensor(ins.ref):
+            st = info.storage_of(ins.slot)
+            if st.index not in persistent:
+                replaced_outputs.append(ins.slot)
     plan = plan_buffers(info, replaced_outputs, persistent, xp)
     buffers = [_fresh_like(xp, b) if k not in _persistent_indices(plan, persistent) else b
                for k, b in enumerate(plan.buffers)]
-    writer = _Writer(info, plan, xp, replaced_outputs, buffers)
+    writer = _Writer(info, plan, xp, replaced_outputs[:len(output_slots)], buffers)
     text, consts = writer.write()
     bails = writer.bails
 
@@ -897,8 +922,10 @@ def build(prog: P.Program, output_slots: list[int], xp: Any) -> Replay:
         reason, safe = bails[k]
         return Bail(reason, safe)
 
+    from ..tensor import Tensor  # noqa: PLC0415
+
     namespace: dict[str, Any] = {"c_bail": c_bail, "c_same": _same, "c_sqrt": math.sqrt,
-                                 "c_index": operator.index}
+                                 "c_index": operator.index, "c_wrap": Tensor._wrap}
     for k, b in enumerate(buffers):
         namespace[f"b{k}"] = b
     code = compile(text, f"<gg.jit replay of {prog.name}>", "exec")
@@ -927,19 +954,36 @@ def _compact(prog: P.Program) -> P.Program:
 
 def _persistent_storages(info: Info) -> set[int]:
     """Storages bound to live tensors at the end (a gradient): a buffer of their own, unless the
-    program also reads those tensors' arrays (it would read its own output)."""
-    read_tensors = {id(s.origin.owner or s.origin.tensor) for s in info.prog.slots
-                    if s.kind == P.EXTERNAL and isinstance(s.origin, P.TensorRef)}
+    program also reads those tensors' arrays (it would read its own output), or they belong to
+    the call's arguments (a new tensor each call)."""
+    read = {id(_base_tensor(s.origin)) for s in info.prog.slots
+            if s.kind == P.EXTERNAL and isinstance(s.origin, P.TensorRef)}
     final: dict[int, tuple[P.TensorRef, int]] = {}
+    argument_grads = set()
     for ins in info.prog.instrs:
         if type(ins) is P.SetData and alive_tensor(ins.ref):
             final[id(ins.ref)] = (ins.ref, ins.slot)
+        elif type(ins) is P.SetGrad and ins.grad is not None and _through_argument(ins.target):
+            argument_grads.add(id(ins.grad))
     persistent = set()
     for ref, slot in final.values():
-        if id(ref.owner or ref.tensor) in read_tensors or ref.arg is not None:
+        if id(_base_tensor(ref)) in read or _through_argument(ref) or id(ref) in argument_grads:
             continue
         persistent.add(info.prog.slots[slot].storage)
     return persistent
+
+
+def _base_tensor(ref: P.TensorRef) -> Any:
+    """The tensor a reference starts from (``p`` for ``p._grad``)."""
+    while ref.owner is not None:
+        ref = ref.owner
+    return ref.tensor
+
+
+def _through_argument(ref: P.TensorRef) -> bool:
+    while ref.owner is not None:
+        ref = ref.owner
+    return ref.arg is not None
 
 
 def _persistent_indices(plan: Plan, persistent: set[int]) -> set[int]:

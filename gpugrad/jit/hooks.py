@@ -73,8 +73,11 @@ def optimizer_step(opt: Any, closure: Any) -> Any:
 def _symbolic(rec: trace.Recorder, opt: Any) -> list[tuple[dict, Any, Any, Any]]:
     """Replace the numbers of ``opt``'s groups and state by Syms; returns (dict, key, value, sym)."""
     wrapped = []
-    dicts = [g for g in opt.param_groups] + [s for s in opt.state.values()]
-    for d in dicts:
+    known = {id(entry[0]) for entry in rec.prog.dict_paths}
+    paths = [(g, opt, "group", i) for i, g in enumerate(opt.param_groups)]
+    paths += [(s, opt, "state", p) for p, s in opt.state.items()]
+    rec.prog.dict_paths += [entry for entry in paths if id(entry[0]) not in known]
+    for d, *_ in paths:
         for key, value in list(d.items()):
             if key == "params":
                 continue

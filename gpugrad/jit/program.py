@@ -290,6 +290,9 @@ class Program:
         self.instrs: list[Any] = []
         self.syms: list[SymNode] = []
         self._sym_index: dict[Any, SymNode] = {}    # (op, args) -> node: one node per expression
+        # the optimizer dicts the trace read: (dict, optimizer, "group" | "state", group index | param);
+        # the replay checks the optimizer still holds them (load_state_dict makes new ones)
+        self.dict_paths: list[tuple[dict, Any, str, Any]] = []
         self.outputs: Any = None              # the result's template (set by the jit)
 
     def add_slot(self, value: Any, kind: str, origin: Any, producer: int) -> int:

@@ -409,7 +409,7 @@ class Recorder:
         self.slot_of: dict[int, int] = {}     # id(concrete array) -> slot (the array is kept alive)
         self._tracers: weakref.WeakValueDictionary[int, Traced] = weakref.WeakValueDictionary()
         self.input_tensors: dict[int, int] = {}     # id(argument tensor) -> argument index
-        self.grad_owner: dict[int, Any] = {}  # id(tensor read as p._grad) -> p, before this trace set it
+        self.grad_owner: dict[int, Any] = {}  # id(tensor read as p._grad) -> p's TensorRef (not yet set)
         self.set_grads: set[int] = set()      # tensors whose _grad this trace has written
         self.bound: dict[int, tuple[weakref.ref, Any]] = {}   # id(tensor) -> (tensor, its tensor ref)
         self.live_sym_dicts: list[tuple[dict, Any, Any]] = []
@@ -465,7 +465,8 @@ class Recorder:
     def _tensor_ref(self, t: Any) -> P.TensorRef:
         entry = self.bound.get(id(t))
         if entry is None or entry[0]() is not t:
-            ref = P.TensorRef(t, self.grad_owner.get(id(t)), self.input_tensors.get(id(t)))
+            owned = self.grad_owner.get(id(t))
+            ref = P.TensorRef(t, owned[1] if owned is not None else None, self.input_tensors.get(id(t)))
             self.bound[id(t)] = (weakref.ref(t), ref)
             return ref
         return entry[1]
@@ -476,7 +477,7 @@ class Recorder:
             self.set_grads.add(id(t))             # one guard per tensor, at its first read
             self.prog.append(P.GradGuard(self._tensor_ref(t), g is None))
             if g is not None:
-                self.grad_owner[id(g)] = t
+                self.grad_owner[id(g)] = (g, self._tensor_ref(t))   # g held: its id stays its own
         return g
 
     def write_grad(self, t: Any, g: Any) -> None:
