@@ -791,10 +791,14 @@ class _Writer:
                 return f"({P.UNARY_TEXT[fn]}{a[0]})"
             if fn is operator.getitem:
                 return f"{a[0]}[{a[1]}]"
-        if fn in P.INPLACE_UFUNC and len(a) == 2 and not kw:
+        if fn in P.INPLACE_UFUNC and len(a) == 2 and not kw and self._array_slot(args[0]):
             uf = self.src.const(getattr(self.xp, P.INPLACE_UFUNC[fn]))
             return f"{uf}({a[0]}, {a[1]}, out={a[0]})"
         return f"{self.src.const(fn)}({', '.join(a + kw)})"
+
+    def _array_slot(self, x: Any) -> bool:
+        """Whether ``x`` is a slot holding an array (not a NumPy scalar, which ``+=`` replaces)."""
+        return type(x) is P.Ref and isinstance(self.prog.slots[x.slot].value, _array_types(self.xp))
 
     def emit_Draw(self, i: int, ins: P.Draw) -> None:
         args = ", ".join(self.src.literal(a) for a in ins.args)

@@ -9,8 +9,9 @@ record the binding, so tensors never hold tracers. The hooks that make this happ
 installed for the trace and removed after it (``installed``):
 
 - ``Tensor.data`` and ``Tensor._grad`` become properties that trace reads and writes;
-- ``numpy.array``/``asarray``/``asanyarray``/``ascontiguousarray`` (which NumPy does not
-  dispatch) record when given a tracer;
+- NumPy's conversions (``array``, ``asarray``...) and creations from Python values (``zeros``,
+  ``arange``...), which NumPy does not dispatch, are recorded: an array the step makes and fills
+  is made again at each replay (one it never changes becomes a constant);
 - random draws (``gpugrad.random.draw_hook``) are recorded and drawn again at each replay;
 - optimizer steps (``gpugrad.optim.optimizer.jit_hook``) run with their hyperparameters and
   step counts as ``Sym`` scalars, so the replay recomputes them; their updates take the plain
@@ -507,7 +508,11 @@ class Recorder:
     def call(self, fn: Any, args: tuple, kwargs: dict) -> Any:
         """Run ``fn`` on the concrete values and record it; return its result with tracers for arrays."""
         targs, tkw = self.template(args), self.template(kwargs)
-        result = P.call_of(fn)(*_concrete(args), **_concrete(kwargs))
+        _local.paused += 1                  # NumPy's own Python code runs on arrays, recording nothing
+        try:
+            result = P.call_of(fn)(*_concrete(args), **_concrete(kwargs))
+        finally:
+            _local.paused -= 1
         if not _has_array(result, self.array_types):
             return self._non_array_result(fn, targs, tkw, result)
         index = len(self.prog.instrs)
@@ -653,20 +658,23 @@ class _TensorGrad:
         self.slot.__set__(t, value)
 
 
-def _conversion(original: Callable, name: str) -> Callable:
-    def convert(a: Any, *args: Any, **kwargs: Any) -> Any:
-        if type(a) is Traced:
-            rec = active()
-            if rec is not None and a._rec is rec:
-                return rec.call(original, (a, *args), kwargs)
-            return original(a._v, *args, **kwargs)
-        return original(a, *args, **kwargs)
-    convert.__name__ = name
-    convert.__wrapped__ = original  # type: ignore[attr-defined]
-    return convert
+def _recording(original: Callable, name: str) -> Callable:
+    """A NumPy function NumPy does not dispatch (a conversion, a creation from Python values): recorded
+    while this thread traces, so the replay makes the array anew (a constant one is folded)."""
+    def record(*args: Any, **kwargs: Any) -> Any:
+        rec = active()
+        if rec is not None and not sys._getframe(1).f_globals.get("__name__", "").startswith("numpy"):
+            return rec.call(original, args, kwargs)         # (NumPy's own Python code calls these too)
+        if args and type(args[0]) is Traced:          # a tracer kept from a finished trace
+            return original(args[0]._v, *args[1:], **kwargs)
+        return original(*args, **kwargs)
+    record.__name__ = name
+    record.__wrapped__ = original  # type: ignore[attr-defined]
+    return record
 
 
-_CONVERSIONS = ("array", "asarray", "asanyarray", "ascontiguousarray")
+_NOT_DISPATCHED = ("array", "asarray", "asanyarray", "ascontiguousarray", "zeros", "ones", "empty", "full",
+                   "arange", "eye", "identity", "linspace", "tri")
 
 
 @contextlib.contextmanager
@@ -682,14 +690,14 @@ def installed(rec: Recorder) -> Iterator[None]:
             raise TraceError("gg.jit: a jitted function was called while another one is being traced; "
                              "call the inner function without gg.jit (nested jit is not supported)")
         data_slot, grad_slot = Tensor.__dict__["data"], Tensor.__dict__["_grad"]
-        originals = {name: getattr(np, name) for name in _CONVERSIONS}
+        originals = {name: getattr(np, name) for name in _NOT_DISPATCHED}
         saved = (gg_random.draw_hook, optimizer.jit_hook, functional.jit_hook)
         cuda = hooks.cuda_trace(rec)
         try:
             type.__setattr__(Tensor, "data", _TensorData(data_slot))
             type.__setattr__(Tensor, "_grad", _TensorGrad(grad_slot))
             for name, fn in originals.items():
-                setattr(np, name, _conversion(fn, name))
+                setattr(np, name, _recording(fn, name))
             gg_random.draw_hook = hooks.draw_hook
             optimizer.jit_hook = hooks.optimizer_step
             functional.jit_hook = hooks.optimizer_update
