@@ -75,8 +75,9 @@ class Info:
                 self.storages.append(Storage(s, slot.kind))
             st = self.storages[s]
             slot.storage = s
-            slot.root = own is slot.value or own is getattr(slot.value, "_a", None)
-            if slot.root and st.root < 0:
+            # the first slot that owns the memory (the emulator wraps one NumPy array in many objects)
+            slot.root = st.root < 0 and (own is slot.value or own is getattr(slot.value, "_a", None))
+            if slot.root:
                 st.root = i
                 st.kind = slot.kind
             st.slots.append(i)
@@ -288,11 +289,12 @@ def _random(fn: Any) -> bool:
 # ----------------------------------------------------------------------------- buffers
 
 _ELEMENTWISE_OPERATORS = {f for f in P.OPERATOR_UFUNC if f is not operator.matmul}
+_UFUNC_TYPES = {"ufunc", "Ufunc", "_GUFunc"}      # CuPy's ufuncs, the emulator's, CuPy's matmul
 
 
 def _ufunc_of(fn: Any, xp: Any) -> Any:
     """The ufunc a recorded call is (a ufunc, or an operator on arrays), or None."""
-    if isinstance(fn, np.ufunc) or type(fn).__name__ == "ufunc":
+    if isinstance(fn, np.ufunc) or type(fn).__name__ in _UFUNC_TYPES:
         return fn
     name = P.OPERATOR_UFUNC.get(fn)
     return None if name is None else getattr(xp, name, None)
@@ -903,8 +905,9 @@ def _checker(template: Any, slot: int) -> Callable[[Any, list], None]:
 def build(prog: P.Program, output_slots: list[int], xp: Any) -> Replay:
     """The replay of a traced program."""
     info = Info(prog)
-    merge_common_calls(info)
-    replaced_outputs = [s for s in output_slots]
+    replaced = merge_common_calls(info)
+    replaced_outputs = [replaced.get(s, s) for s in output_slots]
+    info = Info(_compact(prog))
     remove_dead(info, replaced_outputs)
     info = Info(_compact(prog))
     fold_constants(info, replaced_outputs)

@@ -9,9 +9,10 @@
   learning rate or a new step count is seen. The step counts it writes back become ``PySet``
   instructions. An optimizer that creates its state in this call (its first step) makes the
   trace one-off: the next call, with state, is traced again and replayed from then on.
-- ``optimizer_update`` (optim.functional.update): the update takes the plain array rule
-  (never a fused kernel, whose work the trace could not see) on trace-local scratch arrays,
-  with the state arrays adopted as tracers.
+- ``optimizer_update`` (optim.functional): on the CPU the update takes the plain array rule
+  on trace-local scratch arrays, with the state arrays adopted as tracers; on CUDA the
+  multi-tensor kernel call is recorded whole (the eager step's kernels, so the replay's
+  arithmetic is the eager step's), its hyperparameters as symbols.
 - ``cuda_trace``: on CUDA, the backend's CuPy and the kernels' launcher become recording
   stand-ins for the trace (gpugrad.jit.cuda_trace).
 """
@@ -122,16 +123,52 @@ def _check_new_state(rec: trace.Recorder, opt: Any, before: dict[int, set]) -> N
         rec.poison(f"{type(opt).__name__} created its state in this call (its first step)")
 
 
-def optimizer_update(fn: Callable, xp: Any, arrays: tuple, hyper: dict) -> Any:
-    """optim.functional.update during a trace: the reference rule on tracers (NotImplemented outside)."""
-    rec = trace.active()
-    if rec is None:
-        return NotImplemented
-    from ..optim.functional import Scratch  # noqa: PLC0415
+class OptimizerUpdates:
+    """optim.functional's hook during a trace (``functional.jit_hook``)."""
 
-    adopted = tuple(a if a is None or type(a) is trace.Traced else rec.adopt(a) for a in arrays)
-    fn(xp, *adopted, scratch=Scratch(), **hyper)
-    return None
+    @staticmethod
+    def update(fn: Callable, xp: Any, arrays: tuple, hyper: dict) -> Any:
+        """One parameter's update: the reference rule on tracers (NotImplemented outside a trace).
+
+        The CPU's eager step runs this rule too; it writes into trace-local scratch arrays, which
+        the replay gets buffers for."""
+        rec = trace.active()
+        if rec is None:
+            return NotImplemented
+        from ..optim.functional import Scratch  # noqa: PLC0415
+
+        adopted = tuple(a if a is None or type(a) is trace.Traced else rec.adopt(a) for a in arrays)
+        fn(xp, *adopted, scratch=Scratch(), **hyper)
+        return None
+
+    @staticmethod
+    def multi(kernel: Callable) -> Callable:
+        """A multi-tensor update (CUDA's eager path): recorded as one call, so the replay makes it with
+        the hyperparameters of its time (the kernel function computes its launch scalars from them)."""
+        def update(tensors: list, **hyper: Any) -> None:
+            rec = trace.active()
+            if rec is None:
+                return kernel(tensors, **hyper)
+            rec.call(MultiUpdate(kernel), (tensors,), hyper)
+            return None
+        return update
+
+
+class MultiUpdate:
+    """A recorded multi-tensor update: it writes every array of each tensor's tuple but the gradient."""
+
+    def __init__(self, kernel: Callable) -> None:
+        self.kernel = kernel
+        self.__name__ = getattr(kernel, "__name__", "multi_update")
+
+    def __call__(self, tensors: list, **hyper: Any) -> None:
+        self.kernel(tensors, **hyper)
+
+    def written(self, args: tuple) -> list[Any]:
+        return [a for arrays in args[0] for k, a in enumerate(arrays) if k != 1 and a is not None]
+
+
+optimizer_update = OptimizerUpdates()
 
 
 @contextlib.contextmanager

@@ -421,8 +421,8 @@ def mutated_positions(fn: Any, args: tuple, kwargs: dict) -> list[Any]:
         written.append(args[0])
     elif fn_name(fn) in MUTATING_FUNCTIONS_BY_NAME and args:
         written.append(args[0])
-    elif getattr(fn, "_gg_writes_all", False):          # a kernel launch: every array argument
-        written.extend(refs(args))
+    elif hasattr(fn, "written"):                        # a kernel launch: the arrays it writes
+        written.extend(fn.written(args))
     out = kwargs.get("out")
     if out is not None:
         written.append(out)

@@ -88,6 +88,7 @@ class Traced:
     """
 
     __slots__ = ("_rec", "_slot", "_v", "__weakref__")
+    __array_priority__ = 1000.0     # above NumPy's and CuPy's: an array's operator leaves it to the tracer
 
     def __init__(self, rec: Recorder, slot: int, value: Any) -> None:
         self._rec, self._slot, self._v = rec, slot, value
@@ -367,7 +368,8 @@ class Sym:
     def __index__(self) -> int:
         return self._frozen(operator.index)
 
-    __hash__ = None  # type: ignore[assignment]
+    def __hash__(self) -> int:           # as its value: a dict key compares with ==, which is guarded
+        return hash(self.value)
 
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         fn = ufunc if method == "__call__" else getattr(ufunc, method)
@@ -513,7 +515,7 @@ class Recorder:
             result = P.call_of(fn)(*_concrete(args), **_concrete(kwargs))
         finally:
             _local.paused -= 1
-        if not _has_array(result, self.array_types):
+        if not _has_array(result, self.array_types) and not hasattr(fn, "written"):   # (a launch gives None)
             return self._non_array_result(fn, targs, tkw, result)
         index = len(self.prog.instrs)
         out = self._wrap(result, index)
@@ -663,8 +665,8 @@ def _recording(original: Callable, name: str) -> Callable:
     while this thread traces, so the replay makes the array anew (a constant one is folded)."""
     def record(*args: Any, **kwargs: Any) -> Any:
         rec = active()
-        if rec is not None and not sys._getframe(1).f_globals.get("__name__", "").startswith("numpy"):
-            return rec.call(original, args, kwargs)         # (NumPy's own Python code calls these too)
+        if rec is not None and not sys._getframe(1).f_globals.get("__name__", "").startswith(_ARRAY_LIBRARIES):
+            return rec.call(original, args, kwargs)   # (NumPy's, CuPy's, the emulator's code calls them too)
         if args and type(args[0]) is Traced:          # a tracer kept from a finished trace
             return original(args[0]._v, *args[1:], **kwargs)
         return original(*args, **kwargs)
@@ -673,6 +675,7 @@ def _recording(original: Callable, name: str) -> Callable:
     return record
 
 
+_ARRAY_LIBRARIES = ("numpy", "cupy", "gpugrad.cuda.emulator")
 _NOT_DISPATCHED = ("array", "asarray", "asanyarray", "ascontiguousarray", "zeros", "ones", "empty", "full",
                    "arange", "eye", "identity", "linspace", "tri")
 

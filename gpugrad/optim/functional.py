@@ -22,8 +22,9 @@ from .. import backend
 FUSED: dict[str, Callable[..., None]] = {}
 # name -> a multi-tensor fused update (CuPy arrays only; see pick_multi)
 FUSED_MULTI: dict[str, Callable[..., None]] = {}
-# gg.jit, while it traces a step: jit_hook(reference, xp, arrays, hyper) runs the reference update
-# on traced arrays (NotImplemented when this thread is not tracing); no fused kernel is picked
+# gg.jit, while it traces a step: jit_hook.update(reference, xp, arrays, hyper) runs the reference
+# update on traced arrays, jit_hook.multi(kernel) records a multi-tensor update (NotImplemented /
+# the kernel itself when this thread is not tracing)
 jit_hook: Any = None
 
 
@@ -164,17 +165,18 @@ def pick_multi(name: str, xp: Any) -> Callable[..., None] | None:
     Only CuPy arrays have one (kernels.OPTIMIZER_MULTI_UPDATES); its signature is
     ``update(tensors, *, step, **hyperparameters)`` (see kernels.adam_step_multi).
     """
-    if xp is np or jit_hook is not None:
+    if xp is np:
         return None
     if not FUSED_MULTI:
         from ..cuda import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
         FUSED_MULTI.update(kernels.OPTIMIZER_MULTI_UPDATES)
-    return FUSED_MULTI.get(name)
+    fn = FUSED_MULTI.get(name)
+    return fn if jit_hook is None or fn is None else jit_hook.multi(fn)
 
 
 def update(name: str, xp: Any, scratch: Scratch, *arrays: Any, **hyper: Any) -> None:
     """Run update ``name`` on one parameter: the fused kernel on CuPy, else the reference with ``scratch``."""
-    if jit_hook is not None and jit_hook(REFERENCE[name], xp, arrays, hyper) is not NotImplemented:
+    if jit_hook is not None and jit_hook.update(REFERENCE[name], xp, arrays, hyper) is not NotImplemented:
         return
     fn = pick(name, xp)
     if fn is REFERENCE[name]:

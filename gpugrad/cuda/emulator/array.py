@@ -280,6 +280,7 @@ class ndarray:  # noqa: N801 - CuPy's name
 
     __slots__ = ("_a", "_dev", "__weakref__")
     __hash__ = None  # type: ignore[assignment]
+    __array_priority__ = 100.0                      # CuPy's
 
     def __init__(self, shape: Any, dtype: Any = float, memptr: Any = None, strides: Any = None,
                  order: str = "C") -> None:
@@ -445,6 +446,12 @@ def garbage(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _defers_to(other: Any) -> bool:
+    """CuPy's operators leave the operation to an operand of higher ``__array_priority__`` (its reflected
+    operator runs), as gg.jit's tracers have."""
+    return getattr(type(other), "__array_priority__", 0.0) > ndarray.__array_priority__
+
+
 def _operator(name: str, uf: np.ufunc, reflected: bool = False, inplace: bool = False) -> Callable:
     target = ufunc(uf)
     if inplace:
@@ -456,6 +463,8 @@ def _operator(name: str, uf: np.ufunc, reflected: bool = False, inplace: bool = 
             return target(other, self)
     else:
         def method(self: ndarray, other: Any) -> Any:
+            if _defers_to(other):
+                return NotImplemented
             return target(self, other)
     method.__name__ = name
     return method
