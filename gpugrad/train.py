@@ -38,6 +38,7 @@ from . import __version__, backend, nn, optim
 from .creation import tensor
 from .data import read_arrays
 from .engine import no_grad
+from .jit import jit
 from .nn.layers import ACTIVATIONS
 from .random import generator as gg_generator
 from .random import manual_seed
@@ -49,7 +50,7 @@ CHECKPOINT_FORMAT = 1          # the layout of a run's checkpoint (the keys belo
 OPTIMIZERS = ("sgd", "adam", "adamw")
 HISTORY = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 # what --resume may change: how long, where, how it is shown, on which device, where the data now is
-RESUMABLE = ("epochs", "out", "progress", "device", "data", "labels")
+RESUMABLE = ("epochs", "out", "progress", "device", "data", "labels", "jit")
 
 
 class UsageError(ValueError):
@@ -74,6 +75,7 @@ class TrainConfig:
     labels: str | None = None
     out: str | None = None
     progress: bool = True
+    jit: bool = False              # train with gg.jit (the same numbers; the step traced once, replayed)
 
 
 DEFAULTS = TrainConfig()
@@ -387,6 +389,7 @@ class _Run:
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY}
         self.best = {"epoch": 0, "val_accuracy": 0.0, "val_loss": math.inf}
         self.best_weights: dict[str, Tensor] | None = None
+        self._train_step: Callable | None = None                      # made at the first step
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.seconds = 0.0                                            # of the sessions before this one
         self.resumed_at = time.perf_counter()                         # when this session started
@@ -431,14 +434,21 @@ class _Run:
             bar.close()
 
     def _step(self, xb: Tensor, yb: Tensor) -> None:
+        if self._train_step is None:                        # --jit: traced once per batch shape, replayed
+            self._train_step = jit(self._eager_step) if self.cfg.jit else self._eager_step
+        loss, correct = self._train_step(xb, yb)
+        with no_grad():                                     # accumulated on the device: no read per batch
+            self.sums[0] = self.sums[0] + loss.astype("float64") * yb.shape[0]
+            self.sums[1] = self.sums[1] + correct
+
+    def _eager_step(self, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+        """One optimizer step on a batch: its loss and its count of correct predictions."""
         logits = self.model(xb)
         loss = nn.functional.cross_entropy(logits, yb)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        with no_grad():                                     # accumulated on the device: no read per batch
-            self.sums[0] = self.sums[0] + loss.detach().astype("float64") * yb.shape[0]
-            self.sums[1] = self.sums[1] + (logits.argmax(axis=1) == yb).sum()
+        return loss.detach(), (logits.argmax(axis=1) == yb).sum()
 
     def _end_epoch(self) -> str:
         n = self.sets[0][1].shape[0]

@@ -272,3 +272,17 @@ def test_jit_rejects_what_it_cannot_key():
         gg.jit(lambda x: x)([1, 2, np.zeros(2)])
     with pytest.raises(ValueError, match="host_reads"):
         gg.jit(lambda x: x, host_reads="sometimes")
+
+
+def test_gpugrad_train_with_jit_gives_the_same_run(tmp_path):
+    from gpugrad.cli import main
+    from gpugrad.train import TrainConfig, train
+
+    runs = [train(TrainConfig(epochs=3, hidden=(16,), batch_size=100, device="cpu", progress=False, jit=jitted,
+                              seed=5), log=lambda line: None) for jitted in (False, True)]
+    assert runs[0]["history"] == runs[1]["history"]
+    assert runs[0]["test_loss"] == runs[1]["test_loss"]
+    out = tmp_path / "run"
+    assert main(["train", "--jit", "--epochs", "1", "--hidden", "8", "--device", "cpu", "--no-progress",
+                 "--out", str(out)]) == 0
+    assert (out / "last.safetensors").exists()
