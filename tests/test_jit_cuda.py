@@ -38,3 +38,33 @@ def test_written_parameters_match_the_kernel_signature(libraries, name, file, en
     params = host_build.HostKernel(libraries(file), entry).params
     written = tuple(i for i, (kind, _, _) in enumerate(params) if kind == host_build.KIND_PTR)
     assert cuda_trace.written_parameters(name, entry) == written
+
+
+@pytest.fixture
+def cuda():
+    import gpugrad as gg
+
+    if not gg.cuda.is_available():
+        pytest.skip(f"no CUDA device: {gg.cuda.unavailable_reason()}")
+    return gg.backend.load_cupy()
+
+
+@pytest.mark.cuda
+def test_every_generated_kernel_equals_the_calls_it_replaces(cuda):
+    """Train a few steps with every activation and optimizer (dropout on), then check each kernel
+    gg.jit generated against the plain calls it replaced, on random inputs (fuse.check)."""
+    import numpy as np
+    from test_jit import OPTIMIZERS, _run
+
+    import gpugrad as gg
+    from gpugrad.jit import fuse
+    from gpugrad.nn.layers import ACTIVATIONS
+
+    for activation in sorted(ACTIVATIONS):
+        _run(3, True, device="cuda", dtype=gg.float32, activation=activation, dropout=0.25)
+    for optimizer in sorted(OPTIMIZERS):
+        _run(3, True, device="cuda", dtype=gg.float64, optimizer=optimizer, activation="gelu", dropout=0.1)
+    assert len(fuse.GENERATED) >= 5
+    rng = np.random.default_rng(0)
+    for kernel in fuse.GENERATED.values():
+        fuse.check(kernel, cuda, rng)

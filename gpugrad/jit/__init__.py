@@ -62,12 +62,14 @@ class Jitted:
         self.host_reads = host_reads
         self._cache: OrderedDict[Any, _Entry] = OrderedDict()
         self._warned: set[str] = set()
+        self._one_offs: dict[Any, int] = {}      # signature -> traces that set things up (not cached)
         self.traces = 0                      # how many times fn was traced (for tests and curiosity)
         functools.update_wrapper(self, fn)
 
     def clear(self) -> None:
         """Forget every trace: the next call traces again."""
         self._cache.clear()
+        self._one_offs.clear()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         leaves, spec = tree.flatten((args, kwargs))
@@ -106,10 +108,14 @@ class Jitted:
             result = self.fn(*args, **kwargs)
             out_leaves, out_spec = tree.flatten(result)
             kinds = [_output_kind(rec, leaf) for leaf in out_leaves]
+        del result
+        rec.release_kept()
         entry = self._compile(rec, out_spec, kinds)
         entry.retraces = retraces
-        if rec.one_off and rec.poisoned == entry.why_eager and retraces < MAX_RETRACES:
-            return _first_results(out_leaves, out_spec, kinds)      # traced again at the next call
+        if rec.one_off and rec.poisoned == entry.why_eager:
+            self._one_offs[key] = self._one_offs.get(key, 0) + 1
+            if self._one_offs[key] <= MAX_RETRACES:
+                return _first_results(out_leaves, out_spec, kinds)  # traced again at the next call
         if entry.why_eager is not None:
             self._warn_eager(entry.why_eager)
         self._cache[key] = entry

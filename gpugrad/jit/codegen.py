@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from . import fuse
 from . import program as P
 
 
@@ -912,6 +913,8 @@ def build(prog: P.Program, output_slots: list[int], xp: Any) -> Replay:
     info = Info(_compact(prog))
     fold_constants(info, replaced_outputs)
     info = Info(_compact(prog))
+    if xp is not np and fuse.rewrite(info, replaced_outputs, xp):    # CUDA: elementwise chains as kernels
+        info = Info(prog)
     persistent = _persistent_storages(info)
     for ins in info.prog.instrs:             # bound to a tensor, without a buffer of its own: new each call
         if type(ins) is P.SetData and alive_tensor(ins.ref):

@@ -92,6 +92,7 @@ class Traced:
 
     def __init__(self, rec: Recorder, slot: int, value: Any) -> None:
         self._rec, self._slot, self._v = rec, slot, value
+        rec.made.add(self)
 
     # --- static metadata (part of the signature: frozen, never recorded)
     shape = property(lambda self: self._v.shape)
@@ -411,6 +412,7 @@ class Recorder:
         self.finished = False
         self.slot_of: dict[int, int] = {}     # id(concrete array) -> slot (the array is kept alive)
         self._tracers: weakref.WeakValueDictionary[int, Traced] = weakref.WeakValueDictionary()
+        self.made: weakref.WeakSet[Traced] = weakref.WeakSet()     # every tracer, to find those kept
         self.input_tensors: dict[int, int] = {}     # id(argument tensor) -> argument index
         self.grad_owner: dict[int, Any] = {}  # id(tensor read as p._grad) -> p's TensorRef (not yet set)
         self.set_grads: set[int] = set()      # tensors whose _grad this trace has written
@@ -591,6 +593,57 @@ class Recorder:
     def poison(self, why: str) -> None:
         self.poisoned = self.poisoned or why
 
+    def release_kept(self) -> None:
+        """After the trace: tracers something kept (a cache, a list, a graph's node) become their arrays.
+
+        A replay could not update them, so such a trace is one-off: the next call traces again
+        (a cache filled now holds an array then, and is read as one); gg.jit gives up, and runs
+        the function eagerly, when that keeps happening.
+        """
+        import gc  # noqa: PLC0415
+
+        kept = list(self.made)
+        if not kept:
+            return
+        where = set()
+        for t in kept:
+            for ref in gc.get_referrers(t):
+                if ref is not kept:
+                    where.add(_replace_tracer(ref, t))
+        where.discard(None)
+        self.one_off = True
+        self.poison(f"it keeps traced arrays in Python objects ({', '.join(sorted(where)) or 'unknown'}), "
+                    "which replays could not update")
+
+
+def _replace_tracer(ref: Any, t: Traced) -> str | None:
+    """Put ``t``'s array where ``ref`` (a dict, a list, a tuple in a graph node) holds ``t``; what it was."""
+    from ..engine import Node  # noqa: PLC0415
+
+    if type(ref) is dict:
+        for k, v in list(ref.items()):
+            if v is t:
+                ref[k] = t._v
+        return "a dict"
+    if type(ref) is list:
+        ref[:] = [t._v if v is t else v for v in ref]
+        return "a list"
+    if type(ref) is tuple:
+        import gc  # noqa: PLC0415
+
+        for owner in gc.get_referrers(ref):
+            if type(owner) is Node and owner.inputs is ref:
+                owner.inputs = tuple(t._v if v is t else v for v in ref)
+                return "a graph node"
+        return "a tuple"
+    if type(ref) is Node:
+        if ref.out is t:
+            ref.out = t._v
+        return "a graph node"
+    if type(ref).__name__ == "frame":
+        return None
+    return type(ref).__name__
+
 
 def _has_array(x: Any, types: tuple[type, ...]) -> bool:
     if isinstance(x, types):
@@ -709,6 +762,7 @@ def installed(rec: Recorder) -> Iterator[None]:
             yield
         finally:
             _local.rec = None
+            rec.finished = True
             cuda.__exit__(None, None, None)
             gg_random.draw_hook, optimizer.jit_hook, functional.jit_hook = saved
             for name, fn in originals.items():
