@@ -193,8 +193,8 @@ def _add_train_parser(commands: Any) -> None:
                      "then metrics.json and curves.png (default: nothing is written)")
     run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (its --out) where it "
                      "stopped, with its settings; --epochs may extend it")
-    run.add_argument("--jit", action="store_true", help="trace the training step once with gg.jit and replay it "
-                     "(the same numbers, less time per step: docs/jit.md)")
+    run.add_argument("--jit", action="store_true", help="trace the training step once with gg.jit and "
+                     "replay it (the same numbers, less time per step: docs/jit.md)")
     run.add_argument("--no-progress", action="store_true",
                      help="one line per epoch instead of a progress bar")
     train.set_defaults(handler=_cmd_train)

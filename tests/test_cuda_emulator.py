@@ -350,17 +350,18 @@ def test_tensor_reads_are_counted_on_the_cuda_path():
 def test_stream_capture_records_launches_and_refuses_what_a_graph_cannot_hold():
     """The emulated graph: work into out= and kernel launches are recorded, run at each launch on the
     captured arrays; an allocation, a host read and a cuBLAS call end the capture with an error."""
-    a, out = cp.arange(4.0), cp.empty(4)
+    a, out, keep = cp.arange(4.0), cp.empty(4), cp.empty(4)
     stream = cp.cuda.Stream(non_blocking=True)
     stream.begin_capture()
     cp.multiply(a, 2, out=out)
     out[0] = -1.0
     view = out.reshape(2, 2)                       # a view: metadata, made at once
+    cp.copyto(keep, out)                           # writes its first argument (made before): recorded
     graph = stream.end_capture()
-    assert len(graph) == 2 and view.shape == (2, 2)
+    assert len(graph) == 3 and view.shape == (2, 2)
     out.fill(0)
     graph.launch(stream)
-    assert out.tolist() == [-1.0, 2.0, 4.0, 6.0]
+    assert out.tolist() == [-1.0, 2.0, 4.0, 6.0] == keep.tolist()
     a[...] = 1.0                                   # the graph reads the array it captured
     graph.launch(stream)
     assert out.tolist() == [-1.0, 2.0, 2.0, 2.0]

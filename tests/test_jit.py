@@ -278,8 +278,8 @@ def test_gpugrad_train_with_jit_gives_the_same_run(tmp_path):
     from gpugrad.cli import main
     from gpugrad.train import TrainConfig, train
 
-    runs = [train(TrainConfig(epochs=3, hidden=(16,), batch_size=100, device="cpu", progress=False, jit=jitted,
-                              seed=5), log=lambda line: None) for jitted in (False, True)]
+    runs = [train(TrainConfig(epochs=3, hidden=(16,), batch_size=100, device="cpu", progress=False,
+                              jit=jitted, seed=5), log=lambda line: None) for jitted in (False, True)]
     assert runs[0]["history"] == runs[1]["history"]
     assert runs[0]["test_loss"] == runs[1]["test_loss"]
     out = tmp_path / "run"

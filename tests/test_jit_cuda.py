@@ -28,7 +28,8 @@ def libraries():
 
     def library(file):
         if file not in built:
-            built[file] = host_build.build(kernels.kernel_source(file), kernels.compile_options(), name=file)[0]
+            source = kernels.kernel_source(file)
+            built[file] = host_build.build(source, kernels.compile_options(), name=file)[0]
         return built[file]
     return library
 
@@ -68,3 +69,18 @@ def test_every_generated_kernel_equals_the_calls_it_replaces(cuda):
     rng = np.random.default_rng(0)
     for kernel in fuse.GENERATED.values():
         fuse.check(kernel, cuda, rng)
+
+
+@pytest.mark.cuda
+def test_replays_run_as_cuda_graphs_around_the_matmuls(cuda):
+    """On CUDA the replay's device work between cuBLAS calls runs as captured graphs (CuPy refuses to
+    capture cuBLAS), from the second replay on; the numbers stay the eager ones (test_jit.py)."""
+    from test_jit import _run
+
+    import gpugrad as gg
+
+    run = _run(6, True, device="cuda", dtype=gg.float32, activation="gelu", dropout=0.2)[4]
+    (report,) = run.launch_report()
+    assert report["graphs"] >= 3 and report["work_in_graphs"] >= 10
+    assert report["refused"] == []
+    assert report["launches_outside_graphs"] >= 6          # the matmuls, the optimizer's kernel...

@@ -102,7 +102,8 @@ def test_traced_and_replayed_op_equals_eager(device, op, sample):
         except Exception as err:  # noqa: BLE001 - the eager op's own failure is another test's business
             if scale is not None:
                 raise
-            pytest.skip(f"the eager op fails on {device} (tests/test_cuda.py reports it): {type(err).__name__}")
+            pytest.skip(f"the eager op fails on {device} (tests/test_cuda.py reports it): "
+                        f"{type(err).__name__}")
         got_outs, got_grads = jitted(*_inputs(op, sample, device, scale))
         assert len(got_outs) == len(want_outs) and len(got_grads) == len(want_grads)
         for got, want in zip(got_outs + got_grads, want_outs + want_grads):

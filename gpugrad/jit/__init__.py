@@ -148,6 +148,10 @@ class Jitted:
     def __repr__(self) -> str:
         return f"<gg.jit of {self._name()}: {len(self._cache)} trace(s)>"
 
+    def launch_report(self) -> list[dict[str, Any]]:
+        """Per cached signature on CUDA: graphs captured, work inside them, launches outside, refusals."""
+        return [e.replay.launch_report() for e in self._cache.values() if e.replay is not None]
+
     def replay_source(self) -> list[str]:
         """The generated replay of each cached signature (for reading what the jit does)."""
         return [e.replay.source for e in self._cache.values() if e.replay is not None]

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import fuse
 from . import program as P
+from .graphs import Segment, report
 
 
 class Bail(Exception):
@@ -507,21 +508,37 @@ def _same(a: Any, b: Any) -> bool:
 
 
 class Replay:
-    """A built program: ``run(leaves)`` replays it; ``outputs`` says where each output comes from."""
+    """A built program: ``run(leaves)`` replays it; ``segments``: its CUDA graph segments."""
 
     def __init__(self, fn: Callable, source: str, n_buffers: int, n_instructions: int) -> None:
         self.run = fn
         self.source = source
         self.n_buffers = n_buffers
         self.n_instructions = n_instructions
+        self.segments: list[Segment] = []
+        self.launches_outside = 0
+
+    def launch_report(self) -> dict[str, Any]:
+        """What a replay launches on CUDA (gpugrad.jit.graphs.report)."""
+        return report(self.segments, self.launches_outside)
 
 
 class _Writer:
     """Writes the replay function of a program whose dead code and buffers are worked out."""
 
-    def __init__(self, info: Info, plan: Plan, xp: Any, output_slots: list[int], buffers: list[Any]) -> None:
+    def __init__(self, info: Info, plan: Plan, xp: Any, output_slots: list[int], buffers: list[Any],
+                 graphs: bool = False, capture_matmul: bool = False) -> None:
         self.info, self.plan, self.xp = info, plan, xp
         self.buffers = buffers
+        self.graphs, self.capture_matmul = graphs and xp is not np, capture_matmul
+        self.segment: list[str] | None = None          # the open graph segment's lines
+        self.pending: list[tuple[int, Any]] = []       # Python-side instructions behind it
+        self.pre: list[str] = []                       # the copies of its arguments, before it
+        self.segment_defs: list[tuple[str, list[str]]] = []
+        self.static: dict[int, str] = {}               # slot -> the fixed buffer segments read it from
+        self.seg_made: set[int] = set()
+        self.checked: dict[int, str] = {}              # slot of a tensor's array -> its checked holder
+        self.in_segment = False
         self.fixed: dict[int, Any] = {}                # slot -> the array it always is (a buffer, a view)
         self.bound_slot: dict[int, int] = {}           # id(TensorRef) -> the slot last bound to it
         # tensors the trace made and gave to an argument as its .grad: each replay makes its own
@@ -539,6 +556,11 @@ class _Writer:
 
     # ------------------------------------------------------------------ names
     def name(self, slot: int) -> str:
+        if self.in_segment:                        # a segment's function sees constants only
+            if slot in self.static:
+                return self.static[slot]
+            if slot in self.checked:
+                return self.checked[slot]
         n = self.names.get(slot)
         if n is None:
             s = self.prog.slots[slot]
@@ -666,19 +688,135 @@ class _Writer:
             if type(ins) is P.GradGuard:
                 self.grad_guard(ins)
         for i, ins in enumerate(self.prog.instrs):
+            if by_position.get(i) or guards_at.get(i):
+                self.flush()                         # (Python arithmetic after the work before it)
             for node in by_position.get(i, ()):
                 src.emit(f"s{node.id} = {self.sym_expr(node)}")
             for g in guards_at.get(i, ()):
                 self.sym_guard(g, i)
-            if ins is not None and type(ins) not in (P.SymGuard, P.GradGuard):
+            if ins is None or type(ins) in (P.SymGuard, P.GradGuard):
+                continue
+            kind = self.classify(i, ins)
+            if kind == "capture":
+                self.into_segment(i, ins)
+            elif kind == "python" and self.segment is not None and type(ins) is not P.Call:
+                self.pending.append((i, ins))          # (a Call here only names a view or alias)
+            else:
+                if kind == "other":
+                    self.flush()
                 getattr(self, "emit_" + type(ins).__name__)(i, ins)
+        self.flush()
         outs = ", ".join(self.name(s) for s in self.output_slots)
         src.emit(f"return ({outs}{',' if len(self.output_slots) == 1 else ''})")
         consts = ", ".join(f"c{k}" for k in range(len(src.consts)))
-        head = [f"def make({consts}):" if consts else "def make():",
-                "  def replay(T):"]
+        head = [f"def make({consts}):" if consts else "def make():"]
+        segments = [name for name, _ in self.segment_defs]
+        for name, lines in self.segment_defs:
+            head += [f"  def {name}_run():", *("  " + line for line in lines),
+                     f"  {name} = c_Segment({name}_run, {name!r}, {len(lines)})"]
+        head.append("  def replay(T):")
         body = ["  " + line for line in src.lines]
-        return "\n".join(head + body + ["  return replay"]) + "\n", src.consts
+        tail = [f"  return replay, [{', '.join(segments)}]"]
+        return "\n".join(head + body + tail) + "\n", src.consts
+
+    # ------------------------------------------------------------------ CUDA graph segments
+    def classify(self, i: int, ins: Any) -> str:
+        """"capture" (device work a graph can hold), "python" (no device work) or "other"."""
+        t = type(ins)
+        if t in (P.SetData, P.SetGrad, P.PySet):
+            return "python"
+        if t is not P.Call or not self.graphs:
+            return "other"
+        if P.sym_nodes((ins.args, ins.kwargs)):
+            return "other"                           # a scalar the replay computes: baked into a graph
+        fn = ins.fn
+        launch = hasattr(fn, "written")
+        if self._alias(ins) is not None:
+            return "python"
+        if not launch and i not in self.plan.form:
+            if self._view_of_fixed(ins) and self._is_view(ins):
+                return "python"
+            if not self._in_place(i, ins):
+                return "other"
+        if not launch and _is_blas(fn) and not self.capture_matmul:
+            return "other"
+        if launch and type(fn).__name__ == "MultiUpdate":
+            return "other"
+        for slot in self.info.reads[i]:
+            if not self._fixed(slot) and slot not in self.seg_made and self._written_by(i, slot):
+                return "other"                       # it would write into a copy of the array
+        return "capture"
+
+    def _is_view(self, ins: P.Call) -> bool:
+        """Whether the call, on the fixed array, gives a view of it (fold_view makes it once then)."""
+        base = self.fixed[ins.args[0].slot]
+        try:
+            view = ins.fn(base, *ins.args[1:], **ins.kwargs)
+        except Exception:  # noqa: BLE001 - then it is not a plain view
+            return False
+        return owner(view) is owner(base)
+
+    def _in_place(self, i: int, ins: P.Call) -> bool:
+        """A call that only writes arrays that exist (``a += b``, ``out=``, ``a[i] = v``), all fixed."""
+        if self.info.makes[i] or not self.info.writes[i]:
+            return False
+        if not (ins.fn in P.INPLACE_UFUNC or ins.fn is operator.setitem or "out" in ins.kwargs):
+            return False
+        written = [s for s in self.info.reads[i] if self._written_by(i, s)]
+        return bool(written) and all(self._fixed(s) for s in written)
+
+    def _view_of_fixed(self, ins: P.Call) -> bool:
+        """A view (a slice, a reshape, a transpose: no device work) of a fixed buffer."""
+        fn, args = ins.fn, ins.args
+        if (type(ins.out) is not P.Ref or not args or type(args[0]) is not P.Ref
+                or args[0].slot not in self.fixed):
+            return False
+        if P.refs((args[1:], ins.kwargs)) or P.sym_nodes((args, ins.kwargs)):
+            return False                                 # an index array: a gather, not a view
+        return (fn in P.ATTRIBUTE_VIEWS or fn is operator.getitem
+                or (type(fn) is P.Method and fn.name in P.VIEW_METHODS))
+
+    def _written_by(self, i: int, slot: int) -> bool:
+        return self.prog.slots[slot].storage in self.info.writes[i]
+
+    def _fixed(self, slot: int) -> bool:
+        """An array at the same address every replay (a buffer, a constant, a checked tensor's)."""
+        s = self.prog.slots[slot]
+        return (slot in self.fixed or slot in self.seg_made
+                or (s.kind == P.EXTERNAL and (not isinstance(s.origin, P.TensorRef) or s.origin.arg is None)))
+
+    def into_segment(self, i: int, ins: P.Call) -> None:
+        if self.segment is None:
+            self.segment, self.pending, self.pre = [], [], []
+        for slot in self.info.reads[i]:
+            if not self._fixed(slot) and slot not in self.static:      # an argument: copied in first
+                value = self.prog.slots[slot].value
+                buf = self.xp.empty(tuple(value.shape), dtype=value.dtype)
+                self.static[slot] = self.src.const(buf)
+                self.pre.append(f"{self.src.const(self.xp.copyto)}({self.static[slot]}, {self.name(slot)})")
+        saved, self.src.lines = self.src.lines, self.segment
+        self.in_segment = True
+        try:
+            self.emit_Call(i, ins)
+        finally:
+            self.in_segment = False
+            self.src.lines = saved
+        self.seg_made.update(self.info.makes[i])
+
+    def flush(self) -> None:
+        """Close the open segment: copy its arguments in, launch it, then its Python-side instructions."""
+        if self.segment is None:
+            return
+        segment, pending, pre = self.segment, self.pending, self.pre
+        self.segment = None
+        if segment:                                  # (its calls may all have only named buffers)
+            name = f"g{len(self.segment_defs)}"
+            self.segment_defs.append((name, segment))
+            for line in pre:
+                self.src.emit(line)
+            self.src.emit(f"{name}()")
+        for i, ins in pending:
+            getattr(self, "emit_" + type(ins).__name__)(i, ins)
 
     def prologue(self) -> None:
         """Read the arguments' arrays, and the tensors' arrays the trace found there; check them."""
@@ -700,7 +838,8 @@ class _Writer:
                 self.names[i] = name
                 src.emit(f"{name} = {self.tensor(s.origin)}.data")
                 last = src.const([s.value])
-                check = src.const(_checker(s.value, i))
+                self.checked[i] = f"{last}[0]"
+                check = src.const(_checker(s.value, i, strict=self.graphs))
                 src.emit(f"if {name} is not {last}[0]: {check}({name}, {last})")
             elif i in self._written_slots():
                 for container, key in locations(s.value)[:1]:
@@ -713,7 +852,25 @@ class _Writer:
                              for st in w for slot in self.info.storages[st].slots}
         return self._written
 
+    def _alias(self, ins: P.Call) -> int | None:
+        """The slot a call only re-wraps (``cupy.asarray(x)`` on the emulator: another object, the same
+        memory, shape and dtype), or None."""
+        if (P.fn_name(ins.fn) not in ("asarray", "asanyarray") or len(ins.args) != 1 or ins.kwargs
+                or type(ins.args[0]) is not P.Ref or type(ins.out) is not P.Ref):
+            return None
+        a, b = self.prog.slots[ins.args[0].slot], self.prog.slots[ins.out.slot]
+        same = a.storage == b.storage and a.shape == b.shape and a.dtype == b.dtype
+        return ins.args[0].slot if same and _contiguous(a.value) == _contiguous(b.value) else None
+
     def emit_Call(self, i: int, ins: P.Call) -> None:
+        alias = self._alias(ins)
+        if alias is not None:
+            self.names[ins.out.slot] = self.name(alias)
+            if alias in self.fixed:
+                self.fixed[ins.out.slot] = self.fixed[alias]
+            if alias in self.checked:
+                self.checked[ins.out.slot] = self.checked[alias]
+            return
         made = [s for s in self.info.makes[i] if self.prog.slots[s].root]
         storage = self.prog.slots[made[0]].storage if len(made) == 1 else None
         form = self.plan.form.get(i)
@@ -725,13 +882,17 @@ class _Writer:
             if kind == "empty":
                 self.names[made[0]] = buf
                 return
+            if self.graphs:                            # (a graph may write the buffer: name it)
+                self.names[made[0]] = buf
             target = self.name(made[0])
             if kind == "copyto":
                 cast = ", casting='unsafe'" if ins.fn.name == "astype" else ""
                 self.src.emit(f"{self.src.const(self._xp_copyto())}({buf}, {self.tpl(ins.args[0])}{cast})")
-                self.src.emit(f"{target} = {buf}")
+                if not self.graphs:
+                    self.src.emit(f"{target} = {buf}")
                 return
-            self.src.emit(f"{target} = {self.call_text(fn, ins.args, ins.kwargs, out=buf)}")
+            text = self.call_text(fn, ins.args, ins.kwargs, out=buf)
+            self.src.emit(text if self.graphs else f"{target} = {text}")
             return
         if self.fold_view(ins):
             return
@@ -741,12 +902,7 @@ class _Writer:
     def fold_view(self, ins: P.Call) -> bool:
         """A view of a fixed buffer (a slice of a scratch array, its reshape) is made once, here."""
         fn, args = ins.fn, ins.args
-        if type(ins.out) is not P.Ref or not args or type(args[0]) is not P.Ref or args[0].slot not in self.fixed:
-            return False
-        if P.refs((args[1:], ins.kwargs)) or P.sym_nodes((args, ins.kwargs)):
-            return False
-        if not (fn in P.ATTRIBUTE_VIEWS or fn is operator.getitem
-                or (type(fn) is P.Method and fn.name in P.VIEW_METHODS)):
+        if not self._view_of_fixed(ins):
             return False
         base = self.fixed[args[0].slot]
         view = fn(base, *args[1:], **ins.kwargs)
@@ -880,6 +1036,15 @@ def _as_reduce(fn: Any, args: tuple, kwargs: dict, xp: Any) -> tuple | None:
     return getattr(np, ufunc).reduce, (args[0],), {"axis": axis, **kw}
 
 
+_BLAS = {"matmul", "dot", "vdot", "inner", "outer", "tensordot", "einsum"}
+
+
+def _is_blas(fn: Any) -> bool:
+    """A call CuPy makes through cuBLAS (which CuPy refuses to capture)."""
+    name = fn.name if type(fn) is P.Method else (getattr(fn, "__name__", "") or "").removeprefix("cupy_")
+    return fn is operator.matmul or name in _BLAS
+
+
 def _paths(out: Any, prefix: str = "") -> list[tuple[str, P.Ref]]:
     found = []
     if type(out) is P.Ref:
@@ -890,11 +1055,15 @@ def _paths(out: Any, prefix: str = "") -> list[tuple[str, P.Ref]]:
     return found
 
 
-def _checker(template: Any, slot: int) -> Callable[[Any, list], None]:
-    """Checks a tensor's array the replay found where the trace found ``template``; remembers it."""
+def _checker(template: Any, slot: int, strict: bool = False) -> Callable[[Any, list], None]:
+    """Checks a tensor's array the replay found where the trace found ``template``; remembers it.
+    ``strict``: any other array is refused (a CUDA graph holds the address of the one it captured)."""
     kind, shape, dtype = type(template), template.shape, template.dtype
 
     def check(arr: Any, last: list) -> None:
+        if strict:
+            raise Bail(f"a tensor the function reads (slot {slot}) holds another array than when its CUDA "
+                       "graph was captured", True)
         if type(arr) is not kind or arr.shape != shape or arr.dtype != dtype:
             raise Bail(f"a tensor the function reads (slot {slot}) now holds a {type(arr).__name__} "
                        f"{tuple(getattr(arr, 'shape', ()))} {getattr(arr, 'dtype', '')}, not the "
@@ -903,7 +1072,8 @@ def _checker(template: Any, slot: int) -> Callable[[Any, list], None]:
     return check
 
 
-def build(prog: P.Program, output_slots: list[int], xp: Any) -> Replay:
+def build(prog: P.Program, output_slots: list[int], xp: Any, *, graphs: bool = True,
+          capture_matmul: bool = False) -> Replay:
     """The replay of a traced program."""
     info = Info(prog)
     replaced = merge_common_calls(info)
@@ -924,7 +1094,7 @@ def build(prog: P.Program, output_slots: list[int], xp: Any) -> Replay:
     plan = plan_buffers(info, replaced_outputs, persistent, xp)
     buffers = [_fresh_like(xp, b) if k not in _persistent_indices(plan, persistent) else b
                for k, b in enumerate(plan.buffers)]
-    writer = _Writer(info, plan, xp, replaced_outputs[:len(output_slots)], buffers)
+    writer = _Writer(info, plan, xp, replaced_outputs[:len(output_slots)], buffers, graphs, capture_matmul)
     text, consts = writer.write()
     bails = writer.bails
 
@@ -935,14 +1105,25 @@ def build(prog: P.Program, output_slots: list[int], xp: Any) -> Replay:
     from ..tensor import Tensor  # noqa: PLC0415
 
     namespace: dict[str, Any] = {"c_bail": c_bail, "c_same": _same, "c_sqrt": math.sqrt,
-                                 "c_index": operator.index, "c_wrap": Tensor._wrap}
+                                 "c_index": operator.index, "c_wrap": Tensor._wrap, "c_Segment": Segment}
     for k, b in enumerate(buffers):
         namespace[f"b{k}"] = b
     code = compile(text, f"<gg.jit replay of {prog.name}>", "exec")
     exec(code, namespace)  # noqa: S102 - our own generated source
-    fn = namespace["make"](*consts)
+    fn, segments = namespace["make"](*consts)
     n = sum(1 for ins in prog.instrs if ins is not None)
-    return Replay(fn, text, len(buffers), n)
+    replay = Replay(fn, text, len(buffers), n)
+    replay.segments = segments
+    replay.launches_outside = _device_calls(info, writer)
+    return replay
+
+
+def _device_calls(info: Info, writer: _Writer) -> int:
+    """How many calls of a replay do device work outside its graph segments (kernels and CuPy calls)."""
+    inside = sum(len(lines) for _, lines in writer.segment_defs)
+    calls = sum(1 for ins in info.prog.instrs if type(ins) is P.Call and (hasattr(ins.fn, "written")
+                                                                         or type(ins.fn) is not P.Method))
+    return max(calls - inside, 0)
 
 
 def _compact(prog: P.Program) -> P.Program:

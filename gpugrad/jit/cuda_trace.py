@@ -187,7 +187,8 @@ class TracingLauncher:
     def max_blocks(self) -> int:
         return self.inner.max_blocks()
 
-    def launch(self, kernel: Any, n: int, args: tuple, *, block: int = 256, per_block: int | None = None) -> None:
+    def launch(self, kernel: Any, n: int, args: tuple, *, block: int = 256,
+               per_block: int | None = None) -> None:
         rec = trace.active()
         if rec is None or not _has_traced(args):
             self.inner.launch(kernel, n, trace._concrete(args), block=block, per_block=per_block)

@@ -35,11 +35,12 @@ _COMPARE = {"greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<
             "not_equal": "!="}
 _LOGICAL = {"logical_and": "&&", "logical_or": "||"}
 _BITWISE = {"bitwise_and": "&", "bitwise_or": "|", "bitwise_xor": "^"}      # on bools only
-_FLOAT_UNARY = {"exp": "gg::exp_({})", "log": "gg::log_({})", "tanh": "gg::tanh_({})", "sqrt": "gg::sqrt_({})",
-                "log1p": "gg_jit_log1p({})", "expm1": "gg_jit_expm1({})", "sin": "gg_jit_sin({})",
-                "cos": "gg_jit_cos({})", "floor": "gg_jit_floor({})", "ceil": "gg_jit_ceil({})"}
-_UNARY = {"negative": "(-({}))", "positive": "(+({}))", "absolute": "gg_jit_abs({})", "square": "(({0}) * ({0}))",
-          "logical_not": "(!({}))"}
+_FLOAT_UNARY = {"exp": "gg::exp_({})", "log": "gg::log_({})", "tanh": "gg::tanh_({})",
+                "sqrt": "gg::sqrt_({})", "log1p": "gg_jit_log1p({})", "expm1": "gg_jit_expm1({})",
+                "sin": "gg_jit_sin({})", "cos": "gg_jit_cos({})", "floor": "gg_jit_floor({})",
+                "ceil": "gg_jit_ceil({})"}
+_UNARY = {"negative": "(-({}))", "positive": "(+({}))", "absolute": "gg_jit_abs({})",
+          "square": "(({0}) * ({0}))", "logical_not": "(!({}))"}
 _BINARY_FN = {"maximum": "gg::max_({}, {})", "minimum": "gg_jit_min({}, {})"}
 SUPPORTED = (set(_INFIX) | set(_COMPARE) | set(_LOGICAL) | set(_BITWISE) | set(_FLOAT_UNARY) | set(_UNARY)
              | set(_BINARY_FN) | {"where", "astype"})
@@ -161,8 +162,8 @@ class _Writer:
                 return f"(({ctype}){var})"
             op = self.by_slot.get(x.slot)
             if op is None:
-                mode = "full" if slot.shape == self.shape else ("scalar" if not slot.shape or math.prod(slot.shape)
-                                                                  == 1 else "rows")
+                scalar = not slot.shape or math.prod(slot.shape) == 1
+                mode = "full" if slot.shape == self.shape else ("scalar" if scalar else "rows")
                 op = _Operand(x.slot, mode, f"in{len(self.inputs)}", slot.dtype)
                 self.inputs.append(op)
                 self.by_slot[x.slot] = op
@@ -255,7 +256,8 @@ def _candidate(ins: Any, prog: P.Program) -> tuple[str, tuple] | None:
             s = prog.slots[a.slot]
             if (not s.root or s.dtype not in _C_TYPES or not _contiguous(s.value)
                     or not (s.shape == rslot.shape or math.prod(s.shape) == 1
-                            or (len(s.shape) < len(rslot.shape) and tuple(rslot.shape[-len(s.shape):]) == s.shape))):
+                            or (len(s.shape) < len(rslot.shape)
+                                and tuple(rslot.shape[-len(s.shape):]) == s.shape))):
                 return None
         elif type(a) is not P.SymNode and not isinstance(a, (bool, int, float, np.bool_, np.integer,
                                                              np.floating)):
@@ -403,7 +405,8 @@ def _fuse(prog: P.Program, info: Any, group: list[int], last_read: dict[int, int
         needed = (not made_here or st.kind != P.FRESH or last_read.get(storage, -1) > end
                   or slot in outputs or any(s in outputs for s in st.slots)
                   or any(type(x) in (P.SetData,) and x.slot in st.slots for x in prog.instrs[end + 1:]))
-        if needed or any(type(prog.instrs[k]) is P.SetData and prog.instrs[k].slot in st.slots for k in group):
+        set_here = any(type(prog.instrs[k]) is P.SetData and prog.instrs[k].slot in st.slots for k in group)
+        if needed or set_here:
             stored.append((storage, slot))
     inputs = list(w.inputs)
     outs_params = []
@@ -473,7 +476,8 @@ def check(kernel: FusedKernel, xp: Any, rng: np.random.Generator) -> None:
         for step in kernel.steps:
             _run_step(step, env, scalars, kernel)
         mine = {slot: xp.asarray(a.copy()) for slot, a in host.items()}
-        outs = [mine[slot] if slot in mine else xp.empty(shape, dtype=dtype) for slot, shape, dtype in kernel.outputs]
+        outs = [mine[slot] if slot in mine else xp.empty(shape, dtype=dtype)
+                for slot, shape, dtype in kernel.outputs]
         size = math.prod(kernel.outputs[0][1]) if kernel.outputs else 0
         kernel(size, (*[mine[slot] for slot, _, _ in kernel.inputs], *outs, *scalars))
         for (slot, shape, dtype), got in zip(kernel.outputs, outs):
@@ -483,7 +487,8 @@ def check(kernel: FusedKernel, xp: Any, rng: np.random.Generator) -> None:
             g, w = _host(got), _host(want)
             rtol = {"f": 4e-6 if dtype == np.float32 else 1e-13}.get(dtype.kind, 0)
             np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol, equal_nan=True,
-                                       err_msg=f"{kernel.name} against the calls it replaces:\n{kernel.source}")
+                                       err_msg=f"{kernel.name} against the calls it replaces:\n"
+                                               f"{kernel.source}")
 
 
 def _random(rng: np.random.Generator, shape: tuple, dtype: np.dtype, low: float) -> np.ndarray:

@@ -517,8 +517,8 @@ class Recorder:
             result = P.call_of(fn)(*_concrete(args), **_concrete(kwargs))
         finally:
             _local.paused -= 1
-        if not _has_array(result, self.array_types) and not hasattr(fn, "written"):   # (a launch gives None)
-            return self._non_array_result(fn, targs, tkw, result)
+        if not _has_array(result, self.array_types) and not P.mutated_positions(fn, targs, tkw):
+            return self._non_array_result(fn, targs, tkw, result)   # (a kernel launch, a scatter give None)
         index = len(self.prog.instrs)
         out = self._wrap(result, index)
         self.prog.append(P.Call(fn, targs, tkw, P.Ref.strip(out, Traced)))
@@ -713,12 +713,16 @@ class _TensorGrad:
         self.slot.__set__(t, value)
 
 
+def _called_from_array_library(frame: Any) -> bool:
+    return frame.f_globals.get("__name__", "").startswith(_ARRAY_LIBRARIES)
+
+
 def _recording(original: Callable, name: str) -> Callable:
     """A NumPy function NumPy does not dispatch (a conversion, a creation from Python values): recorded
     while this thread traces, so the replay makes the array anew (a constant one is folded)."""
     def record(*args: Any, **kwargs: Any) -> Any:
         rec = active()
-        if rec is not None and not sys._getframe(1).f_globals.get("__name__", "").startswith(_ARRAY_LIBRARIES):
+        if rec is not None and not _called_from_array_library(sys._getframe(1)):
             return rec.call(original, args, kwargs)   # (NumPy's, CuPy's, the emulator's code calls them too)
         if args and type(args[0]) is Traced:          # a tracer kept from a finished trace
             return original(args[0]._v, *args[1:], **kwargs)

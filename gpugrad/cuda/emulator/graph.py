@@ -90,7 +90,9 @@ def refuse_cublas(name: str) -> NotImplementedError:
                                "(CuPy's cuBLAS wrappers refuse them); capture the work around them")
 
 
-_MUTATING = {"fill", "sort", "partition", "put", "itemset"}
+# operations that write into an array they are given, without out= (recorded, not run now)
+_MUTATING = {"fill", "sort", "partition", "put", "itemset", "copyto", "place", "putmask", "fill_diagonal",
+             "put_along_axis", "scatter_add", "scatter_max", "scatter_min", "at"}
 
 
 def call(name: str, run: Callable[[], Any], out: Any, owns_fresh_memory: Callable[[Any], bool]) -> Any:

@@ -192,6 +192,10 @@ class _Random(types.ModuleType):
 def _scatter(uf: np.ufunc) -> Callable:
     def scatter(a: ndarray, slices: Any, value: Any) -> None:
         target = unwrap(a)
+        if graph.capturing():
+            graph.record(f"cupyx.scatter_{uf.__name__}",
+                         lambda: uf.at(target, array._index(target, slices), unwrap(value)))
+            return
         uf.at(target, array._index(target, slices), unwrap(value))
     scatter.__name__ = f"scatter_{uf.__name__}"
     return scatter

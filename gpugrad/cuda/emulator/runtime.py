@@ -3,8 +3,9 @@
 Work runs on the CPU as soon as it is launched, so streams and events only keep their
 interface; synchronising is counted as a host read (array.record_host_read). There is no
 timing (``get_elapsed_time`` raises), no device memory accounting (the pool's byte counts
-raise); stream capture records launches into a graph (graph.py). RawModule and RawKernel build their CUDA source for the CPU
-with g++ (host_build) and check every launch's arguments against the kernel's parameters.
+raise); stream capture records launches into a graph (graph.py). RawModule and RawKernel
+build their CUDA source for the CPU with g++ (host_build) and check every launch's arguments
+against the kernel's parameters.
 """
 
 from __future__ import annotations
