@@ -72,8 +72,9 @@ def _pad_case(mode: str, shape: tuple, amounts: tuple) -> Case:
 
 
 def _assigned(L: Lib, x: Any, value: Any, index: tuple) -> Any:
-    """``x * 1`` (a tensor in the graph; zeros of shape (4, 3) when None) after ``[index] = value``."""
-    base = L.m.zeros((4, 3), dtype=value.dtype) if x is None else x * 1
+    """``x * 1`` (a tensor in the graph; zeros of shape (4, 3) on the value's device when None) after
+    ``[index] = value``."""
+    base = L.m.zeros((4, 3), dtype=value.dtype, device=value.device) if x is None else x * 1
     base[index] = value
     return base
 

@@ -908,7 +908,7 @@ def test_cases_on_cuda_equal_the_cpu(case):
     outs = [_outputs(case.fn(F, *xs)) for xs in (cpu, gpu)]
     for a, b in zip(*outs):
         assert b.device == "cuda:0" and a.shape == b.shape and a.dtype == b.dtype
-        np.testing.assert_allclose(b.cpu().numpy(), a.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(b.detach().cpu().numpy(), a.detach().numpy(), rtol=1e-10, atol=1e-12)
     if not outs[0][0].requires_grad:
         return
     for out in outs:

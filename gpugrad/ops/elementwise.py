@@ -632,7 +632,7 @@ def clip(x: Any, min: Any = None, max: Any = None, *, a_min: Any = None, a_max: 
         if hi is not None:
             out = _where(greater(out, hi), hi, out)
         return out
-    data = getattr(x, "data", x)
+    data = x.data if isinstance(x, Tensor) else x
     if getattr(data, "dtype", None) is not None and data.dtype.kind in "biu" and \
             (isinstance(lo, float) or isinstance(hi, float)):
         x = Tensor._wrap(data.astype(dtypes.default_float))   # integers clipped to floats: default float
