@@ -110,6 +110,22 @@ def test_every_host_read_is_counted_with_where_it_came_from():
     assert log == []
 
 
+def test_dlpack_shares_device_memory_and_refuses_what_is_not_the_emulators():
+    a = cp.arange(4.0)
+    assert a.__dlpack_device__() == (2, 0)                 # kDLCUDA, device 0, as CuPy says
+    with record_host_reads() as log:
+        shared, copied = cp.from_dlpack(a), cp.from_dlpack(a, copy=True)
+    assert log == [] and shared.data.ptr == a.data.ptr and copied.data.ptr != a.data.ptr
+    shared[0] = 9.0
+    assert a[0].item() == 9.0 and copied[0].item() == 0.0
+    with pytest.raises((TypeError, ValueError)):            # NumPy would read the device memory unseen
+        np.from_dlpack(a)
+    with pytest.raises(TypeError, match=r"cannot import a numpy.ndarray \(DLPack device \(1, 0\)\)"):
+        cp.from_dlpack(np.arange(3.0))                    # host memory is not the emulator's device memory
+    with pytest.raises(BufferError, match="exports no copy to"):
+        a.__dlpack__(dl_device=(1, 0))
+
+
 def test_uninitialised_memory_is_not_zero():
     assert np.isnan(cp.empty(4).get()).all() and (cp.empty_like(cp.ones(3, np.int64)).get() == -1).all()
     assert np.isnan(cp.ndarray((2, 2), np.float32).get()).all()
