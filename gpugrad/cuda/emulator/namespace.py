@@ -209,19 +209,29 @@ class _Random(types.ModuleType):
 
 # ----------------------------------------------------------------------------- cupyx
 
-def _scatter(uf: np.ufunc) -> Callable:
+def _scatter(uf: np.ufunc, dtypes: str) -> Callable:
+    """cupyx.scatter_<op>: with an integer index array, only the dtypes CUDA has atomics for (CuPy's
+    rule: no int64, int8, int16, bool; scatter_max and scatter_min no float16 either)."""
+    allowed = [np.dtype(c) for c in dtypes]
+
     def scatter(a: ndarray, slices: Any, value: Any) -> None:
         target = unwrap(a)
-        uf.at(target, array._index(target, slices), unwrap(value))
+        index = array._index(target, slices)
+        items = index if type(index) is tuple else (index,)
+        arrays = [k for k in items if isinstance(k, np.ndarray)]
+        if arrays and not (len(items) == 1 and arrays[0].dtype == np.bool_) and target.dtype not in allowed:
+            raise TypeError(f"cupy.{uf.__name__}.at only supports {', '.join(str(d) for d in allowed)}, as "
+                            "data type")
+        uf.at(target, index, unwrap(value))
     scatter.__name__ = f"scatter_{uf.__name__}"
     return scatter
 
 
 cupyx = types.ModuleType("cupyx")
 cupyx.__doc__ = "The emulated cupyx: the scatter functions gpugrad uses."
-cupyx.scatter_add = _scatter(np.add)  # type: ignore[attr-defined]
-cupyx.scatter_max = _scatter(np.maximum)  # type: ignore[attr-defined]
-cupyx.scatter_min = _scatter(np.minimum)  # type: ignore[attr-defined]
+cupyx.scatter_add = _scatter(np.add, "iefdIQ")  # type: ignore[attr-defined]
+cupyx.scatter_max = _scatter(np.maximum, "ifdIQ")  # type: ignore[attr-defined]
+cupyx.scatter_min = _scatter(np.minimum, "ifdIQ")  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- cupy
