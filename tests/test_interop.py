@@ -193,8 +193,9 @@ def test_torch_cuda_shares_memory_with_cuda_tensors():
     if backend.cuda_unavailable_reason() is not None:
         pytest.skip(backend.cuda_unavailable_reason())
     if gg.cuda.is_emulated():
-        pytest.skip("the CUDA emulator's device memory is host memory: PyTorch's CUDA memory cannot be shared "
-                    "with it (tests/test_cuda_emulator.py checks that the emulator refuses foreign capsules)")
+        pytest.skip("the CUDA emulator's device memory is host memory: PyTorch's CUDA memory cannot be "
+                    "shared with it (tests/test_cuda_emulator.py checks that the emulator refuses foreign "
+                    "capsules)")
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("this torch has no CUDA")

@@ -573,7 +573,8 @@ def _device_cases():
             if name == "sum-dtype" else ()
         yield pytest.param(fn, [_u(lo, hi)], id=name, marks=marks)
     for name, (fn, ra, rb) in sorted(BINARY.items()):
-        yield pytest.param(fn[0] if isinstance(fn, tuple) else fn, [_u(*ra), _u(*rb, shape=(4,), seed=1)], id=name)
+        gfn = fn[0] if isinstance(fn, tuple) else fn
+        yield pytest.param(gfn, [_u(*ra), _u(*rb, shape=(4,), seed=1)], id=name)
     for spec in EINSUM:
         arrays = [_u(-2, 2, shape, seed=i) for i, shape in enumerate(EINSUM_SHAPES[spec])]
         yield pytest.param(lambda *xs, spec=spec: gg.einsum(spec, *xs), arrays, id=f"einsum {spec}")

@@ -323,8 +323,8 @@ def test_gradgradcheck(case):
 READS_BACK = {
     "zero_d_index_selects": "a 0-d integer index tensor selects as an int",
     **{name: "a boolean mask's number of True entries" for name in (
-        "bool_list_mask", "mask_after_slice", "mask_2d", "mask_and_int", "setitem_mask_scalar", "masked_select",
-        "masked_select_broadcast")},
+        "bool_list_mask", "mask_after_slice", "mask_2d", "mask_and_int", "setitem_mask_scalar",
+        "masked_select", "masked_select_broadcast")},
     "repeat_interleave_counts": "the output's length, the sum of the counts (output_size= avoids it)",
     "repeat_interleave_one_count": "the one count, the output's length",
 }

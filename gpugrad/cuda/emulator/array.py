@@ -397,8 +397,8 @@ class ndarray:  # noqa: N801 - CuPy's name
                    copy: bool | None = None) -> DeviceCapsule:
         if dl_device is not None and tuple(dl_device) != (KDL_CUDA, self._dev):
             raise BufferError(f"__dlpack__: the array is on CUDA device {self._dev} (DLPack device "
-                              f"{(KDL_CUDA, self._dev)}); the CUDA emulator exports no copy to {tuple(dl_device)}: "
-                              "copy it with .get()")
+                              f"{(KDL_CUDA, self._dev)}); the CUDA emulator exports no copy to "
+                              f"{tuple(dl_device)}: copy it with .get()")
         return DeviceCapsule(wrap(self._a.copy(), self._dev) if copy else self)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:

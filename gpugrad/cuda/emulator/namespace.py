@@ -111,15 +111,15 @@ def from_dlpack(x: Any, *, device: Any = None, copy: bool | None = None) -> ndar
         capsule = x.__dlpack__() if copy is None else x.__dlpack__(copy=copy)
         if type(capsule) is not array.DeviceCapsule:
             raise TypeError(f"cupy.from_dlpack: the CUDA emulator cannot import a {type(x).__module__}."
-                            f"{type(x).__qualname__} (DLPack device {x.__dlpack_device__()}): its memory is not "
-                            "the emulator's; copy host data to the device with cupy.asarray")
+                            f"{type(x).__qualname__} (DLPack device {x.__dlpack_device__()}): its memory is "
+                            "not the emulator's; copy host data to the device with cupy.asarray")
         source = capsule.array
     else:
         raise TypeError(f"cupy.from_dlpack: a {type(x).__name__} does not implement __dlpack__ / "
                         "__dlpack_device__")
     if device is not None and tuple(device) != source.__dlpack_device__():
-        raise BufferError(f"cupy.from_dlpack: the array is on DLPack device {source.__dlpack_device__()}, not "
-                          f"{tuple(device)}; the CUDA emulator copies between devices with cupy.asarray")
+        raise BufferError(f"cupy.from_dlpack: the array is on DLPack device {source.__dlpack_device__()}, "
+                          f"not {tuple(device)}; the CUDA emulator copies between devices with cupy.asarray")
     return wrap(source._a, source._dev)
 
 
