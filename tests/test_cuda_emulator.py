@@ -128,6 +128,15 @@ def test_dlpack_shares_device_memory_and_refuses_what_is_not_the_emulators():
         a.__dlpack__(dl_device=(1, 0))
 
 
+def test_shape_helpers_read_a_device_array_not_its_data_pointer():
+    # a CuPy array's .data is its MemoryPointer, not a Tensor's array: helpers must not unwrap it
+    from gpugrad.ops.util import ndim_of, shape_of  # noqa: PLC0415
+
+    a = cp.ones((2, 3))
+    assert shape_of(a) == (2, 3) and ndim_of(a) == 2
+    assert shape_of(gg.ones(4)) == (4,) and ndim_of(2.0) == 0
+
+
 def test_uninitialised_memory_is_not_zero():
     assert np.isnan(cp.empty(4).get()).all() and (cp.empty_like(cp.ones(3, np.int64)).get() == -1).all()
     assert np.isnan(cp.ndarray((2, 2), np.float32).get()).all()
