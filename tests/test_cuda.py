@@ -37,7 +37,7 @@ import pytest
 import gpugrad as gg
 from benchmarks.gpu import plain_rules as plain
 from gpugrad import backend
-from gpugrad.cuda import kernels
+from gpugrad.cuda import emulator, kernels
 from gpugrad.nn import functional as F
 from gpugrad.ops.registry import REGISTRY
 from gpugrad.ops.samples import Const
@@ -892,6 +892,19 @@ def test_registry_gradcheck_on_cuda(cp, op, sample):
     cpu_vjp = _vjp(fn, cpu_inputs, positions, v)                 # the same cotangent as device_gradcheck's
     for i, a, b in zip(positions, gpu_vjp, cpu_vjp):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=f"input {i}: CUDA vs CPU gradient")
+
+
+@pytest.mark.parametrize("op,sample", list(_cases()))
+def test_registry_ops_read_nothing_back_on_cuda(cp, op, sample):
+    """Each op's forward and VJP on the device read nothing from it (the emulator counts the reads)."""
+    if not gg.cuda.is_emulated():
+        pytest.skip("host reads are counted by the CUDA emulator (GPUGRAD_EMULATE_CUDA=1) only")
+    inputs = _inputs(sample, "cuda")
+    with emulator.host_reads() as reads:
+        out = op(*inputs, **sample.params)
+        if out.requires_grad:
+            out.backward(gradient=gg.ones_like(out))
+    assert reads == []
 
 
 def test_gg_testing_gradcheck_on_cuda(cp):

@@ -177,7 +177,7 @@ def test_jax_both_ways():
 
 # ----------------------------------------------------------------------------- CUDA
 @pytest.mark.cuda
-def test_cupy_and_torch_cuda_share_memory_with_cuda_tensors():
+def test_cupy_shares_memory_with_cuda_tensors():
     if backend.cuda_unavailable_reason() is not None:
         pytest.skip(backend.cuda_unavailable_reason())
     cp = backend.load_cupy()
@@ -186,6 +186,16 @@ def test_cupy_and_torch_cuda_share_memory_with_cuda_tensors():
     assert t.device.type == "cuda" and t.data.data.ptr == c.data.ptr
     back = cp.from_dlpack(gg.ones(3, device="cuda"))
     assert back.shape == (3,)
+
+
+@pytest.mark.cuda
+def test_torch_cuda_shares_memory_with_cuda_tensors():
+    if backend.cuda_unavailable_reason() is not None:
+        pytest.skip(backend.cuda_unavailable_reason())
+    if gg.cuda.is_emulated():
+        pytest.skip("the CUDA emulator's device memory is host memory: PyTorch's CUDA memory cannot be "
+                    "shared with it (tests/test_cuda_emulator.py checks that the emulator refuses foreign "
+                    "capsules)")
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("this torch has no CUDA")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from gpugrad.cuda import emulator
 from gpugrad.ops.registry import REGISTRY
 
 try:
@@ -560,3 +561,46 @@ def test_the_new_ops_are_in_the_registry_with_samples():
         assert name in REGISTRY and REGISTRY[name].samples is not None and REGISTRY[name].higher_order, name
     for name in ("cum_extreme_indices", "argsort", "isposinf", "isneginf", "bitwise_and", "left_shift"):
         assert not REGISTRY[name].differentiable, name
+
+
+# ----------------------------------------------------------------------------- CUDA
+
+
+def _device_cases():
+    """The unary, binary and einsum cases above, with gpugrad's spelling."""
+    for name, (fn, (lo, hi)) in sorted(UNARY.items()):
+        marks = pytest.mark.skipif(torch is None, reason="its spelling names PyTorch's dtype") \
+            if name == "sum-dtype" else ()
+        yield pytest.param(fn, [_u(lo, hi)], id=name, marks=marks)
+    for name, (fn, ra, rb) in sorted(BINARY.items()):
+        gfn = fn[0] if isinstance(fn, tuple) else fn
+        yield pytest.param(gfn, [_u(*ra), _u(*rb, shape=(4,), seed=1)], id=name)
+    for spec in EINSUM:
+        arrays = [_u(-2, 2, shape, seed=i) for i, shape in enumerate(EINSUM_SHAPES[spec])]
+        yield pytest.param(lambda *xs, spec=spec: gg.einsum(spec, *xs), arrays, id=f"einsum {spec}")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("fn,arrays", list(_device_cases()))
+def test_ops_on_cuda_equal_the_cpu_and_read_nothing_back(fn, arrays):
+    """Each case on "cuda" (float64): the CPU's values and gradients (shapes, dtypes too), and no read
+    from the device in the forward or the backward (counted on the emulator)."""
+    reason = gg.cuda.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no CUDA device: {reason}")
+    results = []
+    for device in ("cpu", "cuda"):
+        inputs = [gg.tensor(a, dtype=gg.float64, device=device, requires_grad=True) for a in arrays]
+        with emulator.host_reads() as reads, np.errstate(divide="ignore", invalid="ignore"):   # x / 0
+            outs = _parts(fn(*inputs))
+            floats = [o for o in outs if o.requires_grad]
+            if floats:
+                sum((o * (k + 1)).sum() for k, o in enumerate(floats)).backward()
+        results.append(outs + [x.grad for x in inputs])
+    assert reads == [], reads
+    for a, b in zip(*results):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert b.device == "cuda:0" and (b.shape, b.dtype) == (a.shape, a.dtype)
+            np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), rtol=1e-10, atol=1e-12,
+                                       equal_nan=True)

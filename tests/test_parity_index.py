@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from gpugrad.cuda import emulator
 from gpugrad.nn import functional as F
 
 try:
@@ -72,8 +73,9 @@ def _pad_case(mode: str, shape: tuple, amounts: tuple) -> Case:
 
 
 def _assigned(L: Lib, x: Any, value: Any, index: tuple) -> Any:
-    """``x * 1`` (a tensor in the graph; zeros of shape (4, 3) when None) after ``[index] = value``."""
-    base = L.m.zeros((4, 3), dtype=value.dtype) if x is None else x * 1
+    """``x * 1`` (a tensor in the graph; zeros of shape (4, 3) on the value's device when None) after
+    ``[index] = value``."""
+    base = L.m.zeros((4, 3), dtype=value.dtype, device=value.device) if x is None else x * 1
     base[index] = value
     return base
 
@@ -179,6 +181,8 @@ CASES = [
     _case("repeat_interleave_flat", [(2, 3)], lambda L, x: x.repeat_interleave(3)),
     _case("repeat_interleave_counts", [(3, 2)], lambda L, x: x.repeat_interleave(L.ints([2, 0, 3]), dim=0)),
     _case("repeat_interleave_one_count", [(3,)], lambda L, x: L.m.repeat_interleave(x, L.ints([2]))),
+    _case("repeat_interleave_output_size", [(3, 2)],
+          lambda L, x: x.repeat_interleave(L.ints([2, 0, 3]), dim=0, output_size=5)),
     _case("flip", [(2, 3, 4)], lambda L, x: x.flip(0, 2)),
     _case("flip_list", [(2, 3)], lambda L, x: L.m.flip(x, [1])),
     _case("roll_dims", [(3, 4)], lambda L, x: x.roll((1, -5), (0, 1))),
@@ -314,6 +318,18 @@ def test_gradgradcheck(case):
     assert gg.testing.gradgradcheck(_joined(case), *_inputs(case, "gg", "float64"))
 
 
+# The cases whose result's shape depends on the device's values, so the host reads them (as PyTorch
+# does); every other case must read nothing from the device (counted on the emulator).
+READS_BACK = {
+    "zero_d_index_selects": "a 0-d integer index tensor selects as an int",
+    **{name: "a boolean mask's number of True entries" for name in (
+        "bool_list_mask", "mask_after_slice", "mask_2d", "mask_and_int", "setitem_mask_scalar",
+        "masked_select", "masked_select_broadcast")},
+    "repeat_interleave_counts": "the output's length, the sum of the counts (output_size= avoids it)",
+    "repeat_interleave_one_count": "the one count, the output's length",
+}
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_cuda_matches_cpu(case):
@@ -335,11 +351,14 @@ def test_cuda_matches_cpu(case):
 
     results = []
     for inputs, lib in ((cpu, Lib("gg")), (dev, CudaLib("gg"))):
-        outs = _outputs(case.fn(lib, *inputs))
-        floats = [o for o in outs if o.dtype.kind == "f" and o.requires_grad]
-        if floats:
-            sum(o.sum() * (i + 1) for i, o in enumerate(floats)).backward()
+        with emulator.host_reads() as reads:
+            outs = _outputs(case.fn(lib, *inputs))
+            floats = [o for o in outs if o.dtype.kind == "f" and o.requires_grad]
+            if floats:
+                sum(o.sum() * (i + 1) for i, o in enumerate(floats)).backward()
         results.append(outs)
+    if gg.cuda.is_emulated():
+        assert bool(reads) == (case.name in READS_BACK), f"{case.name}: {reads or 'no read'}"
     for o_cpu, o_dev in zip(*results):
         assert o_dev.device.type == "cuda" and o_dev.shape == o_cpu.shape and o_dev.dtype == o_cpu.dtype
         np.testing.assert_allclose(o_dev.detach().cpu().numpy(), o_cpu.detach().numpy(), rtol=1e-12)

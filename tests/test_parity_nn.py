@@ -24,6 +24,7 @@ import pytest
 import gpugrad as gg
 import gpugrad.nn as nn
 import gpugrad.nn.functional as F
+from gpugrad.cuda import emulator
 from gpugrad.ops import conv as conv_ops
 
 try:
@@ -898,21 +899,26 @@ def test_conv_net_equals_torch_step_for_step_in_float64():
 @pytest.mark.cuda
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_cases_on_cuda_equal_the_cpu(case):
-    """Every case on the GPU (float64): the same values and gradients as on the CPU."""
+    """Every case on the GPU (float64): the same values and gradients as on the CPU, and (counted on the
+    emulator) no read from the device in the forward or the backward."""
     reason = gg.cuda.unavailable_reason()
     if reason is not None:
         pytest.skip(f"no CUDA device: {reason}")
     cpu = _float64_inputs(case)
     gpu = [t.detach().to("cuda").requires_grad_(t.requires_grad) if t.dtype.kind == "f" else t.to("cuda")
            for t in cpu]
-    outs = [_outputs(case.fn(F, *xs)) for xs in (cpu, gpu)]
+    outs = [_outputs(case.fn(F, *cpu))]
+    with emulator.host_reads() as reads:
+        outs.append(_outputs(case.fn(F, *gpu)))
+        for out in outs:
+            if out[0].requires_grad:
+                (out[0] * out[0]).sum().backward()
+    assert reads == [], f"{case.name} read from the device: {reads}"
     for a, b in zip(*outs):
         assert b.device == "cuda:0" and a.shape == b.shape and a.dtype == b.dtype
-        np.testing.assert_allclose(b.cpu().numpy(), a.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(b.detach().cpu().numpy(), a.detach().numpy(), rtol=1e-10, atol=1e-12)
     if not outs[0][0].requires_grad:
         return
-    for out in outs:
-        (out[0] * out[0]).sum().backward()
     for a, b in zip(cpu, gpu):
         if a.requires_grad:
             assert b.grad.device == "cuda:0"

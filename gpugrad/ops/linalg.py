@@ -157,7 +157,7 @@ def _einsum_diagonal(x: Any, letters: str) -> tuple[Any, str]:
         n = shape_of(x)[a]
         if shape_of(x)[b] != n:
             raise ValueError(f"einsum: subscript {c!r} is repeated with sizes {n} and {shape_of(x)[b]}")
-        eye = backend.namespace(getattr(x, "data", x)).eye(n, dtype=x.dtype)
+        eye = backend.namespace(x.data if isinstance(x, Tensor) else x).eye(n, dtype=x.dtype)
         shape = [1] * len(letters)
         shape[a] = shape[b] = n
         x = rd.sum(ew.multiply(x, Tensor._wrap(eye.reshape(shape))), axis=b)

@@ -257,7 +257,22 @@ def _index(a: np.ndarray, key: Any) -> tuple:
 # ----------------------------------------------------------------------------- the array
 
 _HOST_ONLY = {"ctypes", "__array_interface__", "__array_struct__", "tofile", "tobytes", "dump", "dumps",
-              "__buffer__", "__dlpack__", "__dlpack_device__"}
+              "__buffer__"}
+KDL_CUDA = 2                          # DLPack's device type for CUDA memory (dlpack.h: DLDeviceType)
+
+
+class DeviceCapsule:
+    """What an emulated array's ``__dlpack__`` gives: a stand-in for a DLPack capsule of device memory.
+
+    Only the emulator's ``cupy.from_dlpack`` reads it. It is not a PyCapsule: NumPy or PyTorch
+    would take a real capsule of the host buffer for host (or real GPU) memory and read the
+    device data unseen, so they refuse this, as they cannot read a real GPU's memory either.
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: ndarray) -> None:
+        self.array = array
 
 
 class MemoryPointer:
@@ -373,6 +388,18 @@ class ndarray:  # noqa: N801 - CuPy's name
 
     def __reduce__(self) -> tuple:
         return _rebuild, (self.get(), self._dev)
+
+    # -- DLPack, as CuPy's: the array is on a CUDA device; the emulator's cupy.from_dlpack shares it
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (KDL_CUDA, self._dev)
+
+    def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
+                   copy: bool | None = None) -> DeviceCapsule:
+        if dl_device is not None and tuple(dl_device) != (KDL_CUDA, self._dev):
+            raise BufferError(f"__dlpack__: the array is on CUDA device {self._dev} (DLPack device "
+                              f"{(KDL_CUDA, self._dev)}); the CUDA emulator exports no copy to "
+                              f"{tuple(dl_device)}: copy it with .get()")
+        return DeviceCapsule(wrap(self._a.copy(), self._dev) if copy else self)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         raise TypeError("Implicit conversion to a NumPy array is not allowed. "
