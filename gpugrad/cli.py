@@ -72,16 +72,20 @@ def _run(command: str, job: Callable[[], object]) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    """Versions, CUDA devices, and whether every fused kernel file compiles (each one is compiled)."""
+    """Versions, CUDA devices, whether every fused kernel file compiles (each one is compiled), and the
+    MPI and NCCL that multi-process training would use."""
     import platform  # noqa: PLC0415
 
     import numpy  # noqa: PLC0415
 
     from . import backend  # noqa: PLC0415
     from . import cuda as gg_cuda  # noqa: PLC0415
+    from .distributed import describe  # noqa: PLC0415
 
     print(f"gpugrad {__version__}")
     print(f"python {platform.python_version()} ({platform.machine()}), numpy {numpy.__version__}")
+    for line in describe():
+        print(line)
     try:
         cp = backend.load_cupy()
     except RuntimeError as err:
@@ -121,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_eval_parsers(commands)
 
-    info = commands.add_parser("info", help="versions, CUDA devices, and whether the kernels compile")
+    info = commands.add_parser("info", help="versions, CUDA devices, whether the kernels compile, MPI and NCCL")
     info.set_defaults(handler=_cmd_info)
     return parser
 
