@@ -600,7 +600,7 @@ def _emulated_nccl_group(monkeypatch, devices=1):
         emulated
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, np.int64, np.int32, np.uint8, np.bool_])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, np.int64, np.int32, np.uint8, bool])
 def test_nccl_group_on_the_emulated_nccl(monkeypatch, dtype):
     group, cp, _ = _emulated_nccl_group(monkeypatch)
     for shape in ((), (0,), (5,), (2, 3)):
