@@ -8,7 +8,6 @@ one sends SIGINT, on which mpiexec ends the job at once. SIGTERM is passed on as
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -17,6 +16,7 @@ import sys
 import threading
 from typing import Any
 
+from . import api
 from .mpi import INSTALL_HINT
 
 TERMINAL_VARIABLE = "GPUGRAD_TERMINAL"     # "1": the launching process's stderr is a terminal
@@ -25,7 +25,7 @@ TERMINAL_VARIABLE = "GPUGRAD_TERMINAL"     # "1": the launching process's stderr
 def mpiexec_command(nproc: int) -> list[str]:
     """``mpiexec -n N`` with Open MPI's flags for more ranks than cores and for root; RuntimeError
     saying what to install when mpi4py or mpiexec is missing."""
-    if importlib.util.find_spec("mpi4py") is None:
+    if not api.is_available():
         raise RuntimeError(f"{nproc} processes run through MPI, and mpi4py is not installed: {INSTALL_HINT}")
     search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     exe = shutil.which("mpiexec", path=search)
