@@ -212,8 +212,9 @@ def one_gpu(monkeypatch):
     (["--nproc", "2", "--batch-size", "1"], "--batch-size 1: each step's batch is shared among the 2 "
                                            "processes; give at least 2"),
     (["--nproc", "3", "--epochs", "0"], "--epochs 0: must be a whole number of at least 1"),
-    (["--nproc", "2", "--device", "cuda"], "--device cuda: each process needs its own GPU, and this machine "
-                                          "has 1; start at most 1 process(es) per machine, or give --device cpu"),
+    (["--nproc", "2", "--device", "cuda"], "--device cuda: each process needs its own GPU, and this "
+                                          "machine has 1; start at most 1 process(es) per machine, or give "
+                                          "--device cpu"),
     (["--nproc", "2", "--device", "cuda:0"], "--device cuda:0: names one GPU, and each of the 2 processes "
                                             "needs its own; give --device cuda"),
 ])
