@@ -12,6 +12,10 @@ and atomically, ``last.safetensors`` (everything needed to continue: model, opti
 the position in the epoch, every random generator's state, the history) and
 ``best.safetensors`` (those weights), then ``metrics.json`` and ``curves.png``. Ctrl-C
 stops after the current step and saves; ``resume(DIR)`` continues bit-identically.
+
+Under a launcher of several processes (``gpugrad train --nproc N`` starts one), every process
+runs the job (``World``): each step's batch is shared among them through DDP, so the training
+does not depend on their number and any number may resume any run; rank 0 alone logs and writes.
 """
 
 from __future__ import annotations
@@ -759,17 +763,17 @@ def resume(run_dir: str, log: Callable[[str], None] = print, **changes: Any) -> 
     world = World.from_launcher()
     log = log if world.main else _silent
     with world.guard():
-        def prepare() -> _Run:
+        def prepare() -> tuple[_Run, int]:
             cfg, state, data = _resumable(run_dir, changes, world)
             run = _Run(cfg, data, log, world)
             run.restore(state, run_dir)
-            saved = state["progress"].get("processes", 1)
-            log(f"resuming {run_dir} at epoch {run.epoch + 1}, batch {run.batch + 1} of {run.batches}"
-                + (f" (saved by {saved} process{'es' * (saved > 1)}, continued by {world.size})"
-                   if saved != world.size else ""))
-            return run
+            return run, state["progress"].get("processes", 1)
 
-        return _execute(world.agreed(prepare))
+        run, saved = world.agreed(prepare)
+        log(f"resuming {run_dir} at epoch {run.epoch + 1}, batch {run.batch + 1} of {run.batches}"
+            + (f" (saved by {saved} process{'es' * (saved > 1)}, continued by {world.size})"
+               if saved != world.size else ""))
+        return _execute(run)
 
 
 def check_job(nproc: int, cfg: TrainConfig | None = None, resume_dir: str | None = None,
