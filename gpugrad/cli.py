@@ -82,7 +82,9 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
     argv = ["train"]
     for field in _TRAIN_FIELDS:
         value = getattr(args, field)
-        if value is not None:
+        if isinstance(value, bool):                     # a switch: given or not
+            argv += [flag(field)] if value else []
+        elif value is not None:
             argv += [flag(field), str(value)]
     if args.resume:
         argv += ["--resume", args.resume]
