@@ -1,9 +1,10 @@
 """Start a command as a job of N processes under mpiexec, for ``gpugrad train --nproc N``.
 
 The job runs in its own session, so the terminal's Ctrl-C reaches this process alone, which
-relays it: the first Ctrl-C sends mpiexec SIGUSR1, which Open MPI's and MPICH's mpiexec
-forward to every rank (gpugrad train takes it as "stop after this step and save"); a second
-one sends SIGINT, on which mpiexec ends the job at once. SIGTERM is passed on as it is.
+relays it: the first Ctrl-C sends mpiexec SIGUSR1, which Open MPI's mpiexec forwards to every
+rank (as MPICH's Hydra is meant to; not checked here), and gpugrad train takes it as "stop after
+this step and save"; a second one sends SIGINT, on which mpiexec ends the job at once. SIGTERM
+is passed on as it is.
 """
 
 from __future__ import annotations
