@@ -1,7 +1,8 @@
 """gg.distributed and DDP in one process: the engine's hooks, the launcher environment, the sampler,
-DDP's bucketing on a stand-in group, the NCCL backend's logic on a stand-in communicator, and the
-NCCL path on a real GPU at world size 1 (skipped without CuPy's NCCL). The multi-process tests,
-through mpiexec, are in test_distributed_mpi.py."""
+DDP's bucketing on a stand-in group, the NCCL backend's logic on a stand-in communicator and on the
+CUDA emulator's NCCL, and the NCCL path of init_process_group, the collectives and DDP at world
+size 1 on a real GPU or under GPUGRAD_EMULATE_CUDA=1 (skipped with neither). The multi-process
+tests, through mpiexec, are in test_distributed_mpi.py."""
 
 from __future__ import annotations
 
@@ -664,7 +665,7 @@ def test_the_emulated_nccl_checks_what_a_gpu_would_fault_on(monkeypatch):
         comm.allReduce(x.data.ptr, x.data.ptr, 4, emulated.NCCL_FLOAT64, emulated.NCCL_SUM, stream)
 
 
-def test_nccl_backend_on_a_gpu_at_world_size_1():
+def test_nccl_backend_on_a_gpu_or_the_emulator_at_world_size_1():
     try:
         from gpugrad.distributed.nccl import load_nccl
         cp, _ = load_nccl()
@@ -690,9 +691,15 @@ def test_nccl_backend_on_a_gpu_at_world_size_1():
         with pytest.raises(RuntimeError, match="the nccl backend runs collectives on cuda"):
             dist.all_reduce(gg.ones(2))
         model = nn.MLP([4, 8, 2]).to(device)
-        ddp = DistributedDataParallel(model)
-        ddp(gg.randn(5, 4).to(device)).sum().backward()
-        assert all(p.grad is not None for p in model.parameters())
+        plain = nn.MLP([4, 8, 2]).to(device)
+        plain.load_state_dict(model.state_dict())
+        ddp = DistributedDataParallel(model, bucket_cap_mb=0.0001)        # a bucket per parameter
+        x = gg.randn(5, 4).to(device)
+        ddp(x).square().sum().backward()
+        plain(x).square().sum().backward()
+        for p, q in zip(model.parameters(), plain.parameters()):     # one rank: the average is its own
+            assert p.grad.device == device
+            np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy())
         cp.cuda.get_current_stream().synchronize()
     finally:
         dist.destroy_process_group()
