@@ -54,11 +54,18 @@ def _blobs(path, n):
     np.savez(path, X=rng.standard_normal((5, 16))[y] + rng.standard_normal((n, 16)), y=y)
 
 
-@pytest.fixture
-def data(tmp_path):
-    path = tmp_path / "blobs.npz"
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "blobs.npz"
     _blobs(path, 3000)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_process(data, tmp_path_factory):
+    """The metrics of OPTIONS's run on ``data`` by one process, with its files."""
+    out = tmp_path_factory.mktemp("one") / "run"
+    return train(TrainConfig(data=str(data), **OPTIONS, out=str(out)), log=quiet), out
 
 
 def _needs_mpiexec():
@@ -98,23 +105,22 @@ def _same_training(one, other):
     np.testing.assert_allclose(other["test_loss"], one["test_loss"], rtol=1e-5)
 
 
-def _straight(data, tmp_path, **changed):
-    return train(TrainConfig(data=str(data), **{**OPTIONS, **changed}, out=str(tmp_path / "straight")),
-                 log=quiet)
+def _straight(data, tmp_path):
+    return train(TrainConfig(data=str(data), **OPTIONS, out=str(tmp_path / "straight")), log=quiet)
 
 
 # ----------------------------------------------------------------------------- several processes
-def test_two_processes_train_as_one_does_and_rank_0_alone_writes(tmp_path, data):
+def test_two_processes_train_as_one_does_and_rank_0_alone_writes(tmp_path, data, one_process):
     _needs_mpiexec()
     out = tmp_path / "two"
     code, stdout, stderr = _finished(_job(tmp_path, [*_args(data), "--nproc", "2", "--out", str(out)],
                                           GG_TEST_ONLY_RANK0_WRITES=str(out)))
     assert code == 0, stderr
     two = json.loads((out / "metrics.json").read_text())
-    one = _straight(data, tmp_path)
+    one, one_out = one_process
     assert (two["processes"], one["processes"]) == (2, 1)
     _same_training(one, two)
-    assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "straight"))
+    assert sorted(os.listdir(out)) == sorted(os.listdir(one_out))
     lines = stdout.splitlines()                             # rank 0 alone logs
     assert lines[0].endswith("device: cpu, 2 processes"), stdout
     assert sum(line.startswith("epoch ") for line in lines) == 2
@@ -139,7 +145,7 @@ def test_ctrl_c_stops_every_rank_and_saves_once(tmp_path):
     assert gg.load(run / "last.safetensors")["progress"]["processes"] == 2
 
 
-def test_a_stop_on_one_rank_stops_all_at_one_step_and_one_process_resumes(tmp_path, data):
+def test_a_stop_on_one_rank_stops_all_at_one_step_and_one_process_resumes(tmp_path, data, one_process):
     _needs_mpiexec()
     run = tmp_path / "run"
     code, stdout, stderr = _finished(_job(tmp_path, [*_args(data), "--nproc", "2", "--out", str(run)],
@@ -150,7 +156,7 @@ def test_a_stop_on_one_rank_stops_all_at_one_step_and_one_process_resumes(tmp_pa
     lines = []
     resumed = resume(str(run), log=lines.append)             # one process continues
     assert "at epoch 1, batch 7 of 66 (saved by 2 processes, continued by 1)" in lines[0]
-    _same_training(_straight(data, tmp_path), resumed)
+    _same_training(one_process[0], resumed)
 
 
 def test_three_processes_resume_a_run_one_process_stopped_mid_epoch(tmp_path, monkeypatch):
