@@ -52,8 +52,7 @@ def run(mpiexec: list[str], command: list[str]) -> int:
     environ = dict(os.environ)
     if sys.stderr.isatty():
         environ[TERMINAL_VARIABLE] = "1"
-    proc = subprocess.Popen([*mpiexec, *command], env=environ, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc: subprocess.Popen | None = None
     interrupts = 0
 
     def relay(signum: int, frame: Any) -> None:
@@ -61,12 +60,17 @@ def run(mpiexec: list[str], command: list[str]) -> int:
         if signum == signal.SIGINT:
             interrupts += 1
             signum = signal.SIGUSR1 if interrupts == 1 else signal.SIGINT
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.send_signal(signum)
 
+    # the handlers first: from the moment the job exists, no Ctrl-C may leave it running alone
     main = threading.current_thread() is threading.main_thread()     # where signals can be handled
     previous = {s: signal.signal(s, relay) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
+        proc = subprocess.Popen([*mpiexec, *command], env=environ, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        if interrupts:                                  # Ctrl-C while it was being started
+            proc.send_signal(signal.SIGINT)
         code = proc.wait()
     finally:
         for s, handler in previous.items():
