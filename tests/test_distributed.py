@@ -1,7 +1,8 @@
 """gg.distributed and DDP in one process: the engine's hooks, the launcher environment, the sampler,
-DDP's bucketing on a stand-in group, the NCCL backend's logic on a stand-in communicator, and the
-NCCL path on a real GPU at world size 1 (skipped without CuPy's NCCL). The multi-process tests,
-through mpiexec, are in test_distributed_mpi.py."""
+DDP's bucketing on a stand-in group, the NCCL backend's logic on a stand-in communicator and on the
+CUDA emulator's NCCL, and the NCCL path of init_process_group, the collectives and DDP at world
+size 1 on a real GPU or under GPUGRAD_EMULATE_CUDA=1 (skipped with neither). The multi-process
+tests, through mpiexec, are in test_distributed_mpi.py."""
 
 from __future__ import annotations
 
@@ -495,10 +496,10 @@ class StandInNccl:
     rank's data (so every reduction has a known result); checks each call's arguments."""
 
     NCCL_INT8, NCCL_UINT8, NCCL_INT32, NCCL_UINT32, NCCL_INT64, NCCL_UINT64 = 0, 1, 2, 3, 4, 5
-    NCCL_FLOAT16, NCCL_FLOAT32, NCCL_FLOAT64 = 6, 7, 9
+    NCCL_FLOAT16, NCCL_FLOAT32, NCCL_FLOAT64 = 6, 7, 8
     NCCL_SUM, NCCL_PROD, NCCL_MAX, NCCL_MIN, NCCL_AVG = 0, 1, 2, 3, 4
     _NP = {0: np.int8, 1: np.uint8, 2: np.int32, 3: np.uint32, 4: np.int64, 5: np.uint64,
-           6: np.float16, 7: np.float32, 9: np.float64}
+           6: np.float16, 7: np.float32, 8: np.float64}
 
     def __init__(self, size):
         self.size = size
@@ -586,7 +587,85 @@ def test_nccl_group_other_collectives_on_a_stand_in():
     assert group.all_gather_object("me") == ["me"] and group.broadcast_object(5, 0) == 5
 
 
-def test_nccl_backend_on_a_gpu_at_world_size_1():
+# ----------------------------------------------------------------------------- NCCL on the CUDA emulator
+
+def _emulated_nccl_group(monkeypatch, devices=1):
+    """The nccl group on the CUDA emulator's cupy.cuda.nccl (a communicator of one rank)."""
+    from gpugrad.cuda.emulator import array
+    from gpugrad.cuda.emulator import nccl as emulated
+    from gpugrad.cuda.emulator.namespace import cupy as cp
+
+    monkeypatch.setattr(array, "device_total", devices)
+    comm = emulated.NcclCommunicator(1, emulated.get_unique_id(), 0)
+    return NcclGroup(comm, 0, 1, 0, constants=emulated, current_stream=cp.cuda.get_current_stream), cp, \
+        emulated
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, np.int64, np.int32, np.uint8, bool])
+def test_nccl_group_on_the_emulated_nccl(monkeypatch, dtype):
+    group, cp, _ = _emulated_nccl_group(monkeypatch)
+    for shape in ((), (0,), (5,), (2, 3)):
+        x = (np.arange(int(np.prod(shape))).reshape(shape) % 4 + 1).astype(dtype)
+        ops = [ReduceOp.SUM, ReduceOp.PRODUCT, ReduceOp.MAX, ReduceOp.MIN]
+        for op in ops + ([ReduceOp.AVG] if np.dtype(dtype).kind == "f" else []):
+            buf = cp.asarray(x)
+            group.all_reduce(buf, op).wait()                 # one rank: every reduction is the identity
+            _same_device_array(buf, x, f"all_reduce {op}")
+        out = cp.full((1, *shape), 7, dtype)                 # out of place: the buffers must be right
+        group.all_gather(out, cp.asarray(x)).wait()
+        _same_device_array(out, x[None], "all_gather")
+        mine = cp.full(shape, 7, dtype)
+        group.reduce_scatter(mine, cp.asarray(x[None]), ReduceOp.SUM).wait()
+        _same_device_array(mine, x, "reduce_scatter")
+        buf = cp.asarray(x)
+        group.broadcast(buf, 0).wait()
+        _same_device_array(buf, x, "broadcast")
+    group.barrier()
+    group.destroy()
+
+
+def _same_device_array(a, expected, what):
+    got = a.get()
+    assert got.shape == expected.shape and got.dtype == expected.dtype, (what, got.shape, got.dtype)
+    np.testing.assert_array_equal(got, expected, err_msg=what)
+
+
+def test_the_emulated_nccl_checks_what_a_gpu_would_fault_on(monkeypatch):
+    group, cp, emulated = _emulated_nccl_group(monkeypatch, devices=2)
+    comm, stream = group.comm, cp.cuda.get_current_stream().ptr
+    x, short = cp.arange(4.0), cp.zeros(2)
+    with pytest.raises(emulated.NcclError, match=r"NCCL_ERROR_UNHANDLED_CUDA_ERROR: .*allGather: the receive "
+                                                 r"buffer, 32 bytes .* not inside one live device array"):
+        comm.allGather(x.data.ptr, short.data.ptr, 4, emulated.NCCL_FLOAT64, stream)
+    with pytest.raises(emulated.NcclError, match=r"allReduce: the send buffer, 64 bytes"):
+        comm.allReduce(x.data.ptr, x.data.ptr, 8, emulated.NCCL_FLOAT64, emulated.NCCL_SUM, stream)
+    host = np.zeros(4)
+    with pytest.raises(emulated.NcclError, match="the receive buffer, 32 bytes"):
+        comm.allReduce(x.data.ptr, host.ctypes.data, 4, emulated.NCCL_FLOAT64, emulated.NCCL_SUM, stream)
+    with pytest.raises(emulated.NcclError, match="NCCL_ERROR_INVALID_ARGUMENT: .*unknown datatype 11"):
+        comm.allReduce(x.data.ptr, x.data.ptr, 4, 11, emulated.NCCL_SUM, stream)
+    with pytest.raises(emulated.NcclError, match="unknown reduction op 7"):
+        comm.allReduce(x.data.ptr, x.data.ptr, 4, emulated.NCCL_FLOAT64, 7, stream)
+    with pytest.raises(emulated.NcclError, match="root 1 in a communicator of 1 rank"):
+        comm.broadcast(x.data.ptr, x.data.ptr, 4, emulated.NCCL_FLOAT64, 1, stream)
+    with cp.cuda.Device(1):
+        other = cp.zeros(4)
+    with pytest.raises(emulated.NcclError, match="the receive buffer is on device 1, the communicator on "
+                                                 "device 0"):
+        comm.allGather(x.data.ptr, other.data.ptr, 4, emulated.NCCL_FLOAT64, stream)
+    with pytest.raises(emulated.NcclError, match="a communicator of 2 ranks: the emulator runs one process"):
+        emulated.NcclCommunicator(2, emulated.get_unique_id(), 0)
+    with pytest.raises(emulated.NcclError, match="commId must be the 128-byte tuple"):
+        emulated.NcclCommunicator(1, (1, 2), 0)
+    assert (comm.size(), comm.rank_id(), comm.device_id()) == (1, 0, 0)
+    unique = emulated.get_unique_id()
+    assert len(unique) == 128 and all(-128 <= b < 128 for b in unique) and unique != emulated.get_unique_id()
+    comm.destroy()
+    with pytest.raises(emulated.NcclError, match="the communicator was destroyed"):
+        comm.allReduce(x.data.ptr, x.data.ptr, 4, emulated.NCCL_FLOAT64, emulated.NCCL_SUM, stream)
+
+
+def test_nccl_backend_on_a_gpu_or_the_emulator_at_world_size_1():
     try:
         from gpugrad.distributed.nccl import load_nccl
         cp, _ = load_nccl()
@@ -612,9 +691,15 @@ def test_nccl_backend_on_a_gpu_at_world_size_1():
         with pytest.raises(RuntimeError, match="the nccl backend runs collectives on cuda"):
             dist.all_reduce(gg.ones(2))
         model = nn.MLP([4, 8, 2]).to(device)
-        ddp = DistributedDataParallel(model)
-        ddp(gg.randn(5, 4).to(device)).sum().backward()
-        assert all(p.grad is not None for p in model.parameters())
+        plain = nn.MLP([4, 8, 2]).to(device)
+        plain.load_state_dict(model.state_dict())
+        ddp = DistributedDataParallel(model, bucket_cap_mb=0.0001)        # a bucket per parameter
+        x = gg.randn(5, 4).to(device)
+        ddp(x).square().sum().backward()
+        plain(x).square().sum().backward()
+        for p, q in zip(model.parameters(), plain.parameters()):     # one rank: the average is its own
+            assert p.grad.device == device
+            np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy())
         cp.cuda.get_current_stream().synchronize()
     finally:
         dist.destroy_process_group()

@@ -248,10 +248,13 @@ def test_a_diverging_run_stops_with_exit_code_1_and_says_what_to_do(capsys):
     assert "training diverged: the loss is nan in epoch 1; lower --lr (it is 10000.0)" in err
 
 
-def test_info_runs(capsys):
+def test_info_runs_and_reports_mpi_and_nccl(capsys):
     assert cli_main(["info"]) in (0, 1)
     out = capsys.readouterr().out
     assert out.startswith("gpugrad ") and "numpy" in out and "cuda" in out
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines[2:5]] == ["mpi", "nccl", "launcher"], out
+    assert lines[2:5] == gg.distributed.describe()
 
 
 # ----------------------------------------------------------------------------- interrupt and resume
@@ -291,8 +294,8 @@ def _interrupt_at(monkeypatch, step):
     real = train_module._Run._step
     calls = []
 
-    def step_then_signal(self, xb, yb):
-        real(self, xb, yb)
+    def step_then_signal(self, *args):
+        real(self, *args)
         calls.append(1)
         if len(calls) == step:
             os.kill(os.getpid(), signal.SIGINT)

@@ -23,10 +23,12 @@ not write shows it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sys
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -275,6 +277,43 @@ class DeviceCapsule:
         self.array = array
 
 
+class _Allocations:
+    """The device memory whose address left the emulator (``a.data.ptr``), so that code handed only a
+    pointer (the NCCL stand-in) can check it, as the GPU would fault on a bad one."""
+
+    def __init__(self) -> None:
+        self._live: dict[int, tuple[weakref.ref, int, int, int]] = {}   # id -> (owner, start, nbytes, dev)
+
+    def note(self, a: np.ndarray, dev: int) -> None:
+        owner = a
+        while isinstance(owner.base, np.ndarray):
+            owner = owner.base
+        key = id(owner)
+        if key not in self._live:
+            self._live[key] = (weakref.ref(owner, lambda _, key=key: self._live.pop(key, None)),
+                               owner.ctypes.data, owner.nbytes, dev)
+
+    def find(self, ptr: int, nbytes: int) -> int | None:
+        """The device of the live allocation holding bytes [ptr, ptr + nbytes), or None."""
+        for _, start, size, dev in list(self._live.values()):
+            if start <= ptr and ptr + nbytes <= start + size:
+                return dev
+        return None
+
+
+_allocations = _Allocations()
+
+
+def device_memory(ptr: int, nbytes: int, dtype: Any) -> tuple[int, np.ndarray] | None:
+    """(device, the memory at ``ptr`` as ``nbytes // itemsize`` elements of ``dtype``) if those bytes lie
+    in one emulated device array whose address was taken; None if they do not."""
+    dev = _allocations.find(ptr, nbytes)
+    if dev is None:
+        return None
+    buffer = (ctypes.c_char * nbytes).from_address(ptr)
+    return dev, np.frombuffer(buffer, dtype=dtype)
+
+
 class MemoryPointer:
     """``a.data``: the address of an array's first element, and its device."""
 
@@ -327,6 +366,7 @@ class ndarray:  # noqa: N801 - CuPy's name
 
     @property
     def data(self) -> MemoryPointer:
+        _allocations.note(self._a, self._dev)
         return MemoryPointer(self._a.ctypes.data, self._dev)
 
     @property

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import array, runtime
+from . import array, nccl, runtime
 from .array import ndarray, unwrap, wrap
 
 # NumPy functions that CuPy runs with a device-to-host read of a size or a count
@@ -243,6 +243,7 @@ for _name in ("Device", "Stream", "Event", "MemoryPool", "get_current_stream", "
               "is_available", "compiler"):
     setattr(_cuda, _name, getattr(runtime, _name))
 _cuda.MemoryPointer = array.MemoryPointer  # type: ignore[attr-defined]
+_cuda.nccl = nccl  # type: ignore[attr-defined]
 _POOL = runtime.MemoryPool()
 
 cupy.__dict__.update({

@@ -144,6 +144,15 @@ class Stream:
     def done(self) -> bool:
         return True
 
+    def record(self, event: Event | None = None) -> Event:
+        """An event at this point of the stream (the work before it is already done)."""
+        event = Event() if event is None else event
+        event.record(self)
+        return event
+
+    def wait_event(self, event: Event) -> None:
+        """Later work on this stream waits for ``event``: here it is already done."""
+
     def begin_capture(self, mode: Any = None) -> None:
         raise NotImplementedError("CUDA graph capture is not emulated: run benchmarks/gpu/check.sh on a GPU "
                                   "to see what capture accepts")
