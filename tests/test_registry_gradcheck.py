@@ -18,6 +18,13 @@ NO_SAMPLES = {
 # ops whose VJP cannot run on Tensors (create_graph), and why
 NO_HIGHER_ORDER: dict[str, str] = {}
 
+# samples whose second derivative is not smooth at the point checked, the absolute tolerance their
+# gradgradcheck needs, and why (everything else runs with gradcheck's strict defaults)
+KINKS = {
+    "pnorm[(2, 3)-(1,)-{'ord': 3.0}-True]": (1e-6, "zero entries: the gradient of |x|^3 is sign(x) x^2, "
+                                             "whose central difference at 0 is eps / |x|_3^2, not 0"),
+}
+
 
 def _cases(higher_order=False):
     rng = np.random.default_rng(1234)
@@ -48,7 +55,8 @@ def test_gradcheck(op, sample):
 def test_gradgradcheck(op, sample):
     """Second order: the VJP rule itself, run on Tensors with create_graph, differentiates right."""
     inputs = _as_inputs(sample)
-    assert gg.testing.gradgradcheck(lambda *xs: op(*xs, **sample.params), *inputs)
+    atol = KINKS.get(f"{op.name}[{sample.name}]", (gg.testing.ATOL,))[0]
+    assert gg.testing.gradgradcheck(lambda *xs: op(*xs, **sample.params), *inputs, atol=atol)
 
 
 def test_ops_without_higher_order_are_listed():
