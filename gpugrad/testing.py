@@ -275,3 +275,90 @@ def gradgradcheck(fn: Callable[..., Tensor], *inputs: Any, eps: float = EPS, ato
                              f"from the first-order one, {plain}")
     return gradcheck(first_order, *inputs, v, eps=eps, atol=atol, rtol=rtol, directions=directions,
                      full_check_limit=full_check_limit, seed=seed, raise_exception=raise_exception)
+
+
+# ----------------------------------------------------------------------------- comparing results
+
+# default (rtol, atol) by dtype, as torch.testing.assert_close's; integers and bools compare exactly
+_TOLERANCES = {"float16": (1e-3, 1e-5), "bfloat16": (1.6e-2, 1e-5), "float32": (1.3e-6, 1e-5),
+               "float64": (1e-7, 1e-7), "complex64": (1.3e-6, 1e-5), "complex128": (1e-7, 1e-7)}
+
+
+def _described(value: Any, side: str) -> tuple[np.ndarray, Any, str]:
+    """``value`` as a host array, its dtype (None for Python numbers and lists: they have none) and device."""
+    if isinstance(value, Tensor):
+        return backend.to_numpy(value.data), value.dtype, str(value.device)
+    module = type(value).__module__.split(".")[0]
+    if module == "torch":
+        raise TypeError(f"assert_close: {side} is a torch.Tensor; convert it explicitly "
+                        "(t.detach().numpy(), or gg.from_dlpack(t))")
+    if isinstance(value, (np.ndarray, np.generic)):
+        return np.asarray(value), value.dtype, "cpu"
+    if hasattr(value, "__cuda_array_interface__") or module in ("cupy", "gpugrad"):
+        return backend.to_numpy(value), value.dtype, str(backend.device_of(value))   # an explicit host read
+    if isinstance(value, (bool, int, float, complex, list, tuple)):
+        try:
+            array = np.asarray(value)
+        except ValueError as err:
+            raise TypeError(f"assert_close: {side} is a ragged sequence: {err}") from None
+        if array.dtype == object:
+            raise TypeError(f"assert_close: {side} is a sequence of {type(value[0]).__name__}; compare "
+                            "its elements one by one")
+        return array, None, "cpu"
+    raise TypeError(f"assert_close: {side} is {type(value).__name__}; expected a Tensor, an array or a "
+                    "number")
+
+
+def _tolerances(dtypes: list, rtol: float | None, atol: float | None) -> tuple[float, float]:
+    if rtol is not None or atol is not None:
+        return rtol or 0.0, atol or 0.0             # NumPy's rule: the one not given is 0
+    known = [_TOLERANCES.get(str(d), (0.0, 0.0)) for d in dtypes if d is not None]
+    return max(known, default=(1e-7, 1e-7))         # the less precise side sets them
+
+
+def assert_close(actual: Any, expected: Any, *, rtol: float | None = None, atol: float | None = None,
+                 check_dtype: bool = True, check_device: bool = True, equal_nan: bool = False,
+                 msg: str = "") -> None:
+    """Assert that ``actual`` equals ``expected``: the same shape, dtype and device, then close values.
+
+    Either side may be a Tensor, a NumPy array or scalar, a CuPy (or emulated) array, a Python
+    number or a list of numbers (these have no dtype to check). Shapes are never broadcast:
+    ``()`` and ``(1,)`` differ. Values are close when ``|actual - expected| <= atol + rtol *
+    |expected|``; the defaults depend on the dtype, as torch.testing.assert_close's (integers and
+    bools exactly equal); giving one tolerance makes the other 0, as in NumPy. Raises
+    AssertionError saying what differs: shape, dtype or device first, then the values, with the
+    greatest absolute and relative differences and where they are.
+    """
+    a, a_dtype, a_device = _described(actual, "actual")
+    e, e_dtype, e_device = _described(expected, "expected")
+    prefix = f"{msg}: " if msg else ""
+    if a.shape != e.shape:
+        raise AssertionError(f"{prefix}shapes differ: actual {a.shape}, expected {e.shape}")
+    if check_dtype and a_dtype is not None and e_dtype is not None and a_dtype != e_dtype:
+        raise AssertionError(f"{prefix}dtypes differ: actual {a_dtype}, expected {e_dtype} ({a.shape})")
+    if check_device and a_device != e_device:
+        raise AssertionError(f"{prefix}devices differ: actual on {a_device}, expected on {e_device}; move "
+                             "one explicitly, or pass check_device=False")
+    rtol, atol = _tolerances([a_dtype, e_dtype], rtol, atol)
+    exact = a.dtype.kind in "biu" and e.dtype.kind in "biu"      # integers beyond 2**53 stay exact
+    with np.errstate(all="ignore"):
+        wide = np.complex128 if "c" in (a.dtype.kind, e.dtype.kind) else np.float64
+        a64, e64 = a.astype(wide), e.astype(wide)
+        diff = np.abs(a64 - e64)
+        close = np.equal(a, e) if exact else (a64 == e64) | (diff <= atol + rtol * np.abs(e64))
+        if equal_nan:
+            close |= np.isnan(a64) & np.isnan(e64)
+    if close.all():
+        return
+    bad = ~close
+    with np.errstate(all="ignore"):
+        absolute = np.where(bad, np.nan_to_num(diff, nan=np.inf), -1.0)
+        relative = np.where(bad, np.nan_to_num(diff / np.abs(e64), nan=np.inf), -1.0)
+    lines = [f"{prefix}{int(bad.sum())} of {a.size} elements differ (rtol={rtol:g}, atol={atol:g}, "
+             f"shape {a.shape})"]
+    for what, values in (("absolute", absolute), ("relative", relative)):
+        at = np.unravel_index(int(np.argmax(values)), a.shape)
+        where = f" at {tuple(int(k) for k in at)}" if a.ndim else ""
+        lines.append(f"greatest {what} difference: {values[at]:.6g}{where} "
+                     f"(actual {a[at].item()!r}, expected {e[at].item()!r})")
+    raise AssertionError("\n".join(lines))
