@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import gpugrad as gg
+from gpugrad.testing import assert_close
 
 CLEAR = (TypeError, ValueError, IndexError, RuntimeError, NotImplementedError, MemoryError)
 
@@ -110,4 +111,4 @@ def test_shape_combinations_match_numpy(name, sa, sb):
         assert name in str(err)
         return
     assert expected is not None, f"{name}{sa, sb}: NumPy refuses, gpugrad returned {got.shape}"
-    np.testing.assert_array_equal(got.numpy(), expected)
+    assert_close(got.numpy(), expected, rtol=0, atol=0)

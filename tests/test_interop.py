@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from gpugrad.testing import assert_close
 from gpugrad import backend, interop
 
 
@@ -144,7 +145,7 @@ def test_load_state_dict_takes_a_torch_state_dict():
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     with torch.no_grad():
         expected = ref(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(model(gg.tensor(x)).detach().numpy(), expected, rtol=1e-6, atol=1e-6)
+    assert_close(model(gg.tensor(x)).detach().numpy(), expected, rtol=1e-6, atol=1e-6)
     model.load_state_dict(ref.state_dict(keep_vars=True))          # Parameters that require grad
     model.load_state_dict(ref.double().state_dict())               # float64 into float32: cast
     ref.load_state_dict({k: torch.from_dlpack(v.detach()) for k, v in model.state_dict().items()})
@@ -157,7 +158,7 @@ def test_a_torch_bfloat16_state_dict_is_refused_whole():
     with pytest.raises(RuntimeError, match=r'value for "2.weight" .*cannot be converted.*t.float\(\)'):
         model.load_state_dict({**ref.state_dict(), "2.weight": ref[2].weight.detach().bfloat16()})
     for p, b in zip(model.parameters(), before):
-        np.testing.assert_array_equal(p.detach().numpy(), b)
+        assert_close(p.detach().numpy(), b, rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- JAX
@@ -213,7 +214,7 @@ def test_array_namespace_runs_standard_code_differentiably():
     out.sum().backward()
     assert x.grad is not None and x.grad.shape == (4, 3)
     expected = np.concatenate([(x.data - x.data.mean(0)) / x.data.std(0, ddof=1), x.data], axis=1)
-    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-6)
+    assert_close(out.detach().numpy(), expected, rtol=1e-6)
     with pytest.raises(ValueError, match="not '1999.01'"):
         x.__array_namespace__(api_version="1999.01")
 

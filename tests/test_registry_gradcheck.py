@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from gpugrad.testing import assert_close
 from gpugrad.ops.registry import REGISTRY, OpDef
 from gpugrad.ops.samples import Const
 
@@ -83,7 +84,7 @@ def test_forward_matches_plain_numpy_on_float32(op, sample):
     plain = op(*args, **sample.params)
     tracked_args = [a.detach().requires_grad_() if isinstance(a, gg.Tensor) else a for a in args]
     tracked = op(*tracked_args, **sample.params)
-    np.testing.assert_array_equal(plain.numpy(), tracked.detach().numpy())
+    assert_close(plain.numpy(), tracked.detach().numpy(), rtol=0, atol=0)
     if "dtype" not in sample.params:       # casts choose their own output dtype
         assert tracked.dtype == gg.float32
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from gpugrad.testing import assert_close
 
 # ----------------------------------------------------------------------------- dtypes
 
@@ -263,7 +264,7 @@ def test_a_function_gradient_the_input_broadcasts_to_is_summed_as_in_pytorch(x_s
         x = gg.zeros(x_shape, requires_grad=True)
         _function_returning(g_shape).apply(x * 1.0).sum().backward(create_graph=graph)
         assert x.grad.shape == x_shape and x.grad.dtype == gg.float32
-        np.testing.assert_array_equal(x.grad.data, np.full(x_shape, total, np.float32))
+        assert_close(x.grad.data, np.full(x_shape, total, np.float32), rtol=0, atol=0)
 
 
 def test_a_function_gradient_of_another_dtype_is_cast_to_the_input_dtype():

@@ -14,6 +14,7 @@ import optional
 import pytest
 
 import gpugrad as gg
+from gpugrad.testing import assert_close
 from gpugrad import nn
 from gpugrad import train as train_module
 from gpugrad.classifier import load_classifier
@@ -114,9 +115,9 @@ def test_cli_end_to_end_then_eval_and_predict_from_the_checkpoint_alone(tmp_path
     assert cli_main(["predict", "--checkpoint", str(out), "--data", str(data), "--out",
                      str(tmp_path / "preds.npz")]) == 0
     with np.load(tmp_path / "preds.npz") as preds:
-        np.testing.assert_array_equal(preds["labels"], clf.predict(X / 16.0))
+        assert_close(preds["labels"], clf.predict(X / 16.0), rtol=0, atol=0)
         assert preds["probabilities"].shape == (1797, 10)
-        np.testing.assert_allclose(preds["probabilities"].sum(axis=1), 1, rtol=1e-5)
+        assert_close(preds["probabilities"].sum(axis=1), np.ones(1797, preds["probabilities"].dtype), rtol=1e-5)
     assert (clf.predict(X / 16.0) == y).mean() > 0.8
 
     # the checkpoint is plain safetensors
@@ -315,7 +316,7 @@ def test_interrupt_at_any_step_then_resume_is_bit_identical(tmp_path, monkeypatc
     for name in ("best.safetensors", "last.safetensors"):
         a, b = gg.load(tmp_path / "a" / name), gg.load(tmp_path / "b" / name)
         for key in a["model"]:
-            np.testing.assert_array_equal(a["model"][key].numpy(), b["model"][key].numpy())
+            assert_close(a["model"][key].numpy(), b["model"][key].numpy(), rtol=0, atol=0)
 
 
 @needs_sklearn
@@ -419,7 +420,7 @@ def test_training_loop_matches_pytorch_in_float64(opt):
         tloss.backward()
         theirs.step()
         curve_t.append(tloss.item())
-    np.testing.assert_allclose(curve_g, curve_t, rtol=1e-6)
+    assert_close(curve_g, curve_t, rtol=1e-6)
     assert curve_g[-1] < curve_g[0]
 
 
