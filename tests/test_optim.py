@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from gpugrad.testing import assert_close
 import gpugrad.optim as optim
 from gpugrad.optim import lr_scheduler
 from gpugrad.serialization import load, save
@@ -71,7 +72,7 @@ def test_matches_torch_float64(name, kw, torch):
     expected = _torch_run(torch, name, kw, init)
     for p, e in zip(params, expected):
         assert p.dtype == np.float64 and p.shape == e.shape
-        np.testing.assert_allclose(p.data, e, rtol=1e-10, atol=1e-13)
+        assert_close(p.data, e, rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("name,kw", [("SGD", dict(lr=0.1, momentum=0.9)), ("AdamW", dict(lr=0.01))])
@@ -85,7 +86,7 @@ def test_float32_stays_float32_and_close(name, kw, torch):
         assert p.dtype == np.float32
         for buf in opt.state[p].values():
             assert not hasattr(buf, "dtype") or buf.dtype == np.float32
-        np.testing.assert_allclose(p.data, e, rtol=1e-4, atol=1e-5)
+        assert_close(p.data, e.astype(np.float32), rtol=1e-4, atol=1e-5)     # the float64 run, rounded
 
 
 def test_end_to_end_backward_matches_torch(torch):
@@ -103,8 +104,8 @@ def test_end_to_end_backward_matches_torch(torch):
         topt.zero_grad()
         ((tx @ tw + tb - ty) ** 2).mean().backward()
         topt.step()
-    np.testing.assert_allclose(w.data, tw.detach().numpy(), rtol=1e-10)
-    np.testing.assert_allclose(b.data, tb.detach().numpy(), rtol=1e-10)
+    assert_close(w.data, tw.detach().numpy(), rtol=1e-10)
+    assert_close(b.data, tb.detach().numpy(), rtol=1e-10)
 
 
 def test_param_groups_with_their_own_options_match_torch(torch):
@@ -117,7 +118,7 @@ def test_param_groups_with_their_own_options_match_torch(torch):
     _gg_steps(opt, params, init, 0, STEPS)
     expected = _torch_run(torch, "SGD", dict(lr=0.1, momentum=0.9), init, groups=groups)
     for p, e in zip(params, expected):
-        np.testing.assert_allclose(p.data, e, rtol=1e-10, atol=1e-13)
+        assert_close(p.data, e, rtol=1e-10, atol=1e-13)
 
 
 def test_zero_grad_and_params_without_grad_are_skipped():
@@ -153,7 +154,7 @@ def test_step_updates_in_place_and_runs_the_closure():
     loss = opt.step(closure)
     assert loss.item() == 5.0
     assert p.data is data
-    np.testing.assert_allclose(p.data, [0.0, 0.0])
+    assert_close(p.data, [0.0, 0.0])
 
 
 @pytest.mark.parametrize("name,kw", [
@@ -180,7 +181,7 @@ def test_state_dict_round_trip_mid_training(name, kw, tmp_path):
     assert opt2.param_groups[0]["lr"] == kw["lr"]
     _gg_steps(opt2, resumed, init, 20, STEPS)
     for p, q in zip(straight, resumed):
-        np.testing.assert_array_equal(p.data, q.data)
+        assert_close(p.data, q.data, rtol=0, atol=0)
 
 
 def test_state_dict_is_a_snapshot_and_names_params_by_index():
@@ -194,7 +195,7 @@ def test_state_dict_is_a_snapshot_and_names_params_by_index():
     assert sd["state"]["0"]["step"] == 1
     saved = sd["state"]["0"]["exp_avg"].data.copy()
     opt.step()
-    np.testing.assert_array_equal(sd["state"]["0"]["exp_avg"].data, saved)
+    assert_close(sd["state"]["0"]["exp_avg"].data, saved, rtol=0, atol=0)
 
 
 def test_load_state_dict_errors():
@@ -251,8 +252,8 @@ def test_update_functions_are_the_reference():
     m, v = np.zeros_like(p0), np.zeros_like(p0)
     optim.adam_update(np, p0, g0, m, v, None, step=1, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8,
                       weight_decay=0.01, decoupled_weight_decay=True, amsgrad=False, maximize=False)
-    np.testing.assert_array_equal(params[0].data, p0)
-    np.testing.assert_array_equal(opt.state[params[0]]["exp_avg"], m)
+    assert_close(params[0].data, p0, rtol=0, atol=0)
+    assert_close(opt.state[params[0]]["exp_avg"], m, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------- schedulers
@@ -281,7 +282,7 @@ def test_scheduler_lrs_match_torch(name, kw, torch):
         topt.step()
         sched.step()
         tsched.step()
-    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
+    assert_close(ours, theirs, rtol=1e-12, atol=1e-15)
 
 
 def test_scheduler_state_dict_round_trip(tmp_path):
@@ -348,7 +349,7 @@ def test_fused_kernels_replace_the_reference_only_off_the_cpu(monkeypatch):
     p = gg.ones(2, requires_grad=True)
     p.grad = gg.ones(2)
     optim.SGD([p], lr=0.5).step()
-    np.testing.assert_array_equal(p.data, [0.5, 0.5])
+    assert_close(p.data, [0.5, 0.5], rtol=0, atol=0)
 
 
 @pytest.mark.cuda
@@ -374,7 +375,7 @@ def test_cuda_matches_cpu_and_keeps_state_on_the_device(name, kw):
         assert pg.device.type == "cuda"
         assert all(not hasattr(v, "shape") or type(v).__module__.startswith("cupy")
                    for v in opt_gpu.state[pg].values())
-        np.testing.assert_allclose(pg.detach().numpy(), pc.data, rtol=1e-12, atol=1e-14)
+        assert_close(pg.detach().numpy(), pc.data, rtol=1e-12, atol=1e-14)
     sd = opt_gpu.state_dict()
     fresh = [gg.tensor(p.detach().numpy(), requires_grad=True) for p in gpu]
     moved = getattr(optim, name)(fresh, **kw)
