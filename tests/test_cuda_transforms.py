@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 from gpugrad.ops.registry import REGISTRY
 from gpugrad.ops.samples import Const
+from gpugrad.testing import assert_close
 from gpugrad.tree import flatten
 
 pytestmark = pytest.mark.cuda

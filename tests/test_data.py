@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 import gpugrad.data as data
+from gpugrad.testing import assert_close
 
 
 def _dataset(n=10):

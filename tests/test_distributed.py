@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 import gpugrad.distributed as dist
 from gpugrad import engine, nn
 from gpugrad.data import DataLoader, DistributedSampler, TensorDataset
@@ -23,6 +22,7 @@ from gpugrad.distributed.group import ProcessGroup, ReduceOp, Work
 from gpugrad.distributed.nccl import NcclGroup
 from gpugrad.nn import functional as F
 from gpugrad.nn.parallel import DistributedDataParallel
+from gpugrad.testing import assert_close
 
 # ----------------------------------------------------------------------------- the engine's hooks
 

@@ -3,8 +3,8 @@
 import numpy as np
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 from benchmarks import bench_distributed as bench
+from gpugrad.testing import assert_close
 
 
 def test_numpy_floor_gradients_match_gpugrad():

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from gpugrad.testing import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]

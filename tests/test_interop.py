@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 from gpugrad import backend, interop
+from gpugrad.testing import assert_close
 
 
 def _aligned(n, align=64):

@@ -9,11 +9,11 @@ import optional
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 import gpugrad.nn as nn
 import gpugrad.nn.functional as F
 from gpugrad import backend
 from gpugrad.nn import init
+from gpugrad.testing import assert_close
 
 try:
     import torch

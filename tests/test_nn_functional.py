@@ -8,11 +8,11 @@ import optional
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 import gpugrad.nn.functional as F
 from gpugrad.ops import special as _erf
 from gpugrad.ops.registry import REGISTRY
 from gpugrad.ops.samples import Const
+from gpugrad.testing import assert_close
 
 try:
     import torch

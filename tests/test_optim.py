@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 import gpugrad.optim as optim
 from gpugrad.optim import lr_scheduler
 from gpugrad.serialization import load, save
+from gpugrad.testing import assert_close
 
 SHAPES = [(3, 4), (5,), ()]
 STEPS = 50

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 from gpugrad.ops.registry import REGISTRY
+from gpugrad.testing import assert_close
 
 try:
     import torch

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 from gpugrad.nn import functional as F
+from gpugrad.testing import assert_close
 
 try:
     import torch

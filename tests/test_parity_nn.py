@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 import gpugrad.nn as nn
 import gpugrad.nn.functional as F
 from gpugrad.ops import conv as conv_ops
+from gpugrad.testing import assert_close
 
 try:
     import torch

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 from gpugrad.ops.registry import REGISTRY, OpDef
 from gpugrad.ops.samples import Const
+from gpugrad.testing import assert_close
 
 # ops that declare no samples, and why
 NO_SAMPLES = {

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 import gpugrad.serialization as serialization
 from gpugrad.serialization import load, save
+from gpugrad.testing import assert_close
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 

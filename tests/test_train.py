@@ -14,11 +14,11 @@ import optional
 import pytest
 
 import gpugrad as gg
-from gpugrad.testing import assert_close
 from gpugrad import nn
 from gpugrad import train as train_module
 from gpugrad.classifier import load_classifier
 from gpugrad.cli import main as cli_main
+from gpugrad.testing import assert_close
 from gpugrad.train import TrainConfig, UsageError, resume, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +117,8 @@ def test_cli_end_to_end_then_eval_and_predict_from_the_checkpoint_alone(tmp_path
     with np.load(tmp_path / "preds.npz") as preds:
         assert_close(preds["labels"], clf.predict(X / 16.0), rtol=0, atol=0)
         assert preds["probabilities"].shape == (1797, 10)
-        assert_close(preds["probabilities"].sum(axis=1), np.ones(1797, preds["probabilities"].dtype), rtol=1e-5)
+        total = preds["probabilities"].sum(axis=1)
+        assert_close(total, np.ones(1797, total.dtype), rtol=1e-5)
     assert (clf.predict(X / 16.0) == y).mean() > 0.8
 
     # the checkpoint is plain safetensors
