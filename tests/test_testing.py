@@ -11,7 +11,7 @@ import pytest
 
 import gpugrad as gg
 from gpugrad.ops.registry import OpDef
-from gpugrad.testing import GradcheckError, gradcheck, gradgradcheck
+from gpugrad.testing import GradcheckError, assert_close, gradcheck, gradgradcheck
 
 
 def _sin_op(rule, *, name: str = "probe") -> OpDef:
@@ -182,3 +182,67 @@ def test_gradgradcheck_rejects_a_second_order_gradient_of_the_wrong_shape_or_dty
     narrow = _sin_op(lambda xp, g, x: g * xp.cos(x) if xp is np else (g * xp.cos(x)).astype(gg.float32))
     with pytest.raises(GradcheckError, match="float32"):
         gradgradcheck(narrow, _input())
+
+
+# ----------------------------------------------------------------------------- assert_close
+
+
+def test_assert_close_passes_equal_values_of_one_shape_and_dtype():
+    assert_close(gg.ones(3), np.ones(3, np.float32))
+    assert_close(gg.tensor(2.0), 2.0)                   # a Python number has no dtype to compare
+    assert_close(gg.arange(3), [0, 1, 2])
+    assert_close(np.float64(1.0), 1.0 + 1e-9)          # within float64's default tolerance
+    assert_close(gg.tensor([np.nan, 1.0]), [np.nan, 1.0], equal_nan=True)
+    assert_close(gg.tensor([np.inf, -np.inf]), [np.inf, -np.inf])
+
+
+@pytest.mark.parametrize("actual,expected,message", [
+    (gg.ones(1), np.ones((), np.float32), r"shapes differ: actual \(1,\), expected \(\)"),
+    (gg.ones(()), np.ones(1, np.float32), r"shapes differ: actual \(\), expected \(1,\)"),
+    (gg.ones(3), 1.0, r"shapes differ: actual \(3,\), expected \(\)"),        # no broadcasting
+    (gg.ones(2), np.ones(2), "dtypes differ: actual float32, expected float64"),
+    (gg.arange(3), np.arange(3, dtype=np.int32), "dtypes differ: actual int64, expected int32"),
+    (gg.tensor([1.0, 2.0, 3.0]), np.array([1.0, 2.5, 3.0], np.float32),
+     r"1 of 3 elements differ .*\nabsolute difference: 0.5 at \(1,\) \(actual 2.0, expected 2.5\)"),
+    (gg.tensor([np.nan]), [np.nan], "1 of 1 elements differ"),
+    (gg.arange(3), [0, 1, 3], r"rtol=0, atol=0"),                              # integers: exact
+])
+def test_assert_close_says_what_differs(actual, expected, message):
+    with pytest.raises(AssertionError, match=message.replace(r"\nabsolute", r"\ngreatest absolute")):
+        assert_close(actual, expected)
+
+
+def test_assert_close_default_tolerances_follow_the_dtype():
+    assert_close(gg.tensor([1.0]), np.array([1.0 + 1e-6], np.float32))             # float32: 1.3e-6
+    with pytest.raises(AssertionError):
+        assert_close(gg.tensor([1.0], dtype=gg.float64), np.array([1.0 + 1e-6]))  # float64: 1e-7
+    with pytest.raises(AssertionError):
+        assert_close(gg.tensor([1.0]), np.array([1.0 + 1e-6], np.float32), rtol=1e-7)  # atol is then 0
+    assert_close(np.array([2 ** 53 + 1]), np.array([2 ** 53 + 1]))
+    with pytest.raises(AssertionError):
+        assert_close(np.array([2 ** 53 + 1]), np.array([2 ** 53]))                 # exact, not via float64
+
+
+def test_assert_close_message_and_refusals(torch):
+    with pytest.raises(AssertionError, match="^step 3: shapes differ"):
+        assert_close(gg.ones(2), gg.ones(3), msg="step 3")
+    with pytest.raises(TypeError, match=r"torch.Tensor; convert it explicitly"):
+        assert_close(gg.ones(2), torch.ones(2))
+
+
+def test_assert_close_refuses_what_it_cannot_compare():
+    with pytest.raises(TypeError, match="expected is str"):
+        assert_close(gg.ones(2), "ab")
+    with pytest.raises(TypeError, match="ragged"):
+        assert_close(gg.ones(2), [[1.0], [1.0, 2.0]])
+
+
+def test_assert_close_checks_devices_and_reads_device_arrays_explicitly():
+    if not gg.cuda.is_available():
+        pytest.skip("needs a CUDA device or GPUGRAD_EMULATE_CUDA=1 (CI's step 3 runs it)")
+    x = gg.ones(3, device="cuda")
+    assert_close(x, gg.ones(3, device="cuda"))
+    assert_close(x.data, gg.ones(3, device="cuda").data)                            # a CuPy array
+    with pytest.raises(AssertionError, match="devices differ: actual on cuda:0, expected on cpu"):
+        assert_close(x, np.ones(3, np.float32))
+    assert_close(x, np.ones(3, np.float32), check_device=False)
