@@ -320,6 +320,33 @@ def test_cross_entropy_mean_with_every_target_ignored_is_nan():
     assert F.nll_loss(x, gg.tensor([-100, -100, -100]), reduction="sum").item() == 0.0
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("ignore_index", [2, -1, -100])
+def test_cross_entropy_by_hand(reduction, ignore_index):
+    """Values and gradient against the formula: -log softmax(x)[t], over the rows whose t is kept."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 4))
+    t = np.array([0, 2, 3, 2, 1, 0])
+    if ignore_index == -1:
+        t[[1, 4]] = -1
+    kept = t != ignore_index
+    logp = x - np.log(np.exp(x).sum(1, keepdims=True))
+    rows = np.where(kept, -logp[np.arange(6), np.where(kept, t, 0)], 0.0)
+    softmax_minus_onehot = np.exp(logp) - np.eye(4)[np.where(kept, t, 0)]
+    grad_rows = np.where(kept[:, None], softmax_minus_onehot, 0.0)      # d rows[i] / d x[i]
+    if reduction == "mean":
+        expected, grad = rows.sum() / kept.sum(), grad_rows / kept.sum()
+    elif reduction == "sum":
+        expected, grad = rows.sum(), grad_rows
+    else:
+        expected, grad = rows, grad_rows * np.linspace(0.5, 1.5, 6)[:, None]
+    xt = gg.tensor(x, requires_grad=True)
+    loss = F.cross_entropy(xt, gg.tensor(t), ignore_index=ignore_index, reduction=reduction)
+    assert_close(loss, np.asarray(expected), rtol=1e-12, atol=1e-14)
+    (loss * gg.tensor(np.linspace(0.5, 1.5, 6)) if reduction == "none" else loss).sum().backward()
+    assert_close(xt.grad, grad, rtol=1e-12, atol=1e-14)
+
+
 def test_logsigmoid_gradient_at_zero_is_one_half():
     x = gg.tensor(0.0, dtype=gg.float64, requires_grad=True)
     F.logsigmoid(x).backward()
