@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import glob
+import importlib.util
 import math
 import os
 import re
@@ -152,6 +153,11 @@ def _find_nvrtc() -> str | None:
     """libnvrtc: $GPUGRAD_NVRTC, the system's, CUDA_PATH's, or an nvidia-cuda-nvrtc wheel's."""
     if os.environ.get("GPUGRAD_NVRTC"):
         return os.environ["GPUGRAD_NVRTC"]
+    wheel = _nvrtc_wheel()
+    if wheel is not None:
+        hits = sorted(p for p in glob.glob(os.path.join(wheel, "lib", "libnvrtc.so*")) if "builtins" not in p)
+        if hits:
+            return hits[0]
     found = ctypes.util.find_library("nvrtc")
     if found:
         return found
@@ -164,9 +170,21 @@ def _find_nvrtc() -> str | None:
     return None
 
 
+def _nvrtc_wheel() -> str | None:
+    """The directory of the nvidia-cuda-nvrtc-cu12 wheel's package, if it is installed."""
+    try:
+        spec = importlib.util.find_spec("nvidia.cuda_nvrtc")
+    except ModuleNotFoundError:
+        return None
+    return next(iter(spec.submodule_search_locations), None) if spec else None
+
+
 @pytest.fixture(scope="session")
 def nvrtc():
     path = _find_nvrtc()
+    if path is None and _nvrtc_wheel() is not None:      # CI's second step installs it: never skip there
+        pytest.fail(f"the nvidia-cuda-nvrtc wheel is installed ({_nvrtc_wheel()}) but no libnvrtc was "
+                    "found in it")
     if path is None:
         pytest.skip("libnvrtc not found: the NVRTC (CuPy's compiler) check is skipped; "
                     "pip install nvidia-cuda-nvrtc, or set GPUGRAD_NVRTC=/path/to/libnvrtc.so")
