@@ -11,6 +11,7 @@ import sys
 import types
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
@@ -228,7 +229,7 @@ def _indices(n, replicas, **kw):
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_sampler_shards_as_pytorch_does(n, replicas, drop_last):
     shards = _indices(n, replicas, shuffle=False, drop_last=drop_last)
-    torch = pytest.importorskip("torch", reason="the reference is torch.utils.data.DistributedSampler")
+    torch = optional.need("torch")       # the reference is torch.utils.data.DistributedSampler
     from torch.utils.data import DistributedSampler as TorchSampler
     expect = [list(TorchSampler(range(n), num_replicas=replicas, rank=r, shuffle=False, drop_last=drop_last))
               for r in range(replicas)]

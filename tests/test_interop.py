@@ -1,6 +1,7 @@
 """DLPack both ways (NumPy, PyTorch, JAX, CuPy) without copies, torch state dicts into gpugrad models."""
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
@@ -110,7 +111,7 @@ def test_without_a_gpu_a_cuda_array_says_why():
 
 # ----------------------------------------------------------------------------- PyTorch
 def test_torch_both_ways_share_memory():
-    torch = pytest.importorskip("torch")
+    torch = optional.need("torch")
     t = gg.arange(6.0).reshape(2, 3)
     for convert in (torch.from_dlpack, torch.as_tensor, torch.asarray):
         x = convert(t)
@@ -126,7 +127,7 @@ def test_torch_both_ways_share_memory():
 
 
 def test_torch_tensors_that_cannot_be_shared_say_what_to_do():
-    torch = pytest.importorskip("torch")
+    torch = optional.need("torch")
     with pytest.raises(BufferError, match="from_dlpack: torch.Tensor .*detach"):
         gg.from_dlpack(torch.ones(2, requires_grad=True))
     with pytest.raises(RuntimeError, match="dtype.*t.float()"):
@@ -139,7 +140,7 @@ def _twins(torch):
 
 
 def test_load_state_dict_takes_a_torch_state_dict():
-    torch = pytest.importorskip("torch")
+    torch = optional.need("torch")
     ref, model = _twins(torch)
     model.load_state_dict(ref.state_dict())
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
@@ -152,7 +153,7 @@ def test_load_state_dict_takes_a_torch_state_dict():
 
 
 def test_a_torch_bfloat16_state_dict_is_refused_whole():
-    torch = pytest.importorskip("torch")
+    torch = optional.need("torch")
     ref, model = _twins(torch)
     before = [p.detach().numpy().copy() for p in model.parameters()]
     with pytest.raises(RuntimeError, match=r'value for "2.weight" .*cannot be converted.*t.float\(\)'):
@@ -163,7 +164,8 @@ def test_a_torch_bfloat16_state_dict_is_refused_whole():
 
 # ----------------------------------------------------------------------------- JAX
 def test_jax_both_ways():
-    jnp = pytest.importorskip("jax.numpy")
+    optional.need("jax")
+    import jax.numpy as jnp
     j = jnp.arange(6.0)
     t = gg.from_dlpack(j)
     assert t.data.ctypes.data == j.unsafe_buffer_pointer() and t.tolist() == list(range(6))
@@ -187,7 +189,7 @@ def test_cupy_and_torch_cuda_share_memory_with_cuda_tensors():
     assert t.device.type == "cuda" and t.data.data.ptr == c.data.ptr
     back = cp.from_dlpack(gg.ones(3, device="cuda"))
     assert back.shape == (3,)
-    torch = pytest.importorskip("torch")
+    torch = optional.need("torch")
     if not torch.cuda.is_available():
         pytest.skip("this torch has no CUDA")
     x = torch.arange(3.0, device="cuda")

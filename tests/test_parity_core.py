@@ -12,6 +12,7 @@ import math
 import warnings
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
@@ -23,8 +24,7 @@ try:
 except ImportError:                      # the README's test command runs without PyTorch
     torch = None
 
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed; the differential "
-                                                       "tests compare gpugrad with it")
+needs_torch = optional.needs("torch")       # the shared reason: tests/optional.py
 DTYPES = ["float32", "float64"]
 TOL = {"float32": (2e-5, 2e-6), "float64": (1e-10, 1e-12)}
 

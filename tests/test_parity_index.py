@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
@@ -26,8 +27,7 @@ try:
 except ImportError:          # the differential comparisons skip; the gpugrad-only checks still run
     torch = TF = None
 
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed: the differential "
-                                 "comparisons against it need it (pip install torch)")
+needs_torch = optional.needs("torch")       # the shared reason: tests/optional.py
 DTYPES = ["float32", "float64"]
 TOL = {"float32": (2e-5, 1e-6), "float64": (1e-10, 1e-12)}
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
@@ -34,8 +35,7 @@ except ImportError:   # the comparisons skip; everything else runs
     torch = None
     TF = None
 
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed: the differential tests "
-                                                      "compare against it")
+needs_torch = optional.needs("torch")       # the shared reason: tests/optional.py
 DTYPES = ["float32", "float64"]
 TOL = {"float32": (2e-4, 2e-5), "float64": (1e-9, 1e-11)}
 

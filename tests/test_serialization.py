@@ -9,14 +9,14 @@ import zipfile
 import zlib
 
 import numpy as np
+import optional
 import pytest
+import safetensors.numpy as safetensors_numpy  # a dependency of gpugrad: never skipped
 
 import gpugrad as gg
 import gpugrad.serialization as serialization
 from gpugrad.serialization import load, save
 from gpugrad.testing import assert_close
-
-safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 
 def _same(a, b):
@@ -365,7 +365,7 @@ def test_an_old_zip_checkpoint_says_how_to_convert_it(tmp_path):
 
 
 def test_torch_checkpoint_is_rejected(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = optional.need("torch")
     path = tmp_path / "model.pt"
     torch.save({"w": torch.ones(2)}, path)
     with pytest.raises(ValueError, match="PyTorch checkpoint.*safetensors.torch.save_file"):
@@ -379,8 +379,8 @@ def _twin_models(torch):
 
 
 def test_a_torch_state_dict_saved_with_safetensors_loads_into_gpugrad_and_back(tmp_path):
-    torch = pytest.importorskip("torch")
-    safetensors_torch = pytest.importorskip("safetensors.torch")
+    torch = optional.need("torch")
+    import safetensors.torch as safetensors_torch
     ref, model = _twin_models(torch)
     x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
     safetensors_torch.save_file(ref.state_dict(), tmp_path / "torch.safetensors")

@@ -352,7 +352,7 @@ class _Terminal(io.StringIO):
 
 @needs_sklearn
 def test_one_progress_bar_for_the_whole_run_with_loss_and_validation_accuracy(monkeypatch):
-    tqdm = pytest.importorskip("tqdm")
+    tqdm = optional.need("tqdm")
     screen = _Terminal()
     monkeypatch.setattr(sys, "stderr", screen)
     monkeypatch.setattr(train_module._Bar, "REFRESH_S", 0.0)
@@ -392,7 +392,7 @@ def test_the_loop_reads_the_device_per_epoch_not_per_batch(monkeypatch):
 # ----------------------------------------------------------------------------- parity with PyTorch
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
 def test_training_loop_matches_pytorch_in_float64(opt):
-    torch = pytest.importorskip("torch")
+    torch = optional.need("torch")
     rng = np.random.default_rng(0)
     X = rng.standard_normal((256, 20))
     y = rng.integers(0, 5, size=256)
