@@ -243,18 +243,63 @@ def test_constructor_errors():
         optim.SGD([np.ones(2)], lr=0.1)
 
 
-def test_update_functions_are_the_reference():
-    """sgd_update/adam_update are plain array code: one call equals the optimizer's first step."""
-    init = _init()
-    params = _gg_params(init)
-    opt = optim.AdamW(params, lr=0.01)
-    _gg_steps(opt, params, init, 0, 1)
-    p0, g0 = init[0].copy(), _gradient(init[0], 0, init[0])
-    m, v = np.zeros_like(p0), np.zeros_like(p0)
-    optim.adam_update(np, p0, g0, m, v, None, step=1, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8,
-                      weight_decay=0.01, decoupled_weight_decay=True, amsgrad=False, maximize=False)
-    assert_close(params[0].data, p0, rtol=0, atol=0)
-    assert_close(opt.state[params[0]]["exp_avg"], m, rtol=0, atol=0)
+@pytest.mark.parametrize("kw", [dict(lr=0.1, momentum=0.9, dampening=0.25, weight_decay=0.05),
+                                dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.05, maximize=True),
+                                dict(lr=0.2)])
+def test_sgd_is_the_textbook_update(kw):
+    """PyTorch's SGD, written out: d = ±g + wd p; b = d, then mu b + (1 - tau) d; p -= lr (d + mu b | b)."""
+    mu, tau, wd = kw.get("momentum", 0.0), kw.get("dampening", 0.0), kw.get("weight_decay", 0.0)
+    p = gg.tensor([1.0, -2.0, 0.5], dtype=gg.float64, requires_grad=True)
+    opt = optim.SGD([p], **kw)
+    expected, b = np.array([1.0, -2.0, 0.5]), None
+    for t in range(4):
+        g = np.array([0.3, -0.1, 0.2]) * (t + 1) + expected        # depends on the parameter
+        p.grad = gg.tensor(g)
+        opt.step()
+        d = (-g if kw.get("maximize") else g) + wd * expected
+        if mu:
+            b = d.copy() if b is None else mu * b + (1 - tau) * d
+            d = d + mu * b if kw.get("nesterov") else b
+        expected = expected - kw["lr"] * d
+        assert_close(p.detach(), expected, rtol=1e-14, atol=1e-15, msg=f"step {t + 1}")
+
+
+@pytest.mark.parametrize("name,kw", [("Adam", dict(lr=0.01, weight_decay=0.1)), ("AdamW", dict(lr=0.01)),
+                                     ("AdamW", dict(lr=0.05, betas=(0.5, 0.8), eps=1e-3, weight_decay=0.2))])
+def test_adam_is_the_textbook_update(name, kw):
+    """Both moments and both bias corrections, written out (Kingma and Ba; AdamW decays p first)."""
+    b1, b2 = kw.get("betas", (0.9, 0.999))
+    eps, lr = kw.get("eps", 1e-8), kw["lr"]
+    wd = kw.get("weight_decay", 0.0 if name == "Adam" else 1e-2)
+    p = gg.tensor([1.0, -2.0, 0.5], dtype=gg.float64, requires_grad=True)
+    opt = getattr(optim, name)([p], **kw)
+    expected, m, v = np.array([1.0, -2.0, 0.5]), np.zeros(3), np.zeros(3)
+    for t in range(1, 5):
+        g = np.array([0.3, -0.1, 0.2]) * t + expected
+        p.grad = gg.tensor(g)
+        opt.step()
+        if name == "AdamW":
+            expected = expected * (1 - lr * wd)
+        else:
+            g = g + wd * expected
+        m = b1 * m + (1 - b1) * g                                 # first moment
+        v = b2 * v + (1 - b2) * g * g                             # second moment
+        m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)       # bias corrections
+        expected = expected - lr * m_hat / (np.sqrt(v_hat) + eps)
+        assert_close(p.detach(), expected, rtol=1e-13, atol=1e-15, msg=f"step {t}")
+        assert_close(opt.state[p]["exp_avg"], m, rtol=1e-13, atol=1e-15)
+        assert_close(opt.state[p]["exp_avg_sq"], v, rtol=1e-13, atol=1e-15)
+
+
+def test_defaults_are_pytorchs():
+    p = gg.zeros(2, requires_grad=True)
+    adam, adamw, sgd = optim.Adam([p]), optim.AdamW([p]), optim.SGD([p], lr=0.1)
+    assert {k: adam.defaults[k] for k in ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")} == \
+        dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False)
+    assert (adamw.defaults["lr"], adamw.defaults["eps"], adamw.defaults["weight_decay"]) == (1e-3, 1e-8, 1e-2)
+    options = ("momentum", "dampening", "weight_decay", "nesterov", "maximize")
+    assert {k: sgd.defaults[k] for k in options} == dict(momentum=0.0, dampening=0.0, weight_decay=0.0,
+                                                         nesterov=False, maximize=False)
 
 
 # ---------------------------------------------------------------------------------------------- schedulers
