@@ -121,13 +121,15 @@ def test_in_place_on_a_leaf_that_requires_grad_outside_no_grad():
 
 
 def test_optimizer_style_update_then_new_forward_is_fine():
-    w = gg.randn(3, requires_grad=True)
+    w = gg.randn(3, dtype=gg.float64, requires_grad=True)
+    start = w.detach().numpy().copy()
     for _ in range(3):
         loss = (w * w).sum()
         loss.backward()
         with gg.no_grad():
-            w.sub_(0.1 * w.grad)
+            w.sub_(0.1 * w.grad)               # w - 0.1 * 2w
         w.grad = None
+    assert_close(w.detach(), start * 0.8 ** 3, rtol=1e-15, atol=0)
 
 
 # ----------------------------------------------------------------------------- anomaly detection

@@ -251,9 +251,12 @@ def test_a_diverging_run_stops_with_exit_code_1_and_says_what_to_do(capsys):
 
 
 def test_info_runs(capsys):
-    assert cli_main(["info"]) in (0, 1)
+    """Exit code 0; 1 would mean a kernel failed to compile (checked where CUDA, or its emulator, runs)."""
+    assert cli_main(["info"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("gpugrad ") and "numpy" in out and "cuda" in out
+    if gg.cuda.is_available():
+        assert "kernels/optimizer.cu: compiles" in out and "FAILED" not in out
 
 
 # ----------------------------------------------------------------------------- interrupt and resume
