@@ -78,7 +78,7 @@ def close(actual: Any, expected: Any, dtype: Any, *, scale: float = 1.0, err: st
     assert actual.dtype == np.dtype(dtype), f"{err}: dtype {actual.dtype}, expected {np.dtype(dtype)}"
     rtol, atol = TOL[np.dtype(dtype)]
     assert_close(actual, expected, rtol=rtol, atol=atol * scale, check_dtype=False, check_device=False,
-                 msg=err)
+                 equal_nan=True, msg=err)                 # nan where the reference is nan
 
 
 def randn(cp: Any, shape: Any, dtype: Any, rng: np.random.Generator, scale: float = 1.0) -> Any:

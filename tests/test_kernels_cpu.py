@@ -297,10 +297,11 @@ ACTIVATIONS = {
 }
 
 
-def activation_case(rng, act, shape, dtype, bias=None):
+def activation_case(rng, act, shape, dtype, bias=None, zeros=True):
     """(g, saved, alpha): saved is act's output (of x + bias) or its input x, in dtype."""
     x = rng.normal(0, 2, size=shape)
-    x.reshape(-1)[::7] = 0.0                          # exact zeros: relu's kink
+    if zeros:
+        x.reshape(-1)[::7] = 0.0                      # exact zeros: relu's kink
     g = rng.normal(size=shape).astype(dtype)
     forward = ACTIVATIONS[act][1]
     if forward is None:
@@ -377,8 +378,8 @@ def ref_adam(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, weight_decay=0.0,
 # gpugrad.cuda.kernels' public function, so the same checks serve the emulation and a GPU.
 
 
-def check_activation(dev, act, n, dtype, rng):
-    g, saved, alpha = activation_case(rng, act, (n,), dtype)
+def check_activation(dev, act, n, dtype, rng, zeros=True):
+    g, saved, alpha = activation_case(rng, act, (n,), dtype, zeros=zeros)
     dx = kernels.activation_backward(f"{act}_backward", dev(g), dev(saved), alpha)
     expected = ACTIVATIONS[act][0](*f64(g, saved), alpha)
     close(kernels_get(dx), expected, dtype, err=act)
@@ -557,6 +558,31 @@ def check_adam_multi(dev, sizes, dtype, rng, config, decoupled, exact=True):
 @pytest.mark.parametrize("act", list(ACTIVATIONS))
 def test_activation_backward(host, act, n, dtype):
     check_activation(_numpy, act, n, dtype, np.random.default_rng(n))
+
+
+class _RealBlocks(emulator.HostLauncher):
+    """Runs each launch with the block it asks for (gpugrad.cuda.kernels: 32 to 256 threads)."""
+
+    def launch(self, kernel, n, args, *, block=kernels.BLOCK, per_block=None):
+        self.block = block
+        super().launch(kernel, n, args, block=block, per_block=per_block)
+
+
+def test_every_kernel_family_at_the_block_sizes_of_the_real_launches(host_libs):
+    """CONFIGS above are small blocks, for speed; here each family runs once with the blocks the real
+    launches use, two of them so the grid-stride loops stride, on inputs without planted zeros."""
+    launcher = _RealBlocks(host_libs[0], grid=2, block=1)
+    rng = np.random.default_rng(5)
+    with kernels.use_launcher(launcher):
+        for act in ACTIVATIONS:
+            check_activation(_numpy, act, 1031, np.float32, rng, zeros=False)
+        for op in ("multiply", "divide"):
+            check_binary(_numpy, op, (7, 151), np.float32, rng)
+        for cols in (11, 300):                                  # row kernels of 32 and 256 threads
+            check_cross_entropy(_numpy, (37, cols), np.float32, rng, reduction="mean", eps=0.1)
+        check_sgd(_numpy, 1031, np.float32, rng, SGD_CONFIGS[-1])
+        check_adam(_numpy, 1031, np.float32, rng, ADAM_CONFIGS[-1], True)
+    assert {b for _, _, b, _ in launcher.launches} == {32, 256}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
