@@ -20,6 +20,7 @@ WHY = {
     "safetensors": "safetensors is not installed (pip install safetensors)",
     "mpmath": "mpmath is not installed (the erf reference: pip install mpmath)",
     "sklearn": "scikit-learn is not installed (the default data set: pip install 'gpugrad[train]')",
+    "tqdm": "tqdm is not installed (the progress bar: pip install tqdm)",
 }
 
 

@@ -17,6 +17,7 @@ import pytest
 import gpugrad as gg
 from gpugrad.ops.registry import REGISTRY
 from gpugrad.ops.samples import Const
+from gpugrad.testing import assert_close
 from gpugrad.tree import flatten
 
 pytestmark = pytest.mark.cuda
@@ -41,8 +42,8 @@ def same_on_both(run: Callable[[str], Any], rtol: float = 1e-10) -> None:
     for i, (a, b) in enumerate(zip(cpu, gpu)):
         assert b.device == "cuda:0" and a.device == "cpu", i
         assert b.shape == a.shape and b.dtype == a.dtype, (i, b.shape, a.shape, b.dtype, a.dtype)
-        np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), rtol=rtol, atol=1e-12,
-                                   err_msg=str(i))
+        assert_close(b.detach().numpy(), a.detach().numpy(), rtol=rtol, atol=1e-12,
+                                   msg=str(i))
 
 
 def data(device: str, *shape: int, seed: int = 0) -> gg.Tensor:

@@ -12,6 +12,7 @@ import sys
 import types
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
@@ -23,6 +24,7 @@ from gpugrad.distributed.group import ProcessGroup, ReduceOp, Work
 from gpugrad.distributed.nccl import NcclGroup
 from gpugrad.nn import functional as F
 from gpugrad.nn.parallel import DistributedDataParallel
+from gpugrad.testing import assert_close
 
 # ----------------------------------------------------------------------------- the engine's hooks
 
@@ -55,9 +57,9 @@ def test_post_accumulate_hook_runs_as_soon_as_the_gradient_is_final():
         engine._post_accumulate.pop(id(w))
     loss2 = (gg.tanh(x @ w1) @ w2).square().sum() + (w2 * w2).sum()
     loss2.backward()                                 # no hooks: the plain walk gives the same gradients
-    np.testing.assert_array_equal(seen[0][1], w2.grad.numpy())
-    np.testing.assert_array_equal(seen[1][1], w1.grad.numpy())
-    np.testing.assert_array_equal(expect[0], w2.grad.numpy())
+    assert_close(seen[0][1], w2.grad.numpy(), rtol=0, atol=0)
+    assert_close(seen[1][1], w1.grad.numpy(), rtol=0, atol=0)
+    assert_close(expect[0], w2.grad.numpy(), rtol=0, atol=0)
 
 
 def test_post_accumulate_hook_skips_unused_leaves_and_can_be_removed():
@@ -98,7 +100,7 @@ def test_post_accumulate_hooks_with_create_graph():
     w.register_post_accumulate_grad_hook(lambda t: got.append(t.grad.requires_grad))
     (w ** 3).sum().backward(create_graph=True)
     assert got == [True]
-    np.testing.assert_allclose(w.grad.detach().numpy(), [3.0, 12.0])
+    assert_close(w.grad.detach().numpy(), [3.0, 12.0])
 
 
 def test_post_accumulate_hooks_go_with_their_leaf():
@@ -228,7 +230,7 @@ def _indices(n, replicas, **kw):
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_sampler_shards_as_pytorch_does(n, replicas, drop_last):
     shards = _indices(n, replicas, shuffle=False, drop_last=drop_last)
-    torch = pytest.importorskip("torch", reason="the reference is torch.utils.data.DistributedSampler")
+    torch = optional.need("torch")       # the reference is torch.utils.data.DistributedSampler
     from torch.utils.data import DistributedSampler as TorchSampler
     expect = [list(TorchSampler(range(n), num_replicas=replicas, rank=r, shuffle=False, drop_last=drop_last))
               for r in range(replicas)]
@@ -331,7 +333,7 @@ def test_ddp_gradients_are_the_average_and_backward_waits_for_every_bucket(echo)
     F.cross_entropy(plain(x), y).backward()
     for p, q in zip(model.parameters(), plain.parameters()):
         assert p.grad.shape == q.grad.shape and p.grad.dtype == q.grad.dtype
-        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-14, atol=1e-15)
+        assert_close(p.grad.numpy(), q.grad.numpy(), rtol=1e-14, atol=1e-15)
     sizes = [b.flat.size for b in ddp.reducer.buckets]
     assert [s for _, s in echo.log] == sizes and sum(sizes) == model.num_parameters()
     assert [b.names for b in ddp.reducer.buckets] == [                # the last layer's gradients first
@@ -457,7 +459,7 @@ def test_ddp_works_with_every_optimizer(echo):
                 F.cross_entropy(m(x), y).backward()
                 opt.step()
         for p, q in zip(model.parameters(), plain.parameters()):
-            np.testing.assert_allclose(p.numpy() if not p.requires_grad else p.detach().numpy(),
+            assert_close(p.numpy() if not p.requires_grad else p.detach().numpy(),
                                        q.detach().numpy(), rtol=1e-12, atol=1e-14)
 
 
@@ -560,7 +562,7 @@ def test_nccl_group_all_reduce_on_a_stand_in(dtype, shape, with_avg):
         assert comm.calls[-1][1] == x.size and comm.calls[-1][-1] == Stream.ptr    # on the current stream
         work.wait()
         assert stream.waited and buf.shape == x.shape and buf.dtype == x.dtype
-        np.testing.assert_array_equal(np.asarray(buf), expect[op].astype(dtype), err_msg=str(op))
+        assert_close(np.asarray(buf), expect[op].astype(dtype), msg=str(op), rtol=0, atol=0)
     if not with_avg and ops[-1] is ReduceOp.AVG:
         assert comm.calls[-1][3] == StandInNccl.NCCL_SUM       # summed, then divided on the stream
 
@@ -569,13 +571,13 @@ def test_nccl_group_other_collectives_on_a_stand_in():
     group, comm, _ = _nccl_group(size=3)
     x = _device([1.0, 2.0], np.float32)
     group.broadcast(x, 2).wait()
-    np.testing.assert_array_equal(x, [3.0, 6.0])
+    assert_close(x, [3.0, 6.0], rtol=0, atol=0)
     out = _device(np.zeros(6), np.float32)
     group.all_gather(out, _device([1.0, 2.0], np.float32)).wait()
-    np.testing.assert_array_equal(out, [1, 2, 2, 4, 3, 6])
+    assert_close(out, [1, 2, 2, 4, 3, 6], rtol=0, atol=0)
     mine = _device(np.zeros(2), np.float64)
     group.reduce_scatter(mine, _device(np.arange(6.0), np.float64), ReduceOp.AVG).wait()
-    np.testing.assert_array_equal(mine, [0.0, 2.0])
+    assert_close(mine, [0.0, 2.0], rtol=0, atol=0)
     assert [c[0] for c in comm.calls] == ["broadcast", "allGather", "reduceScatter"]
     assert comm.calls[1][1] == 2 and comm.calls[2][1] == 2          # counts per rank
     flags = _device([True, False, True], np.bool_)
@@ -680,13 +682,13 @@ def test_nccl_backend_on_a_gpu_or_the_emulator_at_world_size_1():
                 for op in ("sum", "max", "min", "product") + (("avg",) if dtype != gg.int64 else ()):
                     dist.all_reduce(t, op=op)
                     assert t.shape == shape and t.dtype == dtype and t.device == device
-                    np.testing.assert_array_equal(t.numpy(), np.full(shape, 3, dtype))
+                    assert_close(t.numpy(), np.full(shape, 3, dtype), rtol=0, atol=0)
         t = gg.arange(4.0, device=device)
         out = gg.zeros(4, device=device)
         dist.all_gather_into_tensor(out, t)
         dist.broadcast(t, 0)
         dist.reduce_scatter_tensor(t, out, op="avg")
-        np.testing.assert_array_equal(t.numpy(), np.arange(4.0))
+        assert_close(t.numpy(), np.arange(4.0), rtol=0, atol=0)
         dist.barrier()
         with pytest.raises(RuntimeError, match="the nccl backend runs collectives on cuda"):
             dist.all_reduce(gg.ones(2))
@@ -800,17 +802,17 @@ def test_mpi_stages_cuda_arrays_through_pinned_memory(monkeypatch):
     group.all_reduce(x, ReduceOp.AVG, async_op=False)
     assert comm.seen == [np.ndarray]                        # MPI got a host buffer
     assert stream.log == ["down", "synchronize", "up", "record"]    # one sync, the copy up is async
-    np.testing.assert_array_equal(x._a, [1.0, 2.0, 3.0])    # the average of two equal ranks
+    assert_close(x._a, [1.0, 2.0, 3.0], rtol=0, atol=0)    # the average of two equal ranks
     assert len(group._staged) == 1                          # kept until the copy up is done
     work = group.all_reduce(x, ReduceOp.SUM)            # nonblocking: copied up by wait()
-    np.testing.assert_array_equal(x._a, [1.0, 2.0, 3.0])
+    assert_close(x._a, [1.0, 2.0, 3.0], rtol=0, atol=0)
     work.wait()
-    np.testing.assert_array_equal(x._a, [2.0, 4.0, 6.0])
+    assert_close(x._a, [2.0, 4.0, 6.0], rtol=0, atol=0)
     out = FakeCudaArray(np.zeros(6), stream)
     stream.log.clear()
     group.all_gather(out, x, async_op=False)
     assert stream.log == ["down", "synchronize", "up", "record"]    # only the input goes down
-    np.testing.assert_array_equal(out._a, [2, 4, 6, 2, 4, 6])
+    assert_close(out._a, [2, 4, 6, 2, 4, 6], rtol=0, atol=0)
 
 
 def test_mpi_hands_cuda_arrays_to_a_cuda_aware_library(monkeypatch):
@@ -819,4 +821,4 @@ def test_mpi_hands_cuda_arrays_to_a_cuda_aware_library(monkeypatch):
     x = FakeCudaArray([1.0, 2.0], stream)
     group.all_reduce(x, ReduceOp.SUM, async_op=False)
     assert comm.seen == [FakeCudaArray] and stream.log == ["synchronize"]   # no copies, one sync
-    np.testing.assert_array_equal(x._a, [2.0, 4.0])
+    assert_close(x._a, [2.0, 4.0], rtol=0, atol=0)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gpugrad.testing import assert_close
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 120
 
@@ -187,7 +189,7 @@ def _same(t, expected: np.ndarray, what: str) -> None:
     arr = t.numpy()
     assert arr.shape == expected.shape and arr.dtype == expected.dtype, \
         f"{what}: {arr.shape} {arr.dtype} != {expected.shape} {expected.dtype}"
-    np.testing.assert_array_equal(arr, expected, err_msg=what)
+    assert_close(arr, expected, msg=what, rtol=0, atol=0)
 
 
 def worker_ddp() -> None:
@@ -283,7 +285,7 @@ def worker_ddp() -> None:
     alone = Heads()
     for _ in range(1, n):           # what the other ranks computed: the extra head's gradient
         alone(xb, use_extra=True).square().sum().backward()
-    np.testing.assert_allclose(heads.extra.weight.grad.numpy(), alone.extra.weight.grad.numpy() / n,
+    assert_close(heads.extra.weight.grad.numpy(), alone.extra.weight.grad.numpy() / n,
                                rtol=1e-12, atol=1e-14)
     assert heads.never.weight.grad is None and heads.never.bias.grad is None
     ddp = DDP(Heads())
@@ -300,7 +302,7 @@ def worker_ddp() -> None:
     model = mlp(0)
     model.register_buffer("counts", gg.full((2,), float(rank)))
     DDP(model)
-    np.testing.assert_array_equal(model.counts.numpy(), [0.0, 0.0])
+    assert_close(model.counts.numpy(), [0.0, 0.0], rtol=0, atol=0)
 
     # a model that differs across ranks: caught at construction, the same error on every rank
     with pytest.raises(RuntimeError, match=r"the model differs across ranks: rank 1 has parameter '0.weight' "

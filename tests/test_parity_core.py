@@ -12,19 +12,20 @@ import math
 import warnings
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
 from gpugrad.cuda import emulator
 from gpugrad.ops.registry import REGISTRY
+from gpugrad.testing import assert_close
 
 try:
     import torch
 except ImportError:                      # the README's test command runs without PyTorch
     torch = None
 
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed; the differential "
-                                                       "tests compare gpugrad with it")
+needs_torch = optional.needs("torch")       # the shared reason: tests/optional.py
 DTYPES = ["float32", "float64"]
 TOL = {"float32": (2e-5, 2e-6), "float64": (1e-10, 1e-12)}
 
@@ -89,10 +90,10 @@ def _same(actual, expected, dtype, what, rtol=None, atol=None):
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != PyTorch's {expected.shape}"
     assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != PyTorch's {expected.dtype}"
     if actual.dtype.kind == "f":
-        np.testing.assert_allclose(actual, expected, rtol=rtol or rt, atol=atol or at, equal_nan=True,
-                                   err_msg=what)
+        assert_close(actual, expected, rtol=rtol or rt, atol=atol or at, equal_nan=True,
+                                   msg=what)
     else:
-        np.testing.assert_array_equal(actual, expected, err_msg=what)
+        assert_close(actual, expected, msg=what, rtol=0, atol=0)
 
 
 def check(gfn, tfn, arrays, dtype, **tol):
@@ -268,7 +269,7 @@ def test_result_dtypes_match_torch(case):
     ours, theirs = fn(gg), fn(torch)
     assert ours.dtype == _np_dtype(theirs), f"{case}: {ours.dtype}, PyTorch {theirs.dtype}"
     assert ours.shape == tuple(theirs.shape)
-    np.testing.assert_allclose(ours.numpy().astype(np.float64), theirs.numpy().astype(np.float64), rtol=1e-6)
+    assert_close(ours.numpy().astype(np.float64), theirs.numpy().astype(np.float64), rtol=1e-6)
 
 
 def test_weak_scalars_without_torch():
@@ -290,7 +291,7 @@ def test_promoted_operands_get_gradients_in_their_own_dtype():
     assert z.dtype == gg.float64
     z.sum().backward()
     assert x.grad.dtype == gg.float32 and x.grad.shape == (2,)
-    np.testing.assert_allclose(x.grad.numpy(), [4.0, 6.0])
+    assert_close(x.grad.numpy(), [4.0, 6.0])
     assert y.grad.dtype == gg.float64
 
 
@@ -342,7 +343,7 @@ def test_bitwise_operators_match_torch(name, kind):
               "rxor": lambda a, b: True ^ a}[name]
     ours, theirs = fn(gg.tensor(a), gg.tensor(b)), fn(torch.tensor(a), torch.tensor(b))
     assert ours.dtype == _np_dtype(theirs)
-    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert_close(ours.numpy(), theirs.numpy(), rtol=0, atol=0)
 
 
 def test_bitwise_operators_without_torch():

@@ -14,11 +14,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
 from gpugrad.cuda import emulator
 from gpugrad.nn import functional as F
+from gpugrad.testing import assert_close
 
 try:
     import torch
@@ -26,8 +28,7 @@ try:
 except ImportError:          # the differential comparisons skip; the gpugrad-only checks still run
     torch = TF = None
 
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed: the differential "
-                                 "comparisons against it need it (pip install torch)")
+needs_torch = optional.needs("torch")       # the shared reason: tests/optional.py
 DTYPES = ["float32", "float64"]
 TOL = {"float32": (2e-5, 1e-6), "float64": (1e-10, 1e-12)}
 
@@ -270,7 +271,7 @@ def _same(got: np.ndarray, want: np.ndarray, dtype: str, what: str) -> None:
     assert got.shape == want.shape, f"{what}: shape {got.shape}, PyTorch {want.shape}"
     assert got.dtype == want.dtype, f"{what}: dtype {got.dtype}, PyTorch {want.dtype}"
     rtol, atol = TOL[dtype] if got.dtype.kind == "f" else (0, 0)
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
+    assert_close(got, want, rtol=rtol, atol=atol, msg=what)
 
 
 @needs_torch
@@ -361,12 +362,12 @@ def test_cuda_matches_cpu(case):
         assert bool(reads) == (case.name in READS_BACK), f"{case.name}: {reads or 'no read'}"
     for o_cpu, o_dev in zip(*results):
         assert o_dev.device.type == "cuda" and o_dev.shape == o_cpu.shape and o_dev.dtype == o_cpu.dtype
-        np.testing.assert_allclose(o_dev.detach().cpu().numpy(), o_cpu.detach().numpy(), rtol=1e-12)
+        assert_close(o_dev.detach().cpu().numpy(), o_cpu.detach().numpy(), rtol=1e-12)
     for a, b in zip(cpu, dev):
         assert (a.grad is None) == (b.grad is None)
         if a.grad is not None:
             assert b.grad.device.type == "cuda"
-            np.testing.assert_allclose(b.grad.cpu().numpy(), a.grad.numpy(), rtol=1e-12, atol=1e-14)
+            assert_close(b.grad.cpu().numpy(), a.grad.numpy(), rtol=1e-12, atol=1e-14)
 
 
 # ----------------------------------------------------------------------------- the NumPy-named namespace
@@ -375,7 +376,7 @@ def test_cuda_matches_cpu(case):
 def _np_equal(got: Any, want: np.ndarray) -> None:
     got = got.numpy() if isinstance(got, gg.Tensor) else got
     assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, got.dtype, want.shape, want.dtype)
-    np.testing.assert_array_equal(got, want)
+    assert_close(got, want, rtol=0, atol=0)
 
 
 def test_numpy_named_functions_follow_numpy():
@@ -564,8 +565,8 @@ def test_in_place_scatter_and_masked_fill():
 def test_embedding_max_norm_renormalises_the_rows_it_uses():
     w = gg.tensor([[3.0, 4.0], [0.3, 0.4], [6.0, 8.0]], requires_grad=True)
     out = F.embedding(gg.tensor([0, 1, 0]), w, max_norm=1.0)
-    np.testing.assert_allclose(w.detach().numpy(), [[0.6, 0.8], [0.3, 0.4], [6.0, 8.0]], rtol=1e-6)
-    np.testing.assert_allclose(out.detach().numpy(), [[0.6, 0.8], [0.3, 0.4], [0.6, 0.8]], rtol=1e-6)
+    assert_close(w.detach().numpy(), [[0.6, 0.8], [0.3, 0.4], [6.0, 8.0]], rtol=1e-6)
+    assert_close(out.detach().numpy(), [[0.6, 0.8], [0.3, 0.4], [0.6, 0.8]], rtol=1e-6)
 
 
 @needs_torch

@@ -264,8 +264,9 @@ def norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> T
         return rd.max(a, axis=axes, keepdims=keepdims)
     if ord == float("-inf"):
         return rd.min(a, axis=axes, keepdims=keepdims)
-    if ord == 0:
-        return rd.sum(ew.not_equal(x, 0), axis=axes, keepdims=keepdims)
+    if ord == 0:                                # a count, in the input's float dtype (NumPy, PyTorch)
+        count = rd.sum(ew.not_equal(x, 0), axis=axes, keepdims=keepdims)
+        return count.astype(x.dtype if x.dtype.kind == "f" else dtypes.default_float)
     if ord == 1:
         return rd.sum(a, axis=axes, keepdims=keepdims)
     if isinstance(ord, (int, float)) and not isinstance(ord, bool):
