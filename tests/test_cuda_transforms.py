@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_registry_gradcheck import KINKS  # the samples not smooth where they are checked
 
 import gpugrad as gg
 from gpugrad.ops.registry import REGISTRY
@@ -42,8 +43,7 @@ def same_on_both(run: Callable[[str], Any], rtol: float = 1e-10) -> None:
     for i, (a, b) in enumerate(zip(cpu, gpu)):
         assert b.device == "cuda:0" and a.device == "cpu", i
         assert b.shape == a.shape and b.dtype == a.dtype, (i, b.shape, a.shape, b.dtype, a.dtype)
-        assert_close(b.detach().numpy(), a.detach().numpy(), rtol=rtol, atol=1e-12,
-                                   msg=str(i))
+        assert_close(b.detach().cpu(), a.detach(), rtol=rtol, atol=1e-12, equal_nan=True, msg=str(i))
 
 
 def data(device: str, *shape: int, seed: int = 0) -> gg.Tensor:
@@ -165,7 +165,8 @@ def test_registry_gradgradcheck_on_cuda(op, sample):
     inputs = [gg.tensor(a.value, device="cuda") if isinstance(a, Const) and isinstance(a.value, np.ndarray)
               else a.value if isinstance(a, Const)
               else gg.tensor(a, dtype=gg.float64, device="cuda", requires_grad=True) for a in sample.args]
-    assert gg.testing.gradgradcheck(lambda *xs: op(*xs, **sample.params), *inputs)
+    atol = KINKS.get(f"{op.name}[{sample.name}]", (gg.testing.ATOL,))[0]
+    assert gg.testing.gradgradcheck(lambda *xs: op(*xs, **sample.params), *inputs, atol=atol)
 
 
 @pytest.mark.parametrize("base", [2.0, 0.0, -2.0, np.float64(0.5)])

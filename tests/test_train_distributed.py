@@ -29,6 +29,7 @@ import gpugrad as gg
 from gpugrad import train as train_module
 from gpugrad.cli import main as cli_main
 from gpugrad.distributed import api, launch
+from gpugrad.testing import assert_close
 from gpugrad.train import TrainConfig, resume, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,12 +98,12 @@ def _finished(proc):
 def _same_training(one, other):
     """The same run up to float32 summation order (this module's docstring)."""
     for key in ("train_loss", "val_loss"):
-        np.testing.assert_allclose(other["history"][key], one["history"][key], rtol=1e-5, err_msg=key)
+        assert_close(other["history"][key], one["history"][key], rtol=1e-5, msg=key)
     for key in ("train_accuracy", "val_accuracy"):
         assert other["history"][key] == one["history"][key], key
     assert other["best_epoch"] == one["best_epoch"]
     assert other["test_accuracy"] == one["test_accuracy"]
-    np.testing.assert_allclose(other["test_loss"], one["test_loss"], rtol=1e-5)
+    assert_close(other["test_loss"], one["test_loss"], rtol=1e-5)
 
 
 def _straight(data, tmp_path):
