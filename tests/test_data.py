@@ -157,4 +157,4 @@ def test_batches_move_to_cuda():
     cuda_ds = data.TensorDataset(*(t.to("cuda") for t in _dataset().tensors))
     x, y = next(iter(data.DataLoader(cuda_ds, batch_size=4, shuffle=True, seed=0)))
     assert x.device.type == "cuda"
-    assert_close(x.numpy()[:, 0], 3 * y.numpy(), rtol=0, atol=0)
+    assert_close(x.numpy()[:, 0], (3 * y.numpy()).astype(np.float32), rtol=0, atol=0)

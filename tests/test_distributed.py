@@ -688,7 +688,7 @@ def test_nccl_backend_on_a_gpu_or_the_emulator_at_world_size_1():
         dist.all_gather_into_tensor(out, t)
         dist.broadcast(t, 0)
         dist.reduce_scatter_tensor(t, out, op="avg")
-        assert_close(t.numpy(), np.arange(4.0), rtol=0, atol=0)
+        assert_close(t.numpy(), np.arange(4, dtype=np.float32), rtol=0, atol=0)
         dist.barrier()
         with pytest.raises(RuntimeError, match="the nccl backend runs collectives on cuda"):
             dist.all_reduce(gg.ones(2))
