@@ -286,3 +286,11 @@ def test_gpugrad_train_with_jit_gives_the_same_run(tmp_path):
     assert main(["train", "--jit", "--epochs", "1", "--hidden", "8", "--device", "cpu", "--no-progress",
                  "--out", str(out)]) == 0
     assert (out / "last.safetensors").exists()
+
+
+def test_gpugrad_train_refuses_jit_with_several_processes():
+    from gpugrad.train import TrainConfig, UsageError, World, check_world
+
+    with pytest.raises(UsageError, match="--jit: traces the step of one process"):
+        check_world(TrainConfig(jit=True, device="cpu"), World(size=2, local_rank=1))
+    assert check_world(TrainConfig(jit=True, device="cpu"), World()) == "cpu"

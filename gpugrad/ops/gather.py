@@ -172,7 +172,7 @@ def _scatter(xp, x, src, *, index):
 
 @_scatter.vjp
 def _(xp, g, out, x, src, *, index, needs):
-    on = backend.namespace(getattr(g, "data", g))           # the mask lives with the gradient
+    on = backend.namespace(g.data if isinstance(g, Tensor) else g)   # the mask lives with the gradient
     kept = ~_hit(on, on.asarray(_flat_positions(backend.namespace(index[0]), index, tuple(g.shape))),
                  tuple(g.shape))
     gx = xp.where(kept, g, 0) if needs[0] else None           # overwritten entries get nothing

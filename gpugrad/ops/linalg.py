@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from .. import dtypes
 from ..tensor import Tensor
 from .registry import defop
@@ -157,7 +159,7 @@ def _einsum_diagonal(x: Any, letters: str) -> tuple[Any, str]:
         n = shape_of(x)[a]
         if shape_of(x)[b] != n:
             raise ValueError(f"einsum: subscript {c!r} is repeated with sizes {n} and {shape_of(x)[b]}")
-        eye = backend.namespace(getattr(x, "data", x)).eye(n, dtype=x.dtype)
+        eye = backend.namespace(x.data if isinstance(x, Tensor) else x).eye(n, dtype=x.dtype)
         shape = [1] * len(letters)
         shape[a] = shape[b] = n
         x = rd.sum(ew.multiply(x, Tensor._wrap(eye.reshape(shape))), axis=b)
@@ -232,6 +234,8 @@ def norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> T
     from . import elementwise as ew  # noqa: PLC0415
     from . import reduce as rd  # noqa: PLC0415
 
+    if isinstance(x, (list, tuple)):           # a sequence reads as NumPy reads it (ord=0 needs its dtype)
+        x = Tensor(np.asarray(x))
     ndim = len(shape_of(x))
     if axis is None:
         axes = tuple(range(ndim))
@@ -264,8 +268,9 @@ def norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> T
         return rd.max(a, axis=axes, keepdims=keepdims)
     if ord == float("-inf"):
         return rd.min(a, axis=axes, keepdims=keepdims)
-    if ord == 0:
-        return rd.sum(ew.not_equal(x, 0), axis=axes, keepdims=keepdims)
+    if ord == 0:                                # a count, in the input's float dtype (NumPy, PyTorch)
+        count = rd.sum(ew.not_equal(x, 0), axis=axes, keepdims=keepdims)
+        return count.astype(x.dtype if x.dtype.kind == "f" else dtypes.default_float)
     if ord == 1:
         return rd.sum(a, axis=axes, keepdims=keepdims)
     if isinstance(ord, (int, float)) and not isinstance(ord, bool):

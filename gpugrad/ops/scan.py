@@ -142,7 +142,7 @@ def take_along(x: Any, indices: Any, axis: int) -> Tensor:
     """x's values at ``indices`` along ``axis`` (an integer array shaped like x, except along axis)."""
     from .index import getitem  # noqa: PLC0415
 
-    indices = getattr(indices, "data", indices)
+    indices = indices.data if isinstance(indices, Tensor) else indices
     xp = backend.namespace(indices)
     index = []
     for d in range(indices.ndim):
