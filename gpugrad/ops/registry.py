@@ -66,6 +66,10 @@ class OpDef:
         self.save_all_inputs = (bool(varargs) and varargs[0].name in save) or (
             not varargs and bool(names) and len(self.save_inputs) == len(names))
 
+    @property
+    def __name__(self) -> str:      # read like a function's: gg.grad(gg.exp) is named "grad(exp)"
+        return self.name
+
     def vjp(self, rule: Callable) -> Callable:
         """Decorator: register the VJP rule, ``rule(xp, g, out, *inputs, **params) -> tuple``."""
         self.vjp_rule = rule
