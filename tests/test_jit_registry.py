@@ -16,6 +16,7 @@ import pytest
 import gpugrad as gg
 from gpugrad.ops.registry import REGISTRY
 from gpugrad.ops.samples import Const
+from gpugrad.testing import assert_close
 
 # on the CPU a replay makes the eager NumPy calls: equal; on CUDA fused kernels may differ in the last bits
 TOL = {"cpu": 0.0, "cuda": 1e-12}
@@ -80,14 +81,14 @@ def _weights():
     return weights
 
 
-def _numpy(t):
-    return t.detach().cpu().numpy() if isinstance(t, gg.Tensor) else np.asarray(t)
+def _plain(t):
+    return t.detach() if isinstance(t, gg.Tensor) else np.asarray(t)
 
 
 def _assert_equal(got, want, tol):
-    got, want = _numpy(got), _numpy(want)
-    assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, got.dtype, want.shape, want.dtype)
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol, equal_nan=True)
+    """The same kind, shape, dtype and device, and close values."""
+    assert type(got) is type(want), (type(got), type(want))
+    assert_close(_plain(got), _plain(want), rtol=tol, atol=tol, equal_nan=True)
 
 
 @pytest.mark.parametrize("op,sample", list(_cases()))
