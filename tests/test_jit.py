@@ -184,6 +184,40 @@ def test_in_place_changes_and_rebinding_between_calls_are_seen():
     assert step.traces == 2
 
 
+def test_changes_between_calls_are_seen_once_the_replay_runs_as_graphs(device):
+    """On CUDA the replay's work is captured into graphs (from its second replay on), which hold the
+    addresses of the arrays they captured: changes in place are still seen, and a tensor given
+    a new array makes the replay trace again."""
+    def tensor(values):
+        return gg.tensor(values, dtype=gg.float32, device=device)
+
+    w, b = tensor([1.0, 2.0, 3.0]), tensor([0.5, -0.5, 0.25])
+    step = gg.jit(lambda x: (gg.tanh(x * w + b) * 2 - 1).sum())
+
+    def want(x):
+        return (gg.tanh(x * w + b) * 2 - 1).sum().detach()
+
+    x = tensor([0.1, 0.2, 0.3])
+    for _ in range(4):                                    # traced, warmed up, captured, launched
+        assert_close(step(x), want(x), rtol=1e-6, atol=1e-6)
+    w.mul_(2)                                             # a traced tensor, changed in place
+    assert_close(step(x), want(x), rtol=1e-6, atol=1e-6)
+    x.add_(1)                                             # the argument, changed in place
+    assert_close(step(x), want(x), rtol=1e-6, atol=1e-6)
+    other = tensor([0.3, 0.0, -0.3])                      # another argument of the signature
+    assert_close(step(other), want(other), rtol=1e-6, atol=1e-6)
+    if device == "cuda":
+        (report,) = step.launch_report()
+        assert report["graphs"] >= 1 and report["refused"] == []
+    b.data = tensor([1.0, 1.0, 1.0]).data                 # a new array in a traced tensor
+    for _ in range(3):
+        assert_close(step(x), want(x), rtol=1e-6, atol=1e-6)
+    if device == "cuda":
+        assert step.traces == 2                           # the graph held b's old array: traced again
+    else:
+        assert step.traces == 1                           # the CPU replay reads b's new array
+
+
 def test_a_learning_rate_changed_between_calls_is_used():
     def run(jitted):
         gg.manual_seed(3)
