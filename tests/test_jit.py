@@ -38,6 +38,17 @@ OPTIMIZERS = {
 }
 
 
+def _train_step(model, opt):
+    """The eager training step: forward, cross-entropy, backward, optimizer step; returns the loss."""
+    def step(x, t):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), t)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def _run(steps, jitted, *, device, dtype, activation="relu", optimizer="adam", dropout=0.0, seed=0):
     """(losses, parameters, optimizer state, the generator's next draw) after ``steps`` training steps."""
     gg.manual_seed(seed)
@@ -47,13 +58,7 @@ def _run(steps, jitted, *, device, dtype, activation="relu", optimizer="adam", d
     batches = [(gg.tensor(rng.standard_normal((8, 6)), dtype=dtype, device=device),
                 gg.tensor(rng.integers(0, 3, 8), device=device)) for _ in range(3)]
 
-    def step(x, t):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), t)
-        loss.backward()
-        opt.step()
-        return loss
-
+    step = _train_step(model, opt)
     run = gg.jit(step) if jitted else step
     losses = [run(*batches[i % 3]).item() for i in range(steps)]
     params = [p.detach().cpu().numpy().copy() for p in model.parameters()]
@@ -226,13 +231,7 @@ def test_a_learning_rate_changed_between_calls_is_used():
         sched = gg.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
         x, t = gg.randn(6, 4), gg.tensor([0, 1, 0, 1, 1, 0])
 
-        def step(x, t):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), t)
-            loss.backward()
-            opt.step()
-            return loss
-
+        step = _train_step(model, opt)
         run = gg.jit(step) if jitted else step
         losses = []
         for _ in range(8):

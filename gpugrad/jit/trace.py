@@ -671,8 +671,10 @@ def _reader_site() -> tuple[str, bool]:
 # ----------------------------------------------------------------------------- the hooks
 
 
-class _TensorData:
-    """``Tensor.data`` during a trace: reads give tracers, writes store concrete arrays."""
+class _TracedSlot:
+    """A Tensor slot during a trace: reads go through the recorder's ``read`` method when a trace runs."""
+
+    read = ""
 
     def __init__(self, slot: Any) -> None:
         self.slot = slot
@@ -680,9 +682,15 @@ class _TensorData:
     def __get__(self, t: Any, cls: Any = None) -> Any:
         if t is None:
             return self
-        arr = self.slot.__get__(t, cls)
+        value = self.slot.__get__(t, cls)
         rec = active()
-        return arr if rec is None else rec.read_tensor_data(t, arr)
+        return value if rec is None else getattr(rec, self.read)(t, value)
+
+
+class _TensorData(_TracedSlot):
+    """``Tensor.data`` during a trace: reads give tracers, writes store concrete arrays."""
+
+    read = "read_tensor_data"
 
     def __set__(self, t: Any, value: Any) -> None:
         rec = active()
@@ -693,18 +701,10 @@ class _TensorData:
         self.slot.__set__(t, value)
 
 
-class _TensorGrad:
+class _TensorGrad(_TracedSlot):
     """``Tensor._grad`` during a trace: reads and writes are recorded for the replay."""
 
-    def __init__(self, slot: Any) -> None:
-        self.slot = slot
-
-    def __get__(self, t: Any, cls: Any = None) -> Any:
-        if t is None:
-            return self
-        g = self.slot.__get__(t, cls)
-        rec = active()
-        return g if rec is None else rec.read_grad(t, g)
+    read = "read_grad"
 
     def __set__(self, t: Any, value: Any) -> None:
         rec = active()
