@@ -98,14 +98,7 @@ def test_a_replay_runs_no_op_dispatch_and_records_no_graph(monkeypatch):
     opt = gg.optim.SGD(model.parameters(), lr=0.1)
     x, t = gg.randn(5, 4), gg.tensor([0, 1, 1, 0, 1])
 
-    @gg.jit
-    def step(x, t):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), t)
-        loss.backward()
-        opt.step()
-        return loss
-
+    step = gg.jit(_train_step(model, opt))
     step(x, t)
     step(x, t)
 

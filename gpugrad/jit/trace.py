@@ -315,24 +315,29 @@ class Sym:
     def _make(self, op: str, args: tuple, value: Any) -> Sym:
         return Sym(self.rec, self.rec.sym_node(op, args), value)
 
-    def _arith(self, op: str, other: Any, swap: bool) -> Any:
+    @staticmethod
+    def _operand(other: Any) -> tuple[Any, Any] | None:
+        """(value, node) of the other operand, or None for one a Sym does not combine with."""
         if type(other) is Sym:
-            ov, on = other.value, other.node
-        elif type(other) in (int, float, bool):
-            ov, on = other, other
-        else:
+            return other.value, other.node
+        if type(other) in (int, float, bool):
+            return other, other
+        return None
+
+    def _arith(self, op: str, other: Any, swap: bool) -> Any:
+        operand = self._operand(other)
+        if operand is None:
             return NotImplemented
+        ov, on = operand
         a, b = (ov, self.value) if swap else (self.value, ov)
         na, nb = (on, self.node) if swap else (self.node, on)
         return self._make(op, (na, nb), P.SYM_BINARY[op](a, b))
 
     def _compare(self, op: str, other: Any) -> bool:
-        if type(other) is Sym:
-            ov, on = other.value, other.node
-        elif type(other) in (int, float, bool):
-            ov, on = other, other
-        else:
+        operand = self._operand(other)
+        if operand is None:
             return NotImplemented
+        ov, on = operand
         answer = P.SYM_BINARY[op](self.value, ov)
         self.rec.sym_guard(self.rec.sym_node(op, (self.node, on)), answer)
         return answer
