@@ -47,16 +47,19 @@ class Segment:
 
         cp = backend.load_cupy()
         stream = cp.cuda.Stream(non_blocking=True)
-        graph = None
-        try:
-            with stream:
+        graph, refusal = None, None
+        with stream:
+            try:
                 stream.begin_capture()
-                try:
-                    self.fn()
-                finally:
-                    graph = stream.end_capture()
-        except Exception as err:  # noqa: BLE001 - what capture refuses is an answer, not a failure
-            self.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                self.fn()
+            except Exception as err:  # noqa: BLE001 - what capture refuses is an answer, not a failure
+                refusal = err
+            try:
+                graph = stream.end_capture()            # (it leaves capture mode, refused or not)
+            except Exception as err:  # noqa: BLE001
+                refusal = refusal or err                # (the first error says why)
+        if refusal is not None:
+            self.error = f"{type(refusal).__name__}: {str(refusal).splitlines()[0] if str(refusal) else ''}"
             self.fn()                                 # nothing ran during the capture: run it now
             return
         self.graph = graph

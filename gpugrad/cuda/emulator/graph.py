@@ -11,8 +11,11 @@ models that launch sequence, not its timing: while a stream captures,
 - an allocation (a CuPy call that makes a new array, ``cupy.empty``...) raises: memory from
   the pool during capture belongs to the pool again after it, so a graph must not take any;
 - a host read or synchronisation raises, as CUDA's cudaErrorStreamCaptureUnsupported;
+  either of these invalidates the capture, as in CUDA: the stream leaves capture mode and
+  ``end_capture`` raises cudaErrorStreamCaptureInvalidated, naming what did it;
 - matmul, dot and the other cuBLAS calls raise NotImplementedError, as CuPy's cuBLAS
-  wrappers do during capture (benchmarks/gpu/probe.py asks a real GPU).
+  wrappers do during capture, before CUDA sees anything: the capture goes on, and
+  ``end_capture`` gives the graph of the work before (benchmarks/gpu/probe.py asks a real GPU).
 
 ``cupy.cuda.Graph`` objects come from ``end_capture``.
 """
@@ -49,6 +52,7 @@ class Graph:
 
 class _State(threading.local):
     graph: Graph | None = None          # the graph this thread's current stream is capturing
+    invalidated: str | None = None      # what ended the last capture before end_capture
 
 
 _state = _State()
@@ -57,11 +61,14 @@ _state = _State()
 def begin() -> None:
     if _state.graph is not None:
         raise RuntimeError("cudaErrorIllegalState: the stream is already capturing")
-    _state.graph = Graph()
+    _state.graph, _state.invalidated = Graph(), None
 
 
 def end() -> Graph:
     graph, _state.graph = _state.graph, None
+    invalidated, _state.invalidated = _state.invalidated, None
+    if invalidated is not None:
+        raise RuntimeError(f"cudaErrorStreamCaptureInvalidated: the capture was invalidated by {invalidated}")
     if graph is None:
         raise RuntimeError("cudaErrorIllegalState: end_capture without begin_capture")
     return graph
@@ -79,13 +86,14 @@ def record(what: str, run: Callable[[], Any]) -> None:
 def refuse(what: str) -> RuntimeError:
     """The error for work a graph cannot hold (an allocation, a host read)."""
     graph, _state.graph = _state.graph, None          # CUDA invalidates the capture
+    _state.invalidated = what
     n = len(graph.work) if graph is not None else 0
     return RuntimeError(f"cudaErrorStreamCaptureUnsupported: {what} while a stream is being captured "
                         f"(after {n} captured launch(es)); the capture is invalidated")
 
 
 def refuse_cublas(name: str) -> NotImplementedError:
-    _state.graph = None
+    """CuPy's refusal, in Python: the capture itself goes on."""
     return NotImplementedError(f"cupy.{name}: cuBLAS calls are not supported during stream capture "
                                "(CuPy's cuBLAS wrappers refuse them); capture the work around them")
 
