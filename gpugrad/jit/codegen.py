@@ -526,11 +526,10 @@ class Replay:
 class _Writer:
     """Writes the replay function of a program whose dead code and buffers are worked out."""
 
-    def __init__(self, info: Info, plan: Plan, xp: Any, output_slots: list[int], buffers: list[Any],
-                 graphs: bool = False, capture_matmul: bool = False) -> None:
+    def __init__(self, info: Info, plan: Plan, xp: Any, output_slots: list[int], buffers: list[Any]) -> None:
         self.info, self.plan, self.xp = info, plan, xp
         self.buffers = buffers
-        self.graphs, self.capture_matmul = graphs and xp is not np, capture_matmul
+        self.graphs = xp is not np                    # on CUDA: device work in graph segments
         self.segment: list[str] | None = None          # the open graph segment's lines
         self.pending: list[tuple[int, Any]] = []       # Python-side instructions behind it
         self.pre: list[str] = []                       # the copies of its arguments, before it
@@ -738,7 +737,7 @@ class _Writer:
                 return "python"
             if not self._in_place(i, ins):
                 return "other"
-        if not launch and _is_blas(fn) and not self.capture_matmul:
+        if not launch and _is_blas(fn):               # CuPy refuses cuBLAS during capture
             return "other"
         if launch and type(fn).__name__ == "MultiUpdate":
             return "other"
@@ -1072,8 +1071,7 @@ def _checker(template: Any, slot: int, strict: bool = False) -> Callable[[Any, l
     return check
 
 
-def build(prog: P.Program, output_slots: list[int], xp: Any, *, graphs: bool = True,
-          capture_matmul: bool = False) -> Replay:
+def build(prog: P.Program, output_slots: list[int], xp: Any) -> Replay:
     """The replay of a traced program."""
     info = Info(prog)
     replaced = merge_common_calls(info)
@@ -1094,7 +1092,7 @@ def build(prog: P.Program, output_slots: list[int], xp: Any, *, graphs: bool = T
     plan = plan_buffers(info, replaced_outputs, persistent, xp)
     buffers = [_fresh_like(xp, b) if k not in _persistent_indices(plan, persistent) else b
                for k, b in enumerate(plan.buffers)]
-    writer = _Writer(info, plan, xp, replaced_outputs[:len(output_slots)], buffers, graphs, capture_matmul)
+    writer = _Writer(info, plan, xp, replaced_outputs[:len(output_slots)], buffers)
     text, consts = writer.write()
     bails = writer.bails
 
