@@ -48,7 +48,8 @@ from .engine import (
     no_grad,
     set_grad_enabled,
 )
-from .func import grad, hessian, jacobian, jvp, stop_gradient, value_and_grad, vjp
+from . import func
+from .func import grad, hessian, jacfwd, jacobian, jacrev, jvp, stop_gradient, value_and_grad, vjp, vmap
 from .interop import from_dlpack
 from .ops import *  # noqa: F403 - the NumPy-like op namespace
 from .ops import __all__ as _op_names
@@ -70,7 +71,8 @@ __all__ = [
     "Tensor", "Device", "device", "tensor", "as_tensor", "from_numpy", "arange", "zeros", "ones",
     "full", "zeros_like", "ones_like", "full_like", "eye", "linspace", "randn", "rand", "randint",
     "empty", "empty_like", "set_default_dtype", "get_default_dtype", "int8", "int16", "uint8", "dtypes",
-    "manual_seed", "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "stop_gradient",
+    "manual_seed", "grad", "value_and_grad", "vjp", "jvp", "jacobian", "jacrev", "jacfwd", "hessian", "vmap",
+    "stop_gradient", "func",
     "no_grad", "enable_grad", "inference_mode", "detect_anomaly", "is_anomaly_enabled",
     "set_grad_enabled", "is_grad_enabled", "float16", "float32", "float64", "int32", "int64",
     "bool", "autograd", "cuda", "data", "distributed", "linalg", "nn", "optim", "testing", "save", "load",

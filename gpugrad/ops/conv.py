@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
+from . import batching
 from .registry import defop
 from .samples import Sample, samples, uniform
 
@@ -196,6 +197,22 @@ def _(xp, g, out, x, *, windows):
     if isinstance(g, Tensor):
         return (col2im(xp.expand_dims(xp.expand_dims(g, 2), 2) * hit, windows=windows),)
     return (unpatch(xp, g[:, :, None, None] * hit, windows),)
+
+
+def _image_batch(op: Any) -> Any:
+    """Under vmap, the batch of images (N, C, ...) per entry is one batch of B*N images."""
+    def rule(batch, x, *, windows):
+        from .shape import _reshape  # noqa: PLC0415
+        x = batching.to_front(x, batch[0])
+        b, n = x.shape[:2]
+        out = op(_reshape(x, shape=(b * n, *x.shape[2:])), windows=windows)
+        return _reshape(out, shape=(b, n, *out.shape[1:])), 0
+    return rule
+
+
+im2col.batch(_image_batch(im2col))
+col2im.batch(_image_batch(col2im))
+max_pool2d.batch(_image_batch(max_pool2d))
 
 
 def max_pool2d_indices(x: Any, windows: Windows) -> Any:

@@ -103,7 +103,7 @@ def _(xp, g, out, x, y, needs):
     return (gx, gy)
 
 
-@defop(samples=unary())
+@defop(batch="elementwise", samples=unary())
 def negative(xp, x):
     return xp.negative(x)
 
@@ -123,7 +123,7 @@ def _rounding(name: str, fn: Any, **params: Any) -> Any:
             return x.copy()                       # NumPy would turn integers into float64
         return fn(xp)(x, **kw)
     forward.__name__ = name
-    op = defop(samples=unary(-2.7, 2.7, **params))(forward)
+    op = defop(batch="elementwise", samples=unary(-2.7, 2.7, **params))(forward)
 
     @op.vjp
     def _(xp, g, out, x, **kw):
@@ -188,7 +188,7 @@ def _(xp, g, out, x, y, *, mode):
 # ----------------------------------------------------------------------------- math functions
 
 
-@defop(save=("out",), float_inputs=True, samples=unary())
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary())
 def exp(xp, x):
     return xp.exp(x)
 
@@ -198,7 +198,7 @@ def _(xp, g, out, x):
     return (g * out,)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(0.3, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(0.3, 3.0))
 def log(xp, x):
     return xp.log(x)
 
@@ -208,7 +208,7 @@ def _(xp, g, out, x):
     return (g / x,)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-0.5, 2.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-0.5, 2.0))
 def log1p(xp, x):
     return xp.log1p(x)
 
@@ -218,7 +218,7 @@ def _(xp, g, out, x):
     return (g / (1 + x),)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary())
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary())
 def expm1(xp, x):
     return xp.expm1(x)
 
@@ -228,7 +228,7 @@ def _(xp, g, out, x):
     return (g * (out + 1),)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary(0.3, 3.0))
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary(0.3, 3.0))
 def sqrt(xp, x):
     return xp.sqrt(x)
 
@@ -238,7 +238,7 @@ def _(xp, g, out, x):
     return (g / (2 * out),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
 def sin(xp, x):
     return xp.sin(x)
 
@@ -248,7 +248,7 @@ def _(xp, g, out, x):
     return (g * xp.cos(x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
 def cos(xp, x):
     return xp.cos(x)
 
@@ -258,7 +258,7 @@ def _(xp, g, out, x):
     return (-g * xp.sin(x),)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary(-1.2, 1.2))
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary(-1.2, 1.2))
 def tan(xp, x):
     return xp.tan(x)
 
@@ -268,7 +268,7 @@ def _(xp, g, out, x):
     return (g + g * out * out,)              # 1 + tan^2
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-0.9, 0.9))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-0.9, 0.9))
 def arcsin(xp, x):
     return xp.arcsin(x)
 
@@ -278,7 +278,7 @@ def _(xp, g, out, x):
     return (g / xp.sqrt(1 - x * x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-0.9, 0.9))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-0.9, 0.9))
 def arccos(xp, x):
     return xp.arccos(x)
 
@@ -288,7 +288,7 @@ def _(xp, g, out, x):
     return (-g / xp.sqrt(1 - x * x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
 def arctan(xp, x):
     return xp.arctan(x)
 
@@ -298,7 +298,7 @@ def _(xp, g, out, x):
     return (g / (1 + x * x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
 def sinh(xp, x):
     return xp.sinh(x)
 
@@ -308,7 +308,7 @@ def _(xp, g, out, x):
     return (g * xp.cosh(x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
 def cosh(xp, x):
     return xp.cosh(x)
 
@@ -318,7 +318,7 @@ def _(xp, g, out, x):
     return (g * xp.sinh(x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
 def arcsinh(xp, x):
     return xp.arcsinh(x)
 
@@ -328,7 +328,7 @@ def _(xp, g, out, x):
     return (g / xp.sqrt(x * x + 1),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(1.2, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(1.2, 3.0))
 def arccosh(xp, x):
     return xp.arccosh(x)
 
@@ -338,7 +338,7 @@ def _(xp, g, out, x):
     return (g / xp.sqrt((x - 1) * (x + 1)),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-0.9, 0.9))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-0.9, 0.9))
 def arctanh(xp, x):
     return xp.arctanh(x)
 
@@ -348,7 +348,7 @@ def _(xp, g, out, x):
     return (g / (1 - x * x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(0.3, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(0.3, 3.0))
 def log2(xp, x):
     return xp.log2(x)
 
@@ -358,7 +358,7 @@ def _(xp, g, out, x):
     return (g / (x * _LN2),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(0.3, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(0.3, 3.0))
 def log10(xp, x):
     return xp.log10(x)
 
@@ -368,7 +368,7 @@ def _(xp, g, out, x):
     return (g / (x * _LN10),)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary())
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary())
 def exp2(xp, x):
     return xp.exp2(x)
 
@@ -378,7 +378,7 @@ def _(xp, g, out, x):
     return (g * out * _LN2,)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary(0.3, 3.0))
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary(0.3, 3.0))
 def rsqrt(xp, x):
     return 1 / xp.sqrt(x)
 
@@ -392,7 +392,7 @@ _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary(-3.0, 3.0), fused="tanh_backward")
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary(-3.0, 3.0), fused="tanh_backward")
 def tanh(xp, x):
     return xp.tanh(x)
 
@@ -413,7 +413,7 @@ def stable_sigmoid(xp: Any, x: Any) -> Any:
     return xp.where(x >= 0, r, e * r)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary(-5.0, 5.0), fused="sigmoid_backward")
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary(-5.0, 5.0), fused="sigmoid_backward")
 def sigmoid(xp, x):
     return stable_sigmoid(xp, x)
 
@@ -423,7 +423,7 @@ def _(xp, g, out, x):
     return (g * (out - out * out),)      # g out (1 - out), without a scalar operand (see tanh)
 
 
-@defop(save=("out",), samples=unary(), fused="relu_backward")
+@defop(batch="elementwise", save=("out",), samples=unary(), fused="relu_backward")
 def relu(xp, x):
     return xp.maximum(x, 0)
 
@@ -435,7 +435,7 @@ def _(xp, g, out, x):
     return (g * (out > 0),)
 
 
-@defop(save=("x",), samples=unary())
+@defop(batch="elementwise", save=("x",), samples=unary())
 def absolute(xp, x):
     return xp.abs(x)
 
@@ -445,7 +445,7 @@ def _(xp, g, out, x):
     return (g * xp.sign(x),)
 
 
-@defop(samples=unary())
+@defop(batch="elementwise", samples=unary())
 def sign(xp, x):
     return xp.sign(x)
 
@@ -455,7 +455,7 @@ def _(xp, g, out, x):
     return (xp.zeros_like(g),)            # piecewise constant
 
 
-@defop(save=("x",), samples=unary())
+@defop(batch="elementwise", save=("x",), samples=unary())
 def square(xp, x):
     return xp.square(x)
 
@@ -465,7 +465,7 @@ def _(xp, g, out, x):
     return (2 * g * x,)
 
 
-@defop(save=("x",), samples=unary(-3.0, 3.0, lo=-1.0, hi=1.5))
+@defop(batch="elementwise", save=("x",), samples=unary(-3.0, 3.0, lo=-1.0, hi=1.5))
 def _clip(xp, x, *, lo, hi):
     return xp.clip(x, lo, hi)
 
@@ -571,7 +571,7 @@ def _nondiff(name: str, fn: Any, dtype_rule: str | None = None) -> Any:
     def forward(xp, *args):
         return fn(xp)(*args)
     forward.__name__ = name
-    return defop(differentiable=False, dtype_rule=dtype_rule)(forward)
+    return defop(differentiable=False, dtype_rule=dtype_rule, batch="elementwise")(forward)
 
 
 equal = _nondiff("equal", lambda xp: xp.equal)
@@ -597,7 +597,7 @@ left_shift = _nondiff("left_shift", lambda xp: xp.left_shift, "promote")
 right_shift = _nondiff("right_shift", lambda xp: xp.right_shift, "promote")
 
 
-@defop(differentiable=False)
+@defop(batch="elementwise", differentiable=False)
 def _isclose(xp, x, y, *, rtol, atol, equal_nan):
     return xp.isclose(x, y, rtol=rtol, atol=atol, equal_nan=equal_nan)
 

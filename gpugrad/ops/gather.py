@@ -20,9 +20,10 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
+from . import batching
 from .convert import clone
 from .elementwise import where
-from .index import _getitem, _unindex, scatter_sum, take
+from .index import _batched_items, _getitem, _per_entry_index, _unindex, scatter_sum, take
 from .registry import defop
 from .samples import Sample, samples, uniform
 from .shape import concatenate, reshape
@@ -179,6 +180,16 @@ def _(xp, g, out, x, src, *, index, needs):
     return (gx, take(g, index) if needs[1] else None)         # as PyTorch: src gets g.gather(dim, index)
 
 
+@_scatter.batch
+def _(batch, x, src, *, index):
+    # the index is a full coordinate tuple (adjacent arrays from axis 0), so the batch axis leads
+    x = batching.materialize(x, batch[0], batch.size)
+    src = batching.materialize(src, batch[1], batch.size)
+    if not _batched_items(index, batch.level):
+        return _scatter(x, src, index=(slice(None),) + index), 0
+    return _scatter(x, src, index=_per_entry_index(batch, index, x, x.ndim - 1)[0]), 0
+
+
 def _source(op: str, x: Tensor, idx: Any, dim: int, src: Any) -> Any:
     """``src`` cut to the index's shape (PyTorch uses only that corner of a larger ``src``)."""
     if not isinstance(src, Tensor):
@@ -318,6 +329,17 @@ def _segment_extreme(xp, values, *, positions, size, kind):
     last = xp.searchsorted(ordered, slots, side="right") - 1
     first = xp.searchsorted(ordered, slots, side="left")
     return xp.where(last >= first, scanned[xp.maximum(last, 0)], 0).astype(values.dtype)
+
+
+@_segment_extreme.batch
+def _(batch, values, *, positions, size, kind):
+    # each entry's positions offset by entry * size: one segmented reduction over all entries
+    values = batching.to_front(values, batch[0])
+    b, n = values.shape
+    xp = backend.namespace(positions)
+    shifted = (xp.asarray(positions)[None, :] + xp.arange(b)[:, None] * size).reshape(-1)
+    out = _segment_extreme(reshape(values, (b * n,)), positions=shifted, size=b * size, kind=kind)
+    return reshape(out, (b, size)), 0
 
 
 @_segment_extreme.vjp

@@ -68,7 +68,7 @@ def log_step_scan(xp: Any, combine: Any, x: Any, axis: int) -> Any:
 # ----------------------------------------------------------------------------- primitives
 
 
-@defop(samples=_scan_samples())
+@defop(samples=_scan_samples(), batch="scan")
 def _cumsum(xp, x, *, axis):
     return xp.cumsum(x, axis=axis)
 
@@ -84,7 +84,8 @@ def _cumprod_zeros(rng):
     return Sample([x], {"axis": 1}, "zeros")
 
 
-@defop(save=("x", "out"), samples=lambda rng: _scan_samples(0.5, 1.5)(rng) + [_cumprod_zeros(rng)])
+@defop(save=("x", "out"), samples=lambda rng: _scan_samples(0.5, 1.5)(rng) + [_cumprod_zeros(rng)],
+       batch="scan")
 def _cumprod(xp, x, *, axis):
     return xp.cumprod(x, axis=axis)
 
@@ -115,7 +116,7 @@ def _(xp, g, out, x, *, axis):
 # ----------------------------------------------------------------------------- indices (no gradient)
 
 
-@defop(differentiable=False)
+@defop(differentiable=False, batch="scan")
 def _cum_extreme_indices(xp, x, *, axis, largest):
     """Where each running max (min) came from: the latest index on ties, a NaN once one appears."""
     running = log_step_scan(xp, xp.maximum if largest else xp.minimum, x, axis)
@@ -127,7 +128,7 @@ def _cum_extreme_indices(xp, x, *, axis, largest):
     return log_step_scan(xp, xp.maximum, marks, axis)
 
 
-@defop(differentiable=False)
+@defop(differentiable=False, batch="scan")
 def _argsort(xp, x, *, axis, descending):
     """Stable ascending order (NaN last); descending keeps ties in order and puts NaN first."""
     stable = {"kind": "stable"} if xp is np else {}        # CuPy's sort is always stable
