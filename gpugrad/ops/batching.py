@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from .. import dtypes, versions
 from ..batched import BatchedTensor, current
 from ..engine import Node, grad_mode
@@ -290,10 +292,18 @@ def elementwise(op: Any) -> Callable:
         batched = [i for i, a in enumerate(batch) if a is not None]
         if len(batched) == 1:                      # one batched operand: others must not need aligning
             i = batched[0]
-            if all(j == i or not getattr(v, "shape", ()) for j, v in enumerate(values)):
+            # the others are numbers (or 0-d, for an op whose rule sees broadcast shapes anyway)
+            if all(j == i or not getattr(v, "shape", ()) and (not isinstance(v, Tensor) or op.broadcast
+                                                              or not op.differentiable)
+                   for j, v in enumerate(values)):
                 return op(*values, **params), batch[i]
         rank = max(ndim_of(v, a) for v, a in zip(values, batch))
         aligned = [v if a is None else padded_front(v, a, rank) for v, a in zip(values, batch)]
+        if op.differentiable and not op.broadcast:     # its rule needs equal shapes: broadcast explicitly
+            from .shape import _broadcast_to  # noqa: PLC0415
+            shape = np.broadcast_shapes(*(tuple(v.shape) for v in aligned if hasattr(v, "shape")))
+            aligned = [_broadcast_to(v, shape=shape) if isinstance(v, Tensor) and v.shape != shape else v
+                       for v in aligned]
         return op(*aligned, **params), 0
     return rule
 

@@ -98,8 +98,11 @@ def _(xp, g, out, x, y, needs):
             gx = g * y * xp.power(x, xp.where(y == 0, 1, y - 1))
     if needs[1]:
         # d(x^y)/dy = x^y log x; taken as 0 where x == 0 (the limit for y > 0), nan for x < 0
-        safe_x = xp.where(x == 0, 1, x)
-        gy = g * xp.where(x == 0, 0, out * xp.log(safe_x))
+        if not hasattr(x, "shape"):           # a Python number: its log as a number (gg.where would
+            gy = g * 0 if x == 0 else g * out * (math.log(x) if x > 0 else math.nan)   # make float32)
+        else:
+            safe_x = xp.where(x == 0, 1, x)
+            gy = g * xp.where(x == 0, 0, out * xp.log(safe_x))
     return (gx, gy)
 
 

@@ -23,7 +23,7 @@ from ..tensor import Tensor
 from . import batching
 from .convert import clone
 from .elementwise import where
-from .index import _batched_items, _getitem, _per_entry_index, _unindex, scatter_sum, take
+from .index import _getitem, _per_entry_index, _unindex, scatter_sum, take
 from .registry import defop
 from .samples import Sample, samples, uniform
 from .shape import concatenate, reshape
@@ -182,11 +182,9 @@ def _(xp, g, out, x, src, *, index, needs):
 
 @_scatter.batch
 def _(batch, x, src, *, index):
-    # the index is a full coordinate tuple (adjacent arrays from axis 0), so the batch axis leads
+    # the index is a full coordinate tuple (its rule needs one): arange(B) leads it for the batch axis
     x = batching.materialize(x, batch[0], batch.size)
     src = batching.materialize(src, batch[1], batch.size)
-    if not _batched_items(index, batch.level):
-        return _scatter(x, src, index=(slice(None),) + index), 0
     return _scatter(x, src, index=_per_entry_index(batch, index, x, x.ndim - 1)[0]), 0
 
 
