@@ -62,6 +62,15 @@ class LogicalArray:
     def __repr__(self) -> str:
         return f"LogicalArray(shape={self.shape}, dtype={self.dtype})"
 
+    def _refuse(self, *args: Any) -> Any:
+        raise RuntimeError(_reading("its values as an array (array arithmetic, a comparison, an index)"))
+
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__ = __ne__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _refuse
+    __and__ = __or__ = __invert__ = __neg__ = __getitem__ = __setitem__ = __iter__ = __len__ = _refuse
+    __int__ = __float__ = __index__ = _refuse
+    __hash__ = None     # type: ignore[assignment]
+
 
 backend.logical_array_type = LogicalArray
 
@@ -162,6 +171,14 @@ class BatchedTensor(Tensor):
 
 def is_batched(x: Any) -> bool:
     return type(x) is BatchedTensor
+
+
+def all_entries(x: Any) -> Any:
+    """The array of every batch entry's values of ``x`` (the whole batch of a batched tensor), for
+    checks that hold for each entry exactly when they hold for all (index ranges, value domains)."""
+    while type(x) is BatchedTensor:
+        x = x.value
+    return x.data if isinstance(x, Tensor) else x
 
 
 # ----------------------------------------------------------------------------- per-thread state

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend
+from ..batched import BatchedTensor
 from ..dtypes import as_dtype, is_floating
 from ..tensor import Tensor
 from .registry import defop
@@ -70,6 +71,8 @@ def astype(x: Any, dtype: Any) -> Tensor:
     if x.data.dtype == dtype:
         return x
     if not is_floating(dtype):
+        if type(x) is BatchedTensor:           # under vmap: the whole batch cast (no gradient either way)
+            return BatchedTensor.of(astype(x.value, dtype), x.bdim, x.level)
         return Tensor._wrap(x.data.astype(dtype))
     return _astype(x, dtype=dtype)
 

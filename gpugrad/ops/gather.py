@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend
+from ..batched import BatchedTensor, all_entries
 from ..tensor import Tensor
 from . import batching
 from .convert import clone
@@ -36,10 +37,13 @@ REDUCTIONS = ("sum", "prod", "mean", "amax", "amin")
 
 
 def _index_data(op: str, x: Tensor, index: Any) -> Any:
-    """The index's integer array, on the tensor's device."""
-    idx = index.data if isinstance(index, Tensor) else np.asarray(index)
+    """The index's integer array, on the tensor's device (under vmap, a batched index stays a tensor)."""
+    idx = index if type(index) is BatchedTensor else index.data if isinstance(index, Tensor) else \
+        np.asarray(index)
     if idx.dtype.kind not in "iu":
         raise RuntimeError(f"{op}: expected an integer index tensor (int64 or int32), got {idx.dtype}")
+    if type(idx) is BatchedTensor:
+        return idx
     xp = backend.namespace(x.data)
     if backend.namespace(idx) is not xp:
         if xp is np:
@@ -49,8 +53,14 @@ def _index_data(op: str, x: Tensor, index: Any) -> Any:
     return idx
 
 
+def _xp_of(idx: Any) -> Any:
+    """The array module of an index array (or of a batched index's batch)."""
+    return backend.namespace(idx.data if type(idx) is BatchedTensor else idx)
+
+
 def _check_range(op: str, idx: Any, n: int, dim: int, negative: bool = False) -> None:
     """Raise if an index is outside [0, n) (or [-n, n) with ``negative``); CPU only (see the NOTE above)."""
+    idx = all_entries(idx)
     if not idx.size or backend.namespace(idx) is not np:
         return
     lo, hi = int(idx.min()), int(idx.max())
@@ -124,7 +134,7 @@ def gather(x: Any, dim: int, index: Any) -> Tensor:
     dim = _dim_of("gather", x, idx, dim)
     _check_fits("gather", idx, x.shape, dim, "input")
     _check_range("gather", idx, x.shape[dim], dim)
-    out = _getitem(x, index=coordinates(backend.namespace(idx), idx, dim, tuple(idx.shape)))
+    out = _getitem(x, index=coordinates(_xp_of(idx), idx, dim, tuple(idx.shape)))
     return reshape(out, ()) if scalar else out
 
 
@@ -152,7 +162,7 @@ def _take_along(op: str, x: Any, indices: Any, axis: int | None, error: type) ->
             raise error(f"{op}: indices of shape {tuple(idx.shape)} and input of shape {x.shape} do not "
                         f"broadcast in dimension {d}")
     _check_range(op, idx, x.shape[axis], axis, negative=True)
-    return _getitem(x, index=coordinates(backend.namespace(idx), idx, axis, x.shape))
+    return _getitem(x, index=coordinates(_xp_of(idx), idx, axis, x.shape))
 
 
 # ----------------------------------------------------------------------------- scatter (assignment)
@@ -212,7 +222,7 @@ def _prepare(op: str, x: Any, dim: int, index: Any) -> tuple[Tensor, Any, int, t
     dim = _dim_of(op, x, idx, dim)
     _check_fits(op, idx, x.shape, dim, "input")
     _check_range(op, idx, x.shape[dim], dim)
-    return x, idx, dim, coordinates(backend.namespace(idx), idx, dim, tuple(idx.shape))
+    return x, idx, dim, coordinates(_xp_of(idx), idx, dim, tuple(idx.shape))
 
 
 def scatter(x: Any, dim: int, index: Any, src: Any = None, *, value: Any = None,

@@ -169,6 +169,12 @@ def scatter_sum(g: Any, index: tuple, shape: tuple) -> Any:
 
 def _index_item(op: str, item: Any, xp: Any) -> Any:
     """One entry of an index as an int, slice, None, Ellipsis, bool, or an integer/bool array on ``xp``."""
+    if type(item) is BatchedTensor:                # under vmap: an index array per batch entry
+        if item.dtype.kind not in "iu":
+            raise IndexError(f"{op}: under vmap a batched index must be an integer tensor, got {item.dtype}; "
+                             "a boolean mask would select a different number of elements in each entry "
+                             "(use gg.where)")
+        return item
     if isinstance(item, Tensor):
         item = item.data
     elif isinstance(item, (list, tuple)):             # a sequence inside an index is an index array
@@ -396,7 +402,7 @@ def masked_fill(x: Any, mask: Any, value: Any) -> Tensor:
     The result keeps ``x``'s dtype; a 0-d tensor ``value`` receives the gradient of the filled places.
     """
     x = _tensor(x)
-    mask = _mask("masked_fill", x, mask)
+    mask = mask if type(mask) is BatchedTensor else _mask("masked_fill", x, mask)
     if isinstance(value, Tensor):
         if value.ndim:
             raise RuntimeError(f"masked_fill: value must be a number or a 0-d tensor, got shape "

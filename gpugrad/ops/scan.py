@@ -141,10 +141,12 @@ def _argsort(xp, x, *, axis, descending):
 
 def take_along(x: Any, indices: Any, axis: int) -> Tensor:
     """x's values at ``indices`` along ``axis`` (an integer array shaped like x, except along axis)."""
+    from ..batched import BatchedTensor  # noqa: PLC0415
     from .index import getitem  # noqa: PLC0415
 
-    indices = getattr(indices, "data", indices)
-    xp = backend.namespace(indices)
+    if type(indices) is not BatchedTensor:           # under vmap, indices per entry stay a tensor
+        indices = getattr(indices, "data", indices)
+    xp = backend.namespace(getattr(indices, "data", indices))
     index = []
     for d in range(indices.ndim):
         if d == axis:
@@ -283,5 +285,5 @@ def topk(x: Any, k: int, dim: int = -1, largest: bool = True, sorted: bool = Tru
     if axis is None:                               # PyTorch: a 0-d tensor is its own top-k
         return TopkResult(x.clone(), argsort(x))
     order = _argsort(x, axis=axis, descending=bool(largest))
-    indices = Tensor._wrap(order.data[_along(axis, slice(0, int(k)))])
+    indices = order[_along(axis, slice(0, int(k)))]
     return TopkResult(take_along(x, indices, axis), indices)
