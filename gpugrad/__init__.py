@@ -53,7 +53,9 @@ from .func import grad, hessian, jacfwd, jacobian, jacrev, jvp, stop_gradient, v
 from .interop import from_dlpack
 from .ops import *  # noqa: F403 - the NumPy-like op namespace
 from .ops import __all__ as _op_names
-from .random import manual_seed, rand, randint, randn
+from . import random
+from .random import manual_seed, rand, randn
+from .random import torch_randint as randint
 from .serialization import load, save
 from .tensor import Tensor
 
