@@ -55,6 +55,10 @@ def uniform_on(xp: Any, shape: tuple, dtype: Any) -> Any:
     if batched.state.levels and _batched_over("a random draw"):
         raise RuntimeError("uniform_on: called inside vmap with randomness='different'; an array cannot "
                            "hold one draw per batch entry (use gpugrad.random.uniform_like)")
+    return _uniform_array(xp, shape, dtype)
+
+
+def _uniform_array(xp: Any, shape: tuple, dtype: Any) -> Any:
     if xp is np:
         return _generator.random(shape, dtype=dtype)
     device = xp.cuda.Device().id
@@ -72,7 +76,7 @@ def uniform_like(x: Tensor, name: str) -> Tensor:
     data = x.data if type(x) is not BatchedTensor else batched.all_entries(x)
     xp = backend.namespace(data)
     with backend.device_scope(data):
-        return _batched_draw(Tensor._wrap(uniform_on(xp, shape, np.float32)), levels)
+        return _batched_draw(Tensor._wrap(_uniform_array(xp, shape, np.float32)), levels)
 
 
 def _batched_over(name: str) -> list[batched.Level]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import backend, dtypes, ops, random, versions
 from ..batched import BatchedTensor, all_entries
+from ..batched import state as batched_state
 from ..ops import erf
 from ..ops.nn import check_class_indices
 from ..ops.util import normalize_axis
@@ -178,6 +179,9 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
         return x
     if p == 1.0:
         return x * 0.0
+    if batched_state.levels:           # inside vmap: the mask follows vmap's randomness policy
+        keep = random.uniform_like(x, "dropout") >= p
+        return x * (keep / (1.0 - p)).astype(x.dtype)
     # a Bernoulli(1 - p) mask, drawn where x lives (on a GPU by CuPy's generator: nothing is copied)
     with backend.device_scope(x.data):
         keep = random.uniform_on(backend.namespace(x.data), x.shape, np.float32) >= p

@@ -120,6 +120,23 @@ def _loop(op: Any, batch: Batch, values: list, params: dict) -> tuple[Tensor, in
     return stack(results), 0
 
 
+def loop_function(cls: type, args: tuple, kwargs: dict) -> Tensor:
+    """An autograd.Function applied to batched tensors: with fallback="loop", once per batch entry."""
+    level = max(a.level for a in args if type(a) is BatchedTensor)
+    running = current(level, cls.__name__)
+    if running.fallback != "loop":
+        raise NotImplementedError(
+            f"vmap: the autograd.Function {cls.__name__} has no batching rule; pass fallback='loop' to vmap "
+            "to run it once per batch entry (its forward and backward then see one entry at a time)")
+    results = []
+    for i in range(running.size):
+        picked = [entry(a.value, a.bdim, i) if type(a) is BatchedTensor and a.level == level else a
+                  for a in args]
+        results.append(cls.apply(*picked, **kwargs))
+    from .shape import stack  # noqa: PLC0415
+    return BatchedTensor.of(stack(results), 0, level)
+
+
 def entry(x: Tensor, axis: int, i: int) -> Tensor:
     """Batch entry ``i`` of ``x`` (batched at ``axis``)."""
     from .index import _getitem  # noqa: PLC0415
