@@ -50,30 +50,25 @@ def _(xp, g, out, x, y, needs):
 
 @matmul.batch
 def _(batch, x, y):
-    from .shape import _reshape, _transpose  # noqa: PLC0415
+    from .shape import _reshape  # noqa: PLC0415
 
     bx, by = batch
     nx, ny = batching.ndim_of(x, bx), batching.ndim_of(y, by)
     if nx == 0 or ny == 0:
         raise ValueError("matmul: 0-d operands are not matrices; use multiply (*) to scale")
-    if by is None and ny <= 2 and nx >= 1:        # a shared matrix: every entry's rows in one product
-        x = batching.to_front(x, bx)
-        rows = matmul(_reshape(x, shape=(math.prod(x.shape[:-1]), x.shape[-1])), y)
-        return _reshape(rows, shape=tuple(x.shape[:-1]) + tuple(y.shape[1:])), 0
-    if bx is None and nx <= 2 and ny == 2:        # a shared left factor: x @ [y_1 ... y_B] side by side
-        y = batching.to_front(y, by)
-        b, k, m = y.shape
-        wide = matmul(x, _reshape(_transpose(y, axes=(1, 0, 2)), shape=(k, b * m)))
-        if nx == 1:
-            return _reshape(wide, shape=(b, m)), 0
-        return _reshape(wide, shape=(x.shape[0], b, m)), 1
+    if by is None and ny <= 2 and nx == 1:        # vectors times a shared matrix: one matrix product
+        return matmul(batching.to_front(x, bx), y), 0
     # NumPy's 1-D rules made explicit (a row on the left, a column on the right), batch dims padded
     x = _as_matrix(x, bx, nx == 1, -2)
     y = _as_matrix(y, by, ny == 1, -1)
     rank = max(batching.ndim_of(x, None if bx is None else 0), batching.ndim_of(y, None if by is None else 0))
     x = x if bx is None else batching.padded_front(x, 0, rank)
     y = y if by is None else batching.padded_front(y, 0, rank)
-    out = matmul(x, y)
+    if x.shape[-1] == 1:           # outer products (per-example weight gradients): a broadcast multiply
+        from .elementwise import multiply  # noqa: PLC0415    is several times faster than a stacked matmul
+        out = multiply(x, y)
+    else:
+        out = matmul(x, y)
     drop = [out.ndim - 2] if nx == 1 else []
     drop += [out.ndim - 1] if ny == 1 else []
     if drop:
