@@ -1,7 +1,8 @@
 """Transform benchmarks T1-T3: gpugrad's Hessian, HVP and per-example gradients beside torch.func and HIPS
 autograd, each measurement in a process of its own.
 
-    python -m benchmarks.transforms [--quick] [--processes N] [--only T1 T3] [--libs gpugrad torch] [--out F.md]
+    python -m benchmarks.transforms [--quick] [--processes N] [--only T1 T3] [--libs gpugrad torch]
+                                    [--out F.md]
     python -m benchmarks.transforms --child T1 torch [--samples 5] [--target-s 0.2] [--threads 2]
 
     T1  the full Hessian of a 1,994-parameter tanh MLP loss                      ms
@@ -163,8 +164,9 @@ def _torch(kind: str) -> Callable[[], Any]:
             return lambda: hessian(theta).numpy()
         return lambda: func.jvp(func.grad(loss), (theta,), (v,))[1].numpy()
     arrays, xs, labels = per_example_arrays()
-    layers = [torch.nn.Linear(SIZES_T3[0], SIZES_T3[1]), torch.nn.Tanh(), torch.nn.Linear(SIZES_T3[1], SIZES_T3[2])]
-    model = torch.nn.Sequential(*layers)
+    n_in, n_hidden, n_out = SIZES_T3
+    model = torch.nn.Sequential(torch.nn.Linear(n_in, n_hidden), torch.nn.Tanh(),
+                                torch.nn.Linear(n_hidden, n_out))
     names = [n for n, _ in model.named_parameters()]
     params = {n: torch.from_numpy(a.copy()) for n, a in zip(names, arrays)}
     x, y = torch.from_numpy(xs.copy()), torch.from_numpy(labels.copy())
@@ -294,7 +296,8 @@ def run_child(wid: str, lib: str, samples: int, target_s: float, threads: int) -
 
 def measure(processes: int, samples: int, target_s: float, workloads: tuple[str, ...], libs: list[str],
             threads: int, progress: Callable[[str], None] = print) -> dict[str, dict[str, list[dict]]]:
-    runs: dict[str, dict[str, list[dict]]] = {w: {lib: [] for lib in libs if w in RUNS[lib]} for w in workloads}
+    runs: dict[str, dict[str, list[dict]]] = {w: {lib: [] for lib in libs if w in RUNS[lib]}
+                                              for w in workloads}
     for r in range(processes):
         for wid in workloads:
             cell = list(runs[wid])
@@ -332,16 +335,19 @@ def report(runs: dict[str, dict[str, list[dict]]], libs: list[str], processes: i
     for wid, cells in runs.items():
         med = {lib: _median(cells.get(lib, [])) for lib in libs}
         ratio = med["gpugrad"] / med["torch"] if med.get("gpugrad") and med.get("torch") else None
-        speedup = med["gpugrad-loop"] / med["gpugrad"] if med.get("gpugrad-loop") and med.get("gpugrad") else None
+        speedup = (med["gpugrad-loop"] / med["gpugrad"]
+                   if med.get("gpugrad-loop") and med.get("gpugrad") else None)
         row = [wid, WORKLOADS[wid]["desc"], WORKLOADS[wid]["metric"],
                *("n/a" if med[lib] is None else f"{med[lib]:.3g}" for lib in libs),
                "n/a" if ratio is None else f"{ratio:.2f} (target <= 1)",
                "n/a" if speedup is None else f"{speedup:.1f} (target >= 20)"]
         lines.append("| " + " | ".join(row) + " |")
-    loads = [r["load"] for cells in runs.values() for rs in cells.values() for r in rs if r["load"] is not None]
+    loads = [r["load"] for cells in runs.values() for rs in cells.values() for r in rs
+             if r["load"] is not None]
     lines += ["", f"- {processes} process(es) per cell, {samples} samples each, {threads} thread(s); "
               f"other processes used {100 * max(loads, default=0):.0f}% of the machine at most",
-              f"- python -m benchmarks.transforms --processes {processes} --samples {samples} --threads {threads}"]
+              f"- python -m benchmarks.transforms --processes {processes} --samples {samples} "
+              f"--threads {threads}"]
     problems = check(runs)
     lines += [f"- CHECK FAILED: {p}" for p in problems] or ["- every runner's result matches gpugrad's"]
     return "\n".join(lines)
@@ -349,8 +355,10 @@ def report(runs: dict[str, dict[str, list[dict]]], libs: list[str], processes: i
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "LIB"), help="one measurement, in this process")
-    parser.add_argument("--quick", action="store_true", help="1 process per cell, short batches (a smoke run)")
+    parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "LIB"),
+                        help="one measurement, in this process")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 process per cell, short batches (a smoke run)")
     parser.add_argument("--processes", type=int, default=None, help="rounds of processes (default 5)")
     parser.add_argument("--samples", type=int, default=None, help="timed batches per process (default 5)")
     parser.add_argument("--target-s", type=float, default=None, help="seconds per batch (default 0.2)")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import backend, ops
+from .batched import BatchedTensor
 from .engine import (
     Node,
     detect_anomaly,
@@ -22,7 +23,6 @@ from .engine import (
     run_backward,
     set_grad_enabled,
 )
-from .batched import BatchedTensor
 from .ops.batching import loop_function
 from .ops.util import sum_to_shape
 from .tensor import Tensor, _root_gradient

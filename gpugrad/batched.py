@@ -77,9 +77,9 @@ backend.logical_array_type = LogicalArray
 
 def _reading(what: str) -> str:
     if not state.levels:
-        return ("vmap: a batched tensor escaped the vmap that made it (it was kept after the vmapped function "
-                "returned, e.g. in a global or a closure) and was used outside it; return it from the "
-                "function instead")
+        return ("vmap: a batched tensor escaped the vmap that made it (it was kept after the vmapped "
+                "function returned, e.g. in a global or a closure) and was used outside it; return it "
+                "from the function instead")
     return (f"vmap: a function under vmap read {what} from a batched tensor; inside vmap the function "
             "runs once for the whole batch, so a batched tensor has no single value. Use gpugrad's ops "
             "(e.g. gg.where instead of an if on a value), move the read outside the vmap, or loop in "

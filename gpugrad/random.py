@@ -200,7 +200,7 @@ def _float(name: str, dtype: Any) -> np.dtype:
 
 
 def split(key: Tensor, num: int | Sequence[int] = 2) -> Tensor:
-    """``num`` new keys from ``key`` (shape (num, 2); a tuple ``num`` gives (*num, 2)), as jax.random.split."""
+    """``num`` new keys from ``key``: shape (num, 2), or (*num, 2) for a tuple (jax.random.split)."""
     key = _check_key("split", key)
     return _prng.threefry_split(key, shape=_shape("split", num))
 
@@ -210,7 +210,8 @@ def fold_in(key: Tensor, data: Any) -> Tensor:
     key = _check_key("fold_in", key)
     if isinstance(data, Tensor):
         if data.dtype.kind not in "iub" or data.shape != ():
-            raise TypeError(f"fold_in: data must be an integer scalar, got {data.dtype} of shape {data.shape}")
+            raise TypeError(f"fold_in: data must be an integer scalar, got {data.dtype} of shape "
+                            f"{data.shape}")
         word = data.astype(np.uint32) if type(data) is BatchedTensor else \
             Tensor._wrap(backend.namespace(data.data).asarray(data.data % 2**32).astype(np.uint32))
     else:

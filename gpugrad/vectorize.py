@@ -149,7 +149,8 @@ def _mapped_value(name: str, i: int, value: Any, axis: int) -> tuple[Tensor, int
     if not isinstance(value, Tensor):
         if not hasattr(value, "shape"):
             raise TypeError(f"{name}: argument {i} is mapped (in_axes {axis}) but is a "
-                            f"{type(value).__name__}, not a tensor; give its axis as None to pass it as it is")
+                            f"{type(value).__name__}, not a tensor; give its axis as None to pass it "
+                            "as it is")
         value = Tensor(value)
     ndim = value.ndim
     if not -ndim <= axis < ndim:
@@ -161,7 +162,8 @@ def _mapped_value(name: str, i: int, value: Any, axis: int) -> tuple[Tensor, int
 def _batch_size(name: str, leaves: list, axes: list) -> int:
     sizes = {leaf.shape[a] for leaf, a in zip(leaves, axes) if a is not None}
     if len(sizes) > 1:
-        shown = ", ".join(f"{tuple(leaf.shape)} at axis {a}" for leaf, a in zip(leaves, axes) if a is not None)
+        shown = ", ".join(f"{tuple(leaf.shape)} at axis {a}"
+                          for leaf, a in zip(leaves, axes) if a is not None)
         raise ValueError(f"{name}: the mapped axes have different sizes: {shown}; they must all be one "
                          "batch size")
     return sizes.pop()

@@ -15,7 +15,12 @@ F = gg.nn.functional
 
 
 def t(*shape, seed=0, lo=-1.5, hi=1.5):
-    return gg.tensor(np.random.default_rng(seed + 17 * len(shape)).uniform(lo, hi, size=shape), dtype=gg.float64)
+    values = np.random.default_rng(seed + 17 * len(shape)).uniform(lo, hi, size=shape)
+    return gg.tensor(values, dtype=gg.float64)
+
+
+def ints(seed, high, shape):
+    return gg.tensor(np.random.default_rng(seed).integers(0, high, shape))
 
 
 def same(actual, expected, rtol=1e-10, atol=1e-12):
@@ -26,7 +31,7 @@ def same(actual, expected, rtol=1e-10, atol=1e-12):
 
 
 def loop(f, *args, axes=None, out_axis=0):
-    """The reference: f on each batch entry (the arguments' ``axes``, None: shared), stacked at ``out_axis``."""
+    """The reference: f on each batch entry (``axes`` of the arguments, None: shared), stacked at out_axis."""
     axes = axes or [0] * len(args)
     size = next(a.shape[ax] for a, ax in zip(args, axes) if ax is not None)
     outs = [f(*[a if ax is None else gg.tensor(np.take(a.numpy(), i, axis=ax)) for a, ax in zip(args, axes)])
@@ -197,12 +202,14 @@ def test_jacobian_and_hessian_of_a_vmapped_function():
 def test_vmap_of_jvp_and_vjp_and_their_transforms_of_vmap():
     xs, ts, cs = t(4, 3), t(4, 3, seed=1), t(4, 3, seed=2)
     f = lambda x: gg.tanh(x) * x.sum()          # noqa: E731
-    same(gg.vmap(lambda x, v: gg.jvp(f, (x,), (v,))[1])(xs, ts), loop(lambda x, v: gg.jvp(f, (x,), (v,))[1], xs, ts))
-    same(gg.vmap(lambda x, c: gg.vjp(f, x)[1](c)[0])(xs, cs), loop(lambda x, c: gg.vjp(f, x)[1](c)[0], xs, cs))
+    push = lambda x, v: gg.jvp(f, (x,), (v,))[1]      # noqa: E731
+    pull = lambda x, c: gg.vjp(f, x)[1](c)[0]         # noqa: E731
+    same(gg.vmap(push)(xs, ts), loop(push, xs, ts))
+    same(gg.vmap(pull)(xs, cs), loop(pull, xs, cs))
     out, tangent = gg.jvp(gg.vmap(f), (xs,), (ts,))
-    same(tangent, loop(lambda x, v: gg.jvp(f, (x,), (v,))[1], xs, ts))
-    _, pull = gg.vjp(gg.vmap(f), xs)
-    same(pull(cs)[0], loop(lambda x, c: gg.vjp(f, x)[1](c)[0], xs, cs))
+    same(tangent, loop(push, xs, ts))
+    _, pull_all = gg.vjp(gg.vmap(f), xs)
+    same(pull_all(cs)[0], loop(pull, xs, cs))
 
 
 def test_a_vjp_function_made_outside_vmap_pulls_a_batch_of_cotangents():
@@ -255,7 +262,8 @@ def test_jacfwd_and_jacrev_of_an_empty_input_or_output():
 
 def test_hessian_matches_torch_func_on_a_tanh_mlp_loss(torch):
     rng = np.random.default_rng(3)
-    x, y, theta = rng.standard_normal((6, 4)), rng.standard_normal((6, 2)), rng.standard_normal(4 * 5 + 5 + 5 * 2 + 2)
+    x, y = rng.standard_normal((6, 4)), rng.standard_normal((6, 2))
+    theta = rng.standard_normal(4 * 5 + 5 + 5 * 2 + 2)
 
     def unpack(lib, th):
         return th[:20].reshape(5, 4), th[20:25], th[25:35].reshape(2, 5), th[35:]
@@ -359,17 +367,17 @@ def test_functional_call_replaces_tied_weights_everywhere():
     ("x[i, :, j]", lambda x, i, j: x[i, :, j],
      lambda: (t(4, 3, 2, 5), gg.tensor([[0], [2], [1], [0]]), gg.tensor([[1, 4], [0, 0], [3, 2], [4, 1]]))),
     ("x[..., i]", lambda x, i: x[..., i], lambda: (t(4, 2, 3, 5), gg.tensor([1, 4, 0, 2]))),
-    ("gather", lambda x, i: gg.gather(x, 1, i), lambda: (t(4, 3, 5), gg.tensor(np.random.default_rng(1).integers(0, 5, (4, 3, 2))))),
+    ("gather", lambda x, i: gg.gather(x, 1, i), lambda: (t(4, 3, 5), ints(1, 5, (4, 3, 2)))),
     ("take_along_dim", lambda x, i: gg.take_along_dim(x, i, 0),
-     lambda: (t(4, 3, 5), gg.tensor(np.random.default_rng(2).integers(0, 3, (4, 2, 5))))),
-    ("embedding", lambda i, w: F.embedding(i, w), lambda: (gg.tensor(np.random.default_rng(3).integers(0, 6, (4, 3))), t(4, 6, 2))),
-    ("one_hot", lambda i: F.one_hot(i, 5).astype(gg.float64), lambda: (gg.tensor(np.random.default_rng(4).integers(0, 5, (4, 3))),)),
+     lambda: (t(4, 3, 5), ints(2, 3, (4, 2, 5)))),
+    ("embedding", lambda i, w: F.embedding(i, w), lambda: (ints(3, 6, (4, 3)), t(4, 6, 2))),
+    ("one_hot", lambda i: F.one_hot(i, 5).astype(gg.float64), lambda: (ints(4, 5, (4, 3)),)),
     ("masked_fill", lambda x: x.masked_fill(x > 0, 0.5), lambda: (t(4, 3, 5),)),
     ("sort", lambda x: gg.sort(x, axis=0), lambda: (t(4, 3, 5),)),
     ("topk", lambda x: x.topk(2, dim=-1).values, lambda: (t(4, 3, 5),)),
     ("max(dim)", lambda x: x.max(dim=1).values, lambda: (t(4, 3, 5),)),
     ("cummax", lambda x: gg.cummax(x, dim=1).values, lambda: (t(4, 3, 5),)),
-    ("scatter", lambda x, i: x.scatter(1, i, 7.0), lambda: (t(4, 3, 5), gg.tensor(np.random.default_rng(5).integers(0, 5, (4, 3, 2))))),
+    ("scatter", lambda x, i: x.scatter(1, i, 7.0), lambda: (t(4, 3, 5), ints(5, 5, (4, 3, 2)))),
 ])
 def test_batched_indices_and_index_composites(name, f, args):
     args = args()
@@ -387,14 +395,17 @@ def test_batched_indices_and_index_composites(name, f, args):
 @pytest.mark.parametrize("name,f,args", [
     ("softmax", lambda x: F.softmax(x, dim=-1), lambda: (t(3, 4, 5),)),
     ("log_softmax", lambda x: F.log_softmax(x, dim=0), lambda: (t(3, 4, 5),)),
-    ("cross_entropy", lambda x, y: F.cross_entropy(x, y), lambda: (t(3, 4, 5), gg.tensor(np.random.default_rng(0).integers(0, 5, (3, 4))))),
-    ("cross_entropy 1-d", lambda x, y: F.cross_entropy(x, y, label_smoothing=0.1), lambda: (t(3, 5), gg.tensor([1, 4, 0]))),
+    ("cross_entropy", lambda x, y: F.cross_entropy(x, y), lambda: (t(3, 4, 5), ints(0, 5, (3, 4)))),
+    ("cross_entropy 1-d", lambda x, y: F.cross_entropy(x, y, label_smoothing=0.1),
+     lambda: (t(3, 5), gg.tensor([1, 4, 0]))),
     ("mse", lambda x, y: F.mse_loss(x, y), lambda: (t(3, 4), t(3, 4, seed=1))),
-    ("bce", lambda x, y: F.binary_cross_entropy(gg.sigmoid(x), gg.sigmoid(y)), lambda: (t(3, 4), t(3, 4, seed=1))),
+    ("bce", lambda x, y: F.binary_cross_entropy(gg.sigmoid(x), gg.sigmoid(y)),
+     lambda: (t(3, 4), t(3, 4, seed=1))),
     ("layer_norm", lambda x: F.layer_norm(x, (5,)), lambda: (t(3, 4, 5),)),
     ("gelu", lambda x: F.gelu(x), lambda: (t(3, 4),)),
     ("conv2d", lambda x, w: F.conv2d(x, w, padding=1), lambda: (t(3, 2, 3, 6, 6), t(3, 4, 3, 3, 3, seed=1))),
-    ("conv2d shared", lambda x: F.conv2d(x, gg.ones(4, 3, 3, 3, dtype=gg.float64) * 0.1, stride=2), lambda: (t(3, 2, 3, 6, 6),)),
+    ("conv2d shared", lambda x: F.conv2d(x, gg.ones(4, 3, 3, 3, dtype=gg.float64) * 0.1, stride=2),
+     lambda: (t(3, 2, 3, 6, 6),)),
     ("max_pool2d", lambda x: F.max_pool2d(x, 2), lambda: (t(3, 2, 3, 6, 6),)),
     ("avg_pool2d", lambda x: F.avg_pool2d(x, 2), lambda: (t(3, 2, 3, 6, 6),)),
     ("einsum", lambda a, b: gg.einsum("ij,jk->ik", a, b), lambda: (t(3, 3, 4), t(3, 4, 2, seed=1))),
@@ -407,7 +418,8 @@ def test_batched_indices_and_index_composites(name, f, args):
      lambda: (t(3, 2, 4, 5), t(3, 2, 4, 5, seed=1), t(3, 2, 4, 5, seed=2))),
     ("interpolate", lambda x: F.interpolate(x, scale_factor=2), lambda: (t(3, 1, 2, 3, 3),)),
     ("flip/roll/tril", lambda x: gg.flip(x, 0) + gg.roll(x, 1, 1) + gg.tril(x), lambda: (t(3, 4, 4),)),
-    ("stack/split", lambda x, y: gg.split(gg.stack([x, y], 1), 2, 0)[1], lambda: (t(3, 4, 2), t(3, 4, 2, seed=1))),
+    ("stack/split", lambda x, y: gg.split(gg.stack([x, y], 1), 2, 0)[1],
+     lambda: (t(3, 4, 2), t(3, 4, 2, seed=1))),
 ])
 def test_composites_under_vmap(name, f, args):
     args = args()
@@ -435,14 +447,15 @@ def test_global_generator_randomness_policies():
     masks = gg.vmap(lambda v: F.dropout(v, 0.5), randomness="different")(gg.ones(8, 50)).numpy()
     assert set(np.unique(masks)) <= {0.0, 2.0} and len({tuple(row) for row in masks}) == 8
     gg.manual_seed(3)
-    first = gg.vmap(lambda v: gg.randn(2) + v, randomness="different")(gg.zeros(3, 2)).numpy()
+    noisy = gg.vmap(lambda v: gg.randn(2) + v, randomness="different")
+    first = noisy(gg.zeros(3, 2)).numpy()
     gg.manual_seed(3)
-    np.testing.assert_array_equal(gg.vmap(lambda v: gg.randn(2) + v, randomness="different")(gg.zeros(3, 2)).numpy(),
-                                  first)
+    np.testing.assert_array_equal(noisy(gg.zeros(3, 2)).numpy(), first)
 
 
 def test_nested_vmaps_with_different_randomness_draw_per_level():
-    out = gg.vmap(gg.vmap(lambda v: v + gg.rand(()), randomness="same"), randomness="different")(gg.zeros(3, 4))
+    inner = gg.vmap(lambda v: v + gg.rand(()), randomness="same")
+    out = gg.vmap(inner, randomness="different")(gg.zeros(3, 4))
     values = out.numpy()
     assert (values == values[:, :1]).all()            # the inner level shares its draw
     assert len(set(values[:, 0])) == 3                # the outer one does not

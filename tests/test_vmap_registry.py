@@ -72,7 +72,8 @@ def _reduce_bools(rng):
 
 def _pool_hit(rng):
     from gpugrad.ops.conv import _POOL_GEOMETRIES
-    return [Sample([uniform(rng, -2, 2, (2, c) + w.size)], {"windows": w}, str(w.kernel)) for c, w in _POOL_GEOMETRIES]
+    return [Sample([uniform(rng, -2, 2, (2, c) + w.size)], {"windows": w}, str(w.kernel))
+            for c, w in _POOL_GEOMETRIES]
 
 
 NONDIFF_SAMPLES = {

@@ -95,9 +95,9 @@ def apply(op: Any, args: tuple, params: dict) -> Tensor:
             out, out_axis = _loop(op, batch, values, params)
         else:
             raise NotImplementedError(
-                f"vmap: {op.name} has no batching rule, so it cannot run on batched tensors; declare one with "
-                f"@{op.name}.batch (gpugrad.ops.batching), or pass fallback='loop' to vmap to run it once per "
-                "batch entry")
+                f"vmap: {op.name} has no batching rule, so it cannot run on batched tensors; declare one "
+                f"with @{op.name}.batch (gpugrad.ops.batching), or pass fallback='loop' to vmap to run it "
+                "once per batch entry")
     finally:
         running.quiet -= 1
     result = BatchedTensor.of(out, out_axis, level)
@@ -169,9 +169,9 @@ class LogicalOp:
         return None
 
     def run_vjp(self, g: Any, node: Node) -> tuple:
-        raise RuntimeError(f"backward through {self.op.name} on batched tensors without a gradient transform: "
-                           "inside vmap, take gradients with gg.grad or gg.vjp (tensors flow backward "
-                           "batched); outside, call backward() on vmap's result")
+        raise RuntimeError(f"backward through {self.op.name} on batched tensors without a gradient "
+                           "transform: inside vmap, take gradients with gg.grad or gg.vjp (tensors flow "
+                           "backward batched); outside, call backward() on vmap's result")
 
     def run_vjp_graph(self, g: Tensor, node: Node) -> tuple:
         op = self.op

@@ -416,7 +416,8 @@ def stable_sigmoid(xp: Any, x: Any) -> Any:
     return xp.where(x >= 0, r, e * r)
 
 
-@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary(-5.0, 5.0), fused="sigmoid_backward")
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary(-5.0, 5.0),
+       fused="sigmoid_backward")
 def sigmoid(xp, x):
     return stable_sigmoid(xp, x)
 

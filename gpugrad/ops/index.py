@@ -91,7 +91,8 @@ class _Facts:
         arrays = any(hasattr(i, "shape") for i in index)
         advanced = [k for k, i in enumerate(index) if hasattr(i, "shape") or (arrays and isinstance(i, int))]
         used = sum(1 for i in index if i is not None and i is not Ellipsis)
-        self.rank = max((len(index[k].shape) if hasattr(index[k], "shape") else 0 for k in advanced), default=0)
+        self.rank = max((len(index[k].shape) if hasattr(index[k], "shape") else 0 for k in advanced),
+                        default=0)
         self.adjacent = not advanced or advanced[-1] - advanced[0] + 1 == len(advanced)
         # result dimensions before the advanced block (when it stays in place)
         self.before = sum(ndim - used if i is Ellipsis else 1

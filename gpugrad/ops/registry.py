@@ -75,7 +75,8 @@ class OpDef:
         self.save_all_inputs = (bool(varargs) and varargs[0].name in save) or (
             not varargs and bool(names) and len(self.save_inputs) == len(names))
         family = batch if batch is not None else "elementwise" if broadcast else None
-        self.batch_rule: Callable | None = None if family is None else batching.family(self.name, family, self)
+        self.batch_rule: Callable | None = (None if family is None else
+                                            batching.family(self.name, family, self))
 
     def vjp(self, rule: Callable) -> Callable:
         """Decorator: register the VJP rule, ``rule(xp, g, out, *inputs, **params) -> tuple``."""
@@ -84,7 +85,7 @@ class OpDef:
         return rule
 
     def batch(self, rule: Callable) -> Callable:
-        """Decorator: register the batching rule (vmap), ``rule(batch, *inputs, **params) -> (out, out_axis)``.
+        """Decorator: register the batching rule for vmap, ``rule(batch, *inputs, **params) -> (out, axis)``.
 
         ``batch`` holds each input's batch axis (None where it is not batched), ``batch.size`` the
         batch size. The rule computes the whole batch with ops and says where its batch axis is.
