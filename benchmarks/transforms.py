@@ -31,21 +31,19 @@ each; T3's loop at least 20 times slower than gpugrad's vmap.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from benchmarks import machine
-from benchmarks.compare_overhead import _calibrate
+from benchmarks.runner import timed
 
 SEED = 20261201
 SIZES_T12 = (20, 64, 10)
@@ -266,18 +264,9 @@ def time_one(wid: str, lib: str, samples: int, target_s: float) -> dict[str, Any
     """Build and time workload ``wid`` in runner ``lib`` in this process."""
     step = BUILDERS[lib](WORKLOADS[wid]["kind"])
     result = step()
-    reps = _calibrate(step, target_s, warmup=1)
-    load = machine.CpuLoad()
-    load.start()
-    times = []
-    for _ in range(samples):
-        gc.collect()
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            step()
-        times.append((time.perf_counter() - t0) / reps * 1e3)
+    reps, times, load = timed(step, samples, target_s, 1e3, warmup=1)
     return {"workload": wid, "lib": lib, "reps": reps, "samples": times, "median": statistics.median(times),
-            "load": load.stop(), "fingerprint": fingerprint(result)}
+            "load": load, "fingerprint": fingerprint(result)}
 
 
 def run_child(wid: str, lib: str, samples: int, target_s: float, threads: int) -> dict[str, Any]:

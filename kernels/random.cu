@@ -56,8 +56,8 @@ GG_FN double add(double a, double b) { return __dadd_rn(a, b); }
 GG_FN double mul(double a, double b) { return __dmul_rn(a, b); }
 GG_FN double div(double a, double b) { return __ddiv_rn(a, b); }
 GG_FN double root(double a) { return __dsqrt_rn(a); }
-GG_FN float fadd(float a, float b) { return __fadd_rn(a, b); }
-GG_FN float fmul(float a, float b) { return __fmul_rn(a, b); }
+GG_FN float add(float a, float b) { return __fadd_rn(a, b); }
+GG_FN float mul(float a, float b) { return __fmul_rn(a, b); }
 GG_FN long long bits_of(double d) { return __double_as_longlong(d); }
 #else
 // on the CPU, out of line: the compiler may not contract a product and a sum into an FMA
@@ -65,8 +65,8 @@ __attribute__((noinline)) inline double add(double a, double b) { return a + b; 
 __attribute__((noinline)) inline double mul(double a, double b) { return a * b; }
 __attribute__((noinline)) inline double div(double a, double b) { return a / b; }
 __attribute__((noinline)) inline double root(double a) { return sqrt(a); }
-__attribute__((noinline)) inline float fadd(float a, float b) { return a + b; }
-__attribute__((noinline)) inline float fmul(float a, float b) { return a * b; }
+__attribute__((noinline)) inline float add(float a, float b) { return a + b; }
+__attribute__((noinline)) inline float mul(float a, float b) { return a * b; }
 inline long long bits_of(double d) {
   long long i;
   memcpy(&i, &d, sizeof i);
@@ -143,6 +143,39 @@ GG_FN double normal(u64 a, u64 b, int bits) {
   return mul(root(mul(-2.0, log_unit(u))), cos_turn(v));
 }
 
+// a uniform in [0, 1) from the top mantissa bits of a block: 23 of x0 ^ x1, or 52 of x0 << 32 | x1
+GG_FN float unit(u32 x0, u32 x1, float) { return __int_as_float((int)(((x0 ^ x1) >> 9) | 0x3F800000u)) - 1.0f; }
+GG_FN double unit(u32 x0, u32 x1, double) {
+  const u64 word = (((u64)x0 << 32) | (u64)x1) >> 12;
+  return __longlong_as_double((long long)(word | 0x3FF0000000000000ull)) - 1.0;
+}
+
+template <class T>
+GG_FN void uniform(const u32* keys, gg::index_t n_keys, gg::index_t n, T low, T high, T* out) {
+  const T span = add(high, -low);
+  GG_GRID_STRIDE(j, n_keys * n) {
+    u32 x0, x1;
+    element(keys, j / n, j % n, x0, x1);
+    const T value = add(mul(unit(x0, x1, T()), span), low);
+    out[j] = value < low ? low : value;
+  }
+}
+
+// Box-Muller on the blocks at counters i and n + i: 32-bit words (x0 ^ x1) for float, 64-bit for double
+template <class T>
+GG_FN void normals(const u32* keys, gg::index_t n_keys, gg::index_t n, T* out) {
+  const bool wide = sizeof(T) == 8;
+  GG_GRID_STRIDE(j, n_keys * n) {
+    const gg::index_t k = j / n, i = j % n;
+    u32 a0, a1, b0, b1;
+    element(keys, k, i, a0, a1);
+    element(keys, k, n + i, b0, b1);
+    const u64 a = wide ? ((u64)a0 << 32) | a1 : (u64)(a0 ^ a1);
+    const u64 b = wide ? ((u64)b0 << 32) | b1 : (u64)(b0 ^ b1);
+    out[j] = (T)normal(a, b, wide ? 53 : 32);
+  }
+}
+
 }  // namespace gg_random
 
 using gg_random::u32;
@@ -189,53 +222,24 @@ extern "C" __global__ void random_bits_u64(const u32* __restrict__ keys, long lo
   }
 }
 
-// random_uniform_f32: u = bits(1.m) - 1 with m the top 23 bits of x0 ^ x1; out = max(low, u (high - low) + low)
+// random_uniform_f32 / _f64: max(low, u (high - low) + low) with u = gg_random::unit (float or double)
 extern "C" __global__ void random_uniform_f32(const u32* __restrict__ keys, long long n_keys, long long n,
                                               float low, float high, float* __restrict__ out) {
-  const float span = gg_random::fadd(high, -low);
-  GG_GRID_STRIDE(j, n_keys * n) {
-    u32 x0, x1;
-    gg_random::element(keys, j / n, j % n, x0, x1);
-    const float u = __int_as_float((int)(((x0 ^ x1) >> 9) | 0x3F800000u)) - 1.0f;
-    const float value = gg_random::fadd(gg_random::fmul(u, span), low);
-    out[j] = value < low ? low : value;
-  }
+  gg_random::uniform(keys, n_keys, n, low, high, out);
 }
 
-// random_uniform_f64: the same from the top 52 bits of x0 << 32 | x1
 extern "C" __global__ void random_uniform_f64(const u32* __restrict__ keys, long long n_keys, long long n,
                                               double low, double high, double* __restrict__ out) {
-  const double span = gg_random::add(high, -low);
-  GG_GRID_STRIDE(j, n_keys * n) {
-    u32 x0, x1;
-    gg_random::element(keys, j / n, j % n, x0, x1);
-    const u64 word = (((u64)x0 << 32) | (u64)x1) >> 12;
-    const double u = __longlong_as_double((long long)(word | 0x3FF0000000000000ull)) - 1.0;
-    const double value = gg_random::add(gg_random::mul(u, span), low);
-    out[j] = value < low ? low : value;
-  }
+  gg_random::uniform(keys, n_keys, n, low, high, out);
 }
 
-// random_normal_f32: Box-Muller in double from the 32-bit words at counters i and n + i, rounded to float
+// random_normal_f32 / _f64: Box-Muller in double (gg_random::normal), rounded to the output's type
 extern "C" __global__ void random_normal_f32(const u32* __restrict__ keys, long long n_keys, long long n,
                                              float* __restrict__ out) {
-  GG_GRID_STRIDE(j, n_keys * n) {
-    const gg::index_t k = j / n, i = j % n;
-    u32 a0, a1, b0, b1;
-    gg_random::element(keys, k, i, a0, a1);
-    gg_random::element(keys, k, n + i, b0, b1);
-    out[j] = (float)gg_random::normal((u64)(a0 ^ a1), (u64)(b0 ^ b1), 32);
-  }
+  gg_random::normals(keys, n_keys, n, out);
 }
 
-// random_normal_f64: Box-Muller from the 64-bit words at counters i and n + i (53 bits each)
 extern "C" __global__ void random_normal_f64(const u32* __restrict__ keys, long long n_keys, long long n,
                                              double* __restrict__ out) {
-  GG_GRID_STRIDE(j, n_keys * n) {
-    const gg::index_t k = j / n, i = j % n;
-    u32 a0, a1, b0, b1;
-    gg_random::element(keys, k, i, a0, a1);
-    gg_random::element(keys, k, n + i, b0, b1);
-    out[j] = gg_random::normal(((u64)a0 << 32) | a1, ((u64)b0 << 32) | b1, 53);
-  }
+  gg_random::normals(keys, n_keys, n, out);
 }

@@ -254,32 +254,10 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None, max_no
     idx = input if batched else input.data if isinstance(input, Tensor) else np.asarray(input)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be an integer tensor (e.g. .long()), got {idx.dtype}")
-    if batched:
-        return _embedding_batched(input, weight, padding_idx, max_norm, norm_type)
-    if backend.namespace(idx) is not backend.namespace(weight.data):
+    every = all_entries(idx) if batched else idx       # checks read every example's indices under vmap
+    if backend.namespace(every) is not backend.namespace(weight.data):
         raise RuntimeError(f"embedding: the indices are on {backend.device_of(idx)} and the weight on "
                            f"{weight.device}; move them to one device with .to(...)")
-    n = weight.shape[0]
-    if padding_idx is not None:
-        if not -n <= padding_idx < n:
-            raise ValueError(f"embedding: padding_idx {padding_idx} must be within num_embeddings ({n})")
-        padding_idx %= n
-    if idx.size and backend.namespace(idx) is np and (int(idx.min()) < 0 or int(idx.max()) >= n):
-        bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
-        raise IndexError(f"embedding: index {bad} is out of range for {n} embeddings (valid indices are "
-                         f"0..{n - 1})")
-    if max_norm is not None:
-        _renorm_rows(weight, idx, float(max_norm), float(norm_type))
-    out = weight[idx]                                # gather; the VJP scatter-adds repeated rows
-    if padding_idx is not None and out.requires_grad:
-        out = ops.where(Tensor._wrap((idx == padding_idx)[..., None]), out.detach(), out)
-    return out
-
-
-def _embedding_batched(idx: BatchedTensor, weight: Tensor, padding_idx: int | None, max_norm: float | None,
-                       norm_type: float) -> Tensor:
-    """embedding under vmap: the checks and max_norm on every entry's indices, the lookup per entry."""
-    every = all_entries(idx)
     n = weight.shape[0]
     if padding_idx is not None:
         if not -n <= padding_idx < n:
@@ -289,11 +267,12 @@ def _embedding_batched(idx: BatchedTensor, weight: Tensor, padding_idx: int | No
         bad = int(every.min()) if int(every.min()) < 0 else int(every.max())
         raise IndexError(f"embedding: index {bad} is out of range for {n} embeddings (valid indices are "
                          f"0..{n - 1})")
-    if max_norm is not None:
-        _renorm_rows(weight, every, float(max_norm), float(norm_type))   # as a loop would, entry by entry
-    out = weight[idx]
+    if max_norm is not None:                         # under vmap: every example's rows, as a loop would
+        _renorm_rows(weight, every, float(max_norm), float(norm_type))
+    out = weight[idx]                                # gather; the VJP scatter-adds repeated rows
     if padding_idx is not None and out.requires_grad:
-        out = ops.where(ops.expand_dims(ops.equal(idx, padding_idx), -1), out.detach(), out)
+        padding = ops.equal(idx, padding_idx) if batched else Tensor._wrap(idx == padding_idx)
+        out = ops.where(ops.expand_dims(padding, -1), out.detach(), out)
     return out
 
 
