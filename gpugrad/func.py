@@ -25,7 +25,7 @@ from . import batched
 from .batched import BatchedTensor
 from .creation import eye, ones_like, tensor, zeros, zeros_like
 from .dtypes import is_floating
-from .engine import enable_grad, grad_mode, run_backward
+from .engine import enable_grad, grad_mode, iter_graph, run_backward
 from .ops import reshape
 from .ops.batching import move
 from .ops.convert import alias
@@ -252,6 +252,7 @@ def vjp(f: Callable, *primals: Any) -> tuple[Any, Callable]:
         return tuple(inputs.regroup(grads))
 
     value = result if inputs.nested else unflatten(out_spec, [o.detach() for o in outs])
+    vjp_fn.outputs = outs                # type: ignore[attr-defined]   (the graph it pulls back through)
     return value, vjp_fn
 
 
@@ -336,20 +337,24 @@ def _restricted(f: Callable, args: tuple, nums: tuple[int, ...]) -> Callable:
     return restricted
 
 
-def jacobian(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int | None = None) -> Callable:
     """Reverse-mode Jacobian (``jax.jacrev``): for x of shape S and f(x) of shape T, shape T + S.
 
     With a tuple ``argnums``, a tuple of Jacobians (one per argument); an argument that is a
     pytree gives a pytree of Jacobians. ``f`` may return a pytree of Tensors; the result then
-    has that structure, with the per-argument Jacobians inside. Every row comes from one
-    vmapped VJP over the basis of the output: a single batched backward pass.
+    has that structure, with the per-argument Jacobians inside. The rows come from a vmapped
+    VJP over the basis of the output: batched backward passes of ``chunk_size`` rows each. By
+    default the chunk is chosen from the largest array in f's graph so that each batched array
+    holds about 2^20 elements (they stay in cache); pass an int to choose it.
     """
     name = f"jacobian({getattr(f, '__name__', 'f')})"
+    _check_chunk(name, chunk_size)
 
     def transformed(*args: Any) -> Any:
         nums = _argnums(name, argnums, len(args))
         out, vjp_fn = vjp(_restricted(f, args, nums), *[args[n] for n in nums])
         outs, spec = flatten(out)
+        rows_per_pass = chunk_size or _rows_per_pass(vjp_fn.outputs)
         per_output = []
         for k, o in enumerate(outs):
             n = o.numel()
@@ -359,7 +364,8 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
                 cotangent = [row if j == k else zeros_like(other) for j, other in enumerate(outs)]
                 return vjp_fn(unflatten(spec, cotangent))
 
-            rows = vmap(pull)(basis) if n else tuple(tree_map(_no_rows, args[m]) for m in nums)
+            rows = vmap(pull, chunk_size=rows_per_pass)(basis) if n else \
+                tuple(tree_map(_no_rows, args[m]) for m in nums)
             jacs = [tree_map(lambda r, o=o: reshape(r, (*o.shape, *r.shape[1:])), r) for r in rows]
             per_output.append(jacs[0] if isinstance(argnums, int) else tuple(jacs))
         return unflatten(spec, per_output)
@@ -368,19 +374,52 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     return transformed
 
 
+_ROW_BUDGET = 2 ** 20      # elements per batched array that a Jacobian's chunk of rows aims at
+
+
+def _check_chunk(name: str, chunk_size: Any) -> None:
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise ValueError(f"{name}: chunk_size must be a positive int or None, got {chunk_size!r}")
+
+
+def _rows_per_pass(outs: list) -> int:
+    """How many rows a batched pass takes: the budget over the largest array the graph saved."""
+    largest = 1
+    for node in iter_graph_of(outs):
+        for a in (node.out, *node.inputs) if node.inputs is not None else ():
+            size = getattr(a, "size", 1) if not isinstance(a, Tensor) else a.numel()
+            if isinstance(size, int):
+                largest = max(largest, size)
+    return max(1, _ROW_BUDGET // largest)
+
+
+def iter_graph_of(outs: list) -> Any:
+    """Every node of the graphs behind ``outs`` (each once)."""
+    seen: set = set()
+    for o in outs:
+        node = getattr(o, "_node", None)
+        if node is not None and node not in seen:
+            for n in iter_graph(node):
+                if n not in seen:
+                    seen.add(n)
+                    yield n
+
+
 def _no_rows(like: Any) -> Tensor:
     """No rows of a Jacobian (an empty output or input): shape (0, *like's shape)."""
     t = like if isinstance(like, Tensor) else tensor(like)
     return zeros((0, *t.shape), dtype=t.dtype, device=t.device)
 
 
-def jacfwd(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+def jacfwd(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int | None = None) -> Callable:
     """Forward-mode Jacobian (``jax.jacfwd``): the same result as ``jacobian``, column by column.
 
-    One vmapped JVP over the basis of the inputs: a single batched pass. Better than
-    ``jacobian`` when the inputs are fewer than the outputs.
+    A vmapped JVP over the basis of the inputs: one batched pass (or one per ``chunk_size``
+    columns). Better than ``jacobian`` when the inputs are fewer than the outputs.
     """
     name = f"jacfwd({getattr(f, '__name__', 'f')})"
+    _check_chunk(name, chunk_size)
 
     def transformed(*args: Any) -> Any:
         nums = _argnums(name, argnums, len(args))
@@ -403,7 +442,8 @@ def jacfwd(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
         def push(*ts: Any) -> Any:
             return jvp(restricted, primals, ts)[1]
 
-        columns = vmap(push)(*tangents) if total else tree_map(_no_rows, restricted(*primals))
+        columns = vmap(push, chunk_size=chunk_size)(*tangents) if total else \
+            tree_map(_no_rows, restricted(*primals))
         out_values, out_spec = flatten(columns)
         per_output = []
         for col in out_values:             # (total, *T): split per input leaf, moved behind T
@@ -435,13 +475,14 @@ def _as_primal(name: str, value: Any, position: int) -> Any:
     return tree_map(convert, value)
 
 
-def hessian(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+def hessian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int | None = None) -> Callable:
     """The Hessian of scalar-valued ``f``: the Jacobian of its gradient (shape S + S).
 
     With a tuple ``argnums``, nested tuples: ``H[i][j]`` is d²f / d arg_i d arg_j. The gradient
-    is recorded once, and every row of the Hessian comes from one batched walk back through it.
+    is recorded once, and the rows of the Hessian come from batched walks back through it
+    (``chunk_size`` rows each; by default chosen as for ``jacobian``).
     """
-    return jacobian(grad(f, argnums), argnums)
+    return jacobian(grad(f, argnums), argnums, chunk_size=chunk_size)
 
 
 # ----------------------------------------------------------------------------- functional_call

@@ -17,7 +17,8 @@ independent numbers for every entry, "same" one draw shared by all. Functional k
 (gg.random) need no policy: a batch of keys gives a batch of independent draws.
 
 ``fallback="loop"`` lets an op without a batching rule (a user's own OpDef, an
-autograd.Function) run once per batch entry instead of raising.
+autograd.Function) run once per batch entry instead of raising. ``chunk_size`` runs the batch
+in chunks of that many entries, one after another (less memory; arrays that stay in cache).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _counting = threading.Lock()
 
 
 def vmap(fn: Callable, in_axes: Any = 0, out_axes: Any = 0, *, randomness: str = "error",
-         fallback: str | None = None) -> Callable:
+         fallback: str | None = None, chunk_size: int | None = None) -> Callable:
     """Vectorise ``fn`` over a batch axis of its arguments (``jax.vmap``, ``torch.func.vmap``)."""
     name = f"vmap({getattr(fn, '__name__', 'f')})"
     if not callable(fn):
@@ -47,12 +48,27 @@ def vmap(fn: Callable, in_axes: Any = 0, out_axes: Any = 0, *, randomness: str =
         raise ValueError(f"{name}: randomness must be one of {', '.join(RANDOMNESS)}, got {randomness!r}")
     if fallback not in (None, "loop"):
         raise ValueError(f"{name}: fallback must be None or 'loop', got {fallback!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise ValueError(f"{name}: chunk_size must be a positive int or None, got {chunk_size!r}")
+    if chunk_size is not None and randomness == "same":
+        raise ValueError(f"{name}: randomness='same' cannot be kept across chunks; drop chunk_size")
     _check_axes_spec(name, "in_axes", in_axes)
     _check_axes_spec(name, "out_axes", out_axes)
 
     def transformed(*args: Any, **kwargs: Any) -> Any:
         leaves, specs, axes = _mapped_leaves(name, in_axes, args)
         size = _batch_size(name, leaves, axes)
+        if chunk_size is None or chunk_size >= size:
+            return _run(leaves, specs, axes, size, kwargs)
+        parts = []
+        for start in range(0, size, chunk_size):
+            window = (slice(start, start + chunk_size),)
+            chunk = [leaf if a is None else leaf[(slice(None),) * a + window] for leaf, a in zip(leaves, axes)]
+            parts.append(_run(chunk, specs, axes, min(chunk_size, size - start), kwargs))
+        return _joined(name, parts, out_axes)
+
+    def _run(leaves: list, specs: list, axes: list, size: int, kwargs: dict) -> Any:
         level = Level(batched._next_level(), size, randomness, fallback)
         _enter(level)
         try:
@@ -70,6 +86,18 @@ def vmap(fn: Callable, in_axes: Any = 0, out_axes: Any = 0, *, randomness: str =
     transformed.__name__ = name
     transformed.__doc__ = fn.__doc__
     return transformed
+
+
+def _joined(name: str, parts: list, out_axes: Any) -> Any:
+    """The chunks' results joined along their batch axes (an unmapped output: the first chunk's)."""
+    from .ops import concatenate  # noqa: PLC0415
+
+    first, spec = flatten(parts[0])
+    axes = _axes_like(name, "out_axes", parts[0], out_axes)
+    columns = [flatten(p)[0] for p in parts]
+    out = [first[k] if axis is None else concatenate([c[k] for c in columns], axis=axis % first[k].ndim)
+           for k, axis in enumerate(axes)]
+    return unflatten(spec, out)
 
 
 def _enter(level: Level) -> None:

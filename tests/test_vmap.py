@@ -255,6 +255,26 @@ def test_jacobian_and_jacfwd_agree_on_pytrees_and_tuple_argnums():
     assert rev["y"][0]["w"].shape == (4, 2, 3, 2) and rev["s"][1].shape == (4, 3)
 
 
+def test_chunks_give_the_same_results():
+    xs = t(7, 3)
+    f = lambda x: (gg.tanh(x) * 2, x.sum())      # noqa: E731
+    whole = gg.vmap(f, out_axes=(1, 0))(xs)
+    for chunk in (1, 3, 7, 50):
+        parts = gg.vmap(f, out_axes=(1, 0), chunk_size=chunk)(xs)
+        same(parts[0], whole[0])
+        same(parts[1], whole[1])
+    x = t(5)
+    for chunk in (1, 2, None):
+        same(gg.hessian(f_scalar, chunk_size=chunk)(x), gg.hessian(f_scalar, chunk_size=5)(x))
+        same(gg.jacobian(f_vector, chunk_size=chunk)(x), gg.jacfwd(f_vector, chunk_size=chunk)(x))
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        gg.vmap(f, chunk_size=0)
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        gg.jacobian(f, chunk_size=1.5)
+    with pytest.raises(ValueError, match="randomness='same'"):
+        gg.vmap(f, chunk_size=2, randomness="same")
+
+
 def test_jacfwd_and_jacrev_of_an_empty_input_or_output():
     assert gg.jacfwd(lambda x: x * 2)(gg.zeros(0, dtype=gg.float64)).shape == (0, 0)
     assert gg.jacobian(lambda x: x[:0])(gg.ones(3)).shape == (0, 3)
