@@ -64,7 +64,8 @@ def vmap(fn: Callable, in_axes: Any = 0, out_axes: Any = 0, *, randomness: str =
         parts = []
         for start in range(0, size, chunk_size):
             window = (slice(start, start + chunk_size),)
-            chunk = [leaf if a is None else leaf[(slice(None),) * a + window] for leaf, a in zip(leaves, axes)]
+            chunk = [leaf if a is None else leaf[(slice(None),) * a + window]
+                     for leaf, a in zip(leaves, axes)]
             parts.append(_run(chunk, specs, axes, min(chunk_size, size - start), kwargs))
         return _joined(name, parts, out_axes)
 
