@@ -386,7 +386,7 @@ def _check_chunk(name: str, chunk_size: Any) -> None:
 def _rows_per_pass(outs: list) -> int:
     """How many rows a batched pass takes: the budget over the largest array the graph saved."""
     largest = 1
-    for node in iter_graph_of(outs):
+    for node in _graph_nodes(outs):
         for a in (node.out, *node.inputs) if node.inputs is not None else ():
             size = getattr(a, "size", 1) if not isinstance(a, Tensor) else a.numel()
             if isinstance(size, int):
@@ -394,7 +394,7 @@ def _rows_per_pass(outs: list) -> int:
     return max(1, _ROW_BUDGET // largest)
 
 
-def iter_graph_of(outs: list) -> Any:
+def _graph_nodes(outs: list) -> Any:
     """Every node of the graphs behind ``outs`` (each once)."""
     seen: set = set()
     for o in outs:

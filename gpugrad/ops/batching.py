@@ -31,6 +31,7 @@ from .. import dtypes, versions
 from ..batched import BatchedTensor, current
 from ..engine import Node, grad_mode
 from ..tensor import Tensor
+from .registry import _PROMOTE
 
 
 class Batch(tuple):
@@ -164,10 +165,6 @@ class LogicalOp:
     def name(self) -> str:
         return self.op.name
 
-    @property
-    def fused(self) -> None:
-        return None
-
     def run_vjp(self, g: Any, node: Node) -> tuple:
         raise RuntimeError(f"backward through {self.op.name} on batched tensors without a gradient "
                            "transform: inside vmap, take gradients with gg.grad or gg.vjp (tensors flow "
@@ -199,12 +196,13 @@ def _record(op: Any, args: tuple, params: dict, result: BatchedTensor) -> None:
     operands = [a if isinstance(a, Tensor) or not isinstance(a, (list, tuple)) else Tensor(a) for a in args]
     dtype = result.dtype
     # the forward computed with cast operands (PyTorch's promotion, integers as floats): so does the rule
+    promote = op.dtype_rule == _PROMOTE
     casts = range(len(operands)) if op.float_inputs else \
-        range(len(operands) - 2, len(operands)) if op.dtype_rule == 1 else ()
+        range(len(operands) - 2, len(operands)) if promote else ()
     for i in casts:
         a = operands[i]
-        if isinstance(a, Tensor) and a.dtype != dtype and (op.dtype_rule == 1 or a.dtype.kind in "biu"):
-            operands[i] = astype(a, dtype if op.dtype_rule == 1 else dtypes.default_float)
+        if isinstance(a, Tensor) and a.dtype != dtype and (promote or a.dtype.kind in "biu"):
+            operands[i] = astype(a, dtype if promote else dtypes.default_float)
     if op.broadcast:                           # rules of broadcasting ops see their output's shape
         shape = result.shape
         for i, a in enumerate(operands):
