@@ -220,5 +220,15 @@ def scatter_add(target: Any, index: tuple, values: Any) -> None:
     """target[index] += values, where repeated indices add up (unbuffered)."""
     if namespace(target) is np:
         np.add.at(target, index, values)
-    else:
+    elif target.dtype in _ATOMIC_ADD:
         _cupyx.scatter_add(target, index, values)
+    elif target.dtype == np.int64:             # CUDA has no int64 atomicAdd: the same two's-complement sum
+        _cupyx.scatter_add(target.view(np.uint64), index, _cupy.asarray(values, np.int64).view(np.uint64))
+    else:                                      # int8, int16, uint8, uint16, bool: added in 32 bits, cut back
+        wide = target.astype(np.uint32)
+        _cupyx.scatter_add(wide, index, _cupy.asarray(values, target.dtype).astype(np.uint32))
+        target[...] = wide.astype(target.dtype)          # the low bits: the sum NumPy wraps to (bool: any)
+
+
+# the dtypes CuPy's scatter_add takes (CUDA's atomicAdd)
+_ATOMIC_ADD = frozenset(np.dtype(c) for c in "iIQefd")

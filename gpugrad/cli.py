@@ -23,21 +23,74 @@ def _cmd_chapter(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    """Train an MLP classifier (digits by default) or continue one (--resume); report its test accuracy."""
-    from .train import DEFAULTS, TrainConfig, parse_hidden, resume, train  # noqa: PLC0415
+    """Train an MLP classifier (digits by default) or continue one (--resume); report its test accuracy.
 
-    def run() -> None:
+    ``--nproc N`` (N > 1, no launcher around) checks the options here, then runs this command again
+    as N processes under mpiexec, without --nproc, and returns the job's exit code.
+    """
+    from .distributed import launch  # noqa: PLC0415
+    from .train import DEFAULTS, TrainConfig, UsageError, check_job, parse_hidden, resume, train  # noqa: PLC0415
+
+    def run() -> int | None:
         given = {field: getattr(args, field) for field in _TRAIN_FIELDS if getattr(args, field) is not None}
         if "hidden" in given:
             given["hidden"] = parse_hidden(given["hidden"])
         if args.no_progress:
             given["progress"] = False
+        cfg = None if args.resume else TrainConfig(**{**vars(DEFAULTS), **given})
+        if args.nproc is not None and _starts_processes(args.nproc):
+            check_job(args.nproc, cfg, args.resume, **(given if args.resume else {}))
+            try:
+                mpiexec = launch.mpiexec_command(args.nproc)
+            except RuntimeError as err:
+                raise UsageError(f"--nproc {args.nproc}: {err}") from None
+            return launch.run(mpiexec, [sys.executable, "-m", "gpugrad", *_train_argv(args)])
         if args.resume:
             resume(args.resume, **given)
         else:
-            train(TrainConfig(**{**vars(DEFAULTS), **given}))
+            train(cfg)
+        return None
 
     return _run("train", run)
+
+
+def _starts_processes(nproc: int) -> bool:
+    """Whether ``--nproc`` asks this process to start the job's processes (not when a launcher did)."""
+    from .distributed import env  # noqa: PLC0415
+    from .train import UsageError  # noqa: PLC0415
+
+    if nproc < 1:
+        raise UsageError(f"--nproc {nproc}: must be a whole number of at least 1 (the number of processes: "
+                         "one per GPU, or per CPU slot)")
+    try:
+        launched = env.from_environment()
+    except RuntimeError as err:
+        raise UsageError(f"--nproc {nproc}: {err}") from None
+    if launched.launcher is None:
+        return nproc > 1
+    if launched.world_size != nproc:
+        raise UsageError(f"--nproc {nproc}: {launched.launcher} started this process as one of "
+                         f"{launched.world_size}; give --nproc {launched.world_size}, or leave --nproc out "
+                         "under a launcher")
+    return False
+
+
+def _train_argv(args: argparse.Namespace) -> list[str]:
+    """The train command line of ``args``, without --nproc (what each process runs)."""
+    from .train import flag  # noqa: PLC0415
+
+    argv = ["train"]
+    for field in _TRAIN_FIELDS:
+        value = getattr(args, field)
+        if isinstance(value, bool):                     # a switch: given or not
+            argv += [flag(field)] if value else []
+        elif value is not None:
+            argv += [flag(field), str(value)]
+    if args.resume:
+        argv += ["--resume", args.resume]
+    if args.no_progress:
+        argv.append("--no-progress")
+    return argv
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -55,33 +108,48 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _run(command: str, job: Callable[[], object]) -> int:
-    """Run a job; exit codes: 0 done, 2 a bad option or file (nothing started), 130 Ctrl-C, 1 a failure."""
+    """Run a job; exit codes: 0 done, 2 a bad option or file (nothing started), 130 Ctrl-C, 1 a failure,
+    or the code the job returns (a job of several processes). Of several processes, which all meet
+    the same error (a failing one ends the job itself), rank 0 alone prints it."""
+    from .distributed import env  # noqa: PLC0415
     from .train import UsageError  # noqa: PLC0415
 
+    def say(line: str) -> None:
+        try:
+            rank = env.from_environment().rank
+        except RuntimeError:
+            rank = 0
+        if rank == 0:
+            print(line, file=sys.stderr)
+
     try:
-        job()
+        code = job()
     except UsageError as err:
-        print(f"gpugrad {command}: error: {err}", file=sys.stderr)
+        say(f"gpugrad {command}: error: {err}")
         return 2
     except KeyboardInterrupt:
         return 130
     except (FloatingPointError, OSError, ValueError, RuntimeError) as err:
-        print(f"gpugrad {command}: failed: {err}", file=sys.stderr)
+        say(f"gpugrad {command}: failed: {err}")
         return 1
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    """Versions, CUDA devices, and whether every fused kernel file compiles (each one is compiled)."""
+    """Versions, CUDA devices, whether every fused kernel file compiles (each one is compiled), and the
+    MPI and NCCL that multi-process training would use."""
     import platform  # noqa: PLC0415
 
     import numpy  # noqa: PLC0415
 
     from . import backend  # noqa: PLC0415
     from . import cuda as gg_cuda  # noqa: PLC0415
+    from .distributed import describe  # noqa: PLC0415
 
     print(f"gpugrad {__version__}")
     print(f"python {platform.python_version()} ({platform.machine()}), numpy {numpy.__version__}")
+    for line in describe():
+        print(line)
     try:
         cp = backend.load_cupy()
     except RuntimeError as err:
@@ -121,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_eval_parsers(commands)
 
-    info = commands.add_parser("info", help="versions, CUDA devices, and whether the kernels compile")
+    info = commands.add_parser("info", help="versions, CUDA devices, whether the kernels compile; MPI, NCCL")
     info.set_defaults(handler=_cmd_info)
     return parser
 
@@ -193,6 +261,11 @@ def _add_train_parser(commands: Any) -> None:
                      "stopped, with its settings; --epochs may extend it")
     run.add_argument("--no-progress", action="store_true",
                      help="one line per epoch instead of a progress bar")
+    run.add_argument("--nproc", type=int, metavar="N",
+                     help="train with N processes (one per GPU with --device cuda, else per CPU slot), "
+                          "started with mpiexec (pip install 'gpugrad[distributed]'); --batch-size stays the "
+                          "batch of each step, shared among them, so any N gives the same training and "
+                          "--resume takes any N (default: 1, or the launcher's count under mpiexec)")
     train.set_defaults(handler=_cmd_train)
 
 

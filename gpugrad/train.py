@@ -12,10 +12,15 @@ and atomically, ``last.safetensors`` (everything needed to continue: model, opti
 the position in the epoch, every random generator's state, the history) and
 ``best.safetensors`` (those weights), then ``metrics.json`` and ``curves.png``. Ctrl-C
 stops after the current step and saves; ``resume(DIR)`` continues bit-identically.
+
+Under a launcher of several processes (``gpugrad train --nproc N`` starts one), every process
+runs the job (``World``): each step's batch is shared among them through DDP, so the training
+does not depend on their number and any number may resume any run; rank 0 alone logs and writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,18 +32,23 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from . import __version__, backend, nn, optim
 from .creation import tensor
 from .data import read_arrays
+from .distributed import api, env, faults
+from .distributed.launch import TERMINAL_VARIABLE
+from .distributed.mpi import INSTALL_HINT, load_mpi
+from .distributed.training import AnyRankFlag, reduce_metrics
 from .engine import no_grad
 from .nn.layers import ACTIVATIONS
+from .nn.parallel import DistributedDataParallel
 from .random import generator as gg_generator
 from .random import manual_seed
 from .serialization import load, save
@@ -50,6 +60,9 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 HISTORY = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 # what --resume may change: how long, where, how it is shown, on which device, where the data now is
 RESUMABLE = ("epochs", "out", "progress", "device", "data", "labels")
+
+
+T = TypeVar("T")
 
 
 class UsageError(ValueError):
@@ -85,8 +98,9 @@ def flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
-    """Raise UsageError naming the flag, the value and what to do, for the first bad option."""
+def check_config(cfg: TrainConfig, resuming: bool = False, check_out: bool = True) -> None:
+    """Raise UsageError naming the flag, the value and what to do, for the first bad option
+    (``check_out``: including --out, which only the process that writes needs)."""
     def fail(field: str, problem: str) -> UsageError:
         return UsageError(f"{flag(field)} {_shown(getattr(cfg, field))}: {problem}")
 
@@ -117,7 +131,7 @@ def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
     check_device(cfg.device)
     if cfg.labels is not None and (cfg.data is None or not cfg.data.lower().endswith(".npy")):
         raise fail("labels", "labels in their own file go with --data FEATURES.npy")
-    if cfg.out is not None:
+    if cfg.out is not None and check_out:
         check_out_dir(cfg.out, resuming)
 
 
@@ -278,6 +292,127 @@ def check_split(data: LabelledData, cfg: TrainConfig, parts: tuple[np.ndarray, .
                          "the training set as well; give more samples of it or lower the fractions")
 
 
+# ----------------------------------------------------------------------------- processes
+@dataclass
+class World:
+    """This process's place in a training job: rank 0 of 1 alone, else what the launcher
+    (mpiexec, srun) says. With several processes it joins the process group for the job."""
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False           # this job made the process group (and destroys it at the end)
+
+    @classmethod
+    def from_launcher(cls) -> World:
+        try:
+            launch = env.from_environment()
+        except RuntimeError as err:
+            raise UsageError(str(err)) from None
+        if api.is_initialized():                                        # the caller's process group
+            return cls(api.get_rank(), api.get_world_size(), launch.local_rank)
+        if launch.world_size > 1 and not api.is_available():
+            raise UsageError(f"{launch.launcher} started {launch.world_size} processes, and they need mpi4py "
+                             f"to work together: {INSTALL_HINT}")
+        return cls(launch.rank, launch.world_size, launch.local_rank)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def agreed(self, prepare: Callable[[], T]) -> T:
+        """``prepare()`` on every rank; a UsageError on any rank is raised on every rank, so none waits."""
+        try:
+            result, error = prepare(), None
+        except UsageError as err:
+            if self.size == 1:
+                raise
+            result, error = None, str(err)
+        if self.size > 1:
+            errors = load_mpi().COMM_WORLD.allgather(error)     # before the process group: plain MPI
+            failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]
+            if failed:
+                rank, message = failed[0]
+                everywhere = len(failed) == self.size and all(e == message for _, e in failed)
+                raise UsageError(message if everywhere else f"rank {rank} of {self.size}: {message}")
+        return result  # type: ignore[return-value]
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """The job's body: an error that every rank raises at the same point passes; any other one, on
+        any rank, prints its traceback and ends the whole job, so no rank waits for a failed one."""
+        try:
+            yield
+        except (UsageError, FloatingPointError, Stopped):
+            raise
+        except BaseException as err:
+            if self.size > 1:
+                faults.report_and_abort(self.rank, self.size, err, self._abort)
+            raise
+        finally:
+            self.close()
+
+    def connect(self, device: str) -> None:
+        """Join the job's process group: nccl for GPUs, mpi for the CPU (nothing to do alone)."""
+        if self.size > 1 and not api.is_initialized():
+            cuda = device.startswith("cuda")
+            api.init_process_group("nccl" if cuda else "mpi",
+                                   device_id=backend.as_device(device).index if cuda else None)
+            self.owns_group = True
+
+    def close(self) -> None:
+        if self.owns_group:
+            self.owns_group = False
+            api.destroy_process_group()
+
+    def shard(self, n: int) -> slice:
+        """This rank's contiguous share of n rows (the shares differ by one at most)."""
+        return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
+
+    def summed(self, tensors: list[Tensor]) -> list[Tensor]:
+        """Copies of ``tensors`` summed over the ranks (the tensors themselves are unchanged)."""
+        if self.size == 1:
+            return list(tensors)
+        totals = [t.clone() for t in tensors]
+        for t in totals:
+            api.all_reduce(t)
+        return totals
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            api.barrier()
+
+    def _abort(self) -> None:
+        if api.is_initialized():
+            api.default_group("abort").abort()
+        load_mpi().COMM_WORLD.Abort(1)
+
+
+class Stopped(KeyboardInterrupt):
+    """Every rank stopped at the same step, for a Ctrl-C (or SIGUSR1) on one of them; the run is saved."""
+
+
+def check_world(cfg: TrainConfig, world: World) -> str:
+    """This rank's device (``cuda:<local rank>`` on GPUs), after checking that the run can be shared
+    among ``world.size`` processes."""
+    device = resolve_device(cfg.device)
+    if world.size == 1:
+        return device
+    if cfg.batch_size < world.size:
+        raise UsageError(f"--batch-size {cfg.batch_size}: each step's batch is shared among the {world.size} "
+                         f"processes; give at least {world.size}")
+    if not device.startswith("cuda"):
+        return device
+    if ":" in cfg.device:
+        raise UsageError(f"--device {cfg.device}: names one GPU, and each of the {world.size} processes "
+                         "needs its own; give --device cuda (the k-th process of a machine takes cuda:k) "
+                         "or cpu")
+    count = backend.load_cupy().cuda.runtime.getDeviceCount()
+    if world.local_rank >= count:
+        raise UsageError(f"--device {cfg.device}: each process needs its own GPU, and this machine has "
+                         f"{count}; start at most {count} process(es) per machine, or give --device cpu")
+    return f"cuda:{world.local_rank}"
+
+
 # ----------------------------------------------------------------------------- the run
 def make_optimizer(cfg: TrainConfig, params: list) -> optim.Optimizer:
     if cfg.optimizer == "sgd":
@@ -302,16 +437,21 @@ def evaluate(model: nn.Module, X: Tensor, y: Tensor, chunk: int = 8192) -> tuple
     return float(loss_sum) / n, int(correct) / n
 
 
+# what asks a run to stop after the current step: Ctrl-C, and SIGUSR1 (which mpiexec forwards to every rank)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGUSR1") if hasattr(signal, name))
+
+
 class _Interrupt:
-    """Ctrl-C (SIGINT) asks the loop to stop after the current step; a second Ctrl-C stops at once."""
+    """Ctrl-C (SIGINT) or SIGUSR1 asks the loop to stop after the current step; a second one stops at
+    once."""
 
     def __init__(self) -> None:
         self.requested = self.forced = False
-        self.previous: Any = None
+        self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -321,8 +461,8 @@ class _Interrupt:
         self.requested = True
 
     def __exit__(self, *exc: Any) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 class _Bar:
@@ -332,14 +472,16 @@ class _Bar:
 
     def __init__(self, run: _Run, log: Callable[[str], None]) -> None:
         self.run, self.log, self.bar, self.shown = run, log, None, 0.0
-        if run.cfg.progress:
+        if run.cfg.progress and run.world.main:
             try:
                 from tqdm import tqdm  # noqa: PLC0415 - optional extra
             except ImportError:
                 return
+            # None: off when stderr is not a terminal; on when `gpugrad train --nproc` ran from one
+            # (under mpiexec, rank 0's stderr is a pipe to that terminal)
             self.bar = tqdm(total=run.cfg.epochs * run.batches, initial=run.epoch * run.batches + run.batch,
                             desc=run.describe(), file=sys.stderr, dynamic_ncols=True, unit="step",
-                            disable=None)       # None: off when stderr is not a terminal
+                            disable=False if os.environ.get(TERMINAL_VARIABLE) == "1" else None)
             if self.bar.disable:
                 self.bar = None
 
@@ -365,11 +507,18 @@ class _Bar:
 
 
 class _Run:
-    """A run's whole state: what a checkpoint holds, and the loop that advances it."""
+    """A run's whole state: what a checkpoint holds, and the loop that advances it.
 
-    def __init__(self, cfg: TrainConfig, data: LabelledData, log: Callable[[str], None]) -> None:
+    With several processes every rank holds the whole run; each step's batch (the same rows of
+    the same permutation as in a run of one process) is shared among them, and the figures are
+    summed over them: rank 0 alone writes and logs.
+    """
+
+    def __init__(self, cfg: TrainConfig, data: LabelledData, log: Callable[[str], None],
+                 world: World | None = None) -> None:
         self.cfg, self.data, self.log = cfg, data, log
-        self.device = resolve_device(cfg.device)
+        self.world = World() if world is None else world
+        self.device = check_world(cfg, self.world)
         parts = split(data.y, cfg.val_fraction, cfg.test_fraction, cfg.seed)
         check_split(data, cfg, parts)
         train_rows = data.X[parts[0]]
@@ -378,12 +527,14 @@ class _Run:
                       tensor(data.y[p], device=self.device)) for p in parts]
         manual_seed(cfg.seed)
         self.model = build_model(cfg, data.X.shape[1], len(data.classes)).to(self.device)
+        self.net: nn.Module = self.model                              # what training steps call (DDP)
         self.optimizer = make_optimizer(cfg, list(self.model.parameters()))
         self.order = np.random.default_rng([cfg.seed, 1])        # the batch order: its own stream
         self.batches = -(-len(parts[0]) // cfg.batch_size)
         self.epoch = self.batch = 0                                  # epochs done; batches done in this one
         self.epoch_order_state = self.order.bit_generator.state      # the epoch in progress draws from it
-        self.sums = self._zero_sums()                                 # this epoch's loss sum, correct count
+        self.sums = self._zero_sums()                 # this epoch's loss sum, correct count (this rank's)
+        self.seen = 0                                 # the training rows in self.sums
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY}
         self.best = {"epoch": 0, "val_accuracy": 0.0, "val_loss": math.inf}
         self.best_weights: dict[str, Tensor] | None = None
@@ -394,14 +545,19 @@ class _Run:
     def _zero_sums(self) -> list[Tensor]:
         return [tensor(0.0, dtype="float64", device=self.device), tensor(0, device=self.device)]
 
+    def distribute(self) -> None:
+        """With several processes: join the process group and train through DistributedDataParallel."""
+        if self.world.size > 1:
+            self.world.connect(self.device)
+            self.net = DistributedDataParallel(self.model)
+
     def describe(self) -> str:
         return f"epoch {min(self.epoch + 1, self.cfg.epochs)}/{self.cfg.epochs}"
 
     def postfix(self) -> dict[str, str]:
-        """The bar's figures; the running loss is one read from the device."""
-        seen = min(self.batch * self.cfg.batch_size, len(self.sets[0][1]))
-        if seen:
-            shown = {"loss": f"{float(self.sums[0]) / seen:.4f}"}        # this epoch's, so far
+        """The bar's figures; the running loss (rank 0's rows) is one read from the device."""
+        if self.seen:
+            shown = {"loss": f"{float(self.sums[0]) / self.seen:.4f}"}        # this epoch's, so far
         else:
             shown = {"loss": f"{self.history['train_loss'][-1]:.4f}" if self.history["train_loss"] else "-"}
         if self.history["val_accuracy"]:
@@ -412,52 +568,71 @@ class _Run:
     def fit(self, interrupt: _Interrupt) -> None:
         X, y = self.sets[0]
         n, size = y.shape[0], self.cfg.batch_size
+        rank, ranks = self.world.rank, self.world.size
         bar = _Bar(self, self.log)
+        stops = AnyRankFlag()                          # a stop asked for on any rank, seen by all at once
         try:
             while self.epoch < self.cfg.epochs:
                 self.order.bit_generator.state = self.epoch_order_state   # (a no-op unless resumed)
                 order = tensor(self.order.permutation(n), device=self.device)
+                stop = False
                 for b in range(self.batch, self.batches):
                     rows = order[b * size:(b + 1) * size]
-                    self._step(X[rows], y[rows])
+                    mine = rows[rank::ranks] if ranks > 1 else rows
+                    self._step(X[mine], y[mine], rows.shape[0])
                     self.batch = b + 1
                     bar.step()
-                    if interrupt.requested and self.batch < self.batches:
-                        raise KeyboardInterrupt
+                    stop = stops.poll(interrupt.requested)       # the same answer on every rank
+                    if stop and self.batch < self.batches:
+                        raise Stopped
                 bar.epoch(self._end_epoch())
-                if interrupt.requested and self.epoch < self.cfg.epochs:
-                    raise KeyboardInterrupt
+                if stop and self.epoch < self.cfg.epochs:
+                    raise Stopped
         finally:
+            stops.close()
             bar.close()
 
-    def _step(self, xb: Tensor, yb: Tensor) -> None:
-        logits = self.model(xb)
-        loss = nn.functional.cross_entropy(logits, yb)
+    def _step(self, xb: Tensor, yb: Tensor, batch_rows: int) -> None:
+        """One optimizer step on the batch of ``batch_rows`` rows, of which this rank has ``xb, yb``."""
+        logits = self.net(xb)
+        total = nn.functional.cross_entropy(logits, yb, reduction="sum")
+        # the mean over the whole batch: DDP averages the ranks' gradients, so each rank scales its sum
+        # by world size / batch rows (with one process, the batch mean)
+        loss = total * (self.world.size / batch_rows)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
         with no_grad():                                     # accumulated on the device: no read per batch
-            self.sums[0] = self.sums[0] + loss.detach().astype("float64") * yb.shape[0]
+            self.sums[0] = self.sums[0] + total.detach().astype("float64")
             self.sums[1] = self.sums[1] + (logits.argmax(axis=1) == yb).sum()
+        self.seen += yb.shape[0]
+
+    def _evaluate(self, X: Tensor, y: Tensor) -> tuple[float, float]:
+        """(loss, accuracy) on X, y: each rank evaluates its share, the figures are combined."""
+        rows = self.world.shard(y.shape[0])
+        loss, accuracy = evaluate(self.model, X[rows], y[rows])
+        combined = reduce_metrics({"loss": loss, "accuracy": accuracy}, weight=rows.stop - rows.start)
+        return combined["loss"], combined["accuracy"]
 
     def _end_epoch(self) -> str:
         n = self.sets[0][1].shape[0]
-        train_loss, train_acc = float(self.sums[0]) / n, int(self.sums[1]) / n
+        loss_sum, correct = self.world.summed(self.sums)
+        train_loss, train_acc = float(loss_sum) / n, int(correct) / n
         if not math.isfinite(train_loss):
             raise FloatingPointError(
                 f"training diverged: the loss is {train_loss} in epoch {self.epoch + 1}; lower --lr (it is "
                 f"{self.cfg.lr})" + (f"; {self.cfg.out} keeps the checkpoints of epoch {self.epoch}"
                                      if self.cfg.out and self.epoch else ""))
-        val_loss, val_acc = evaluate(self.model, *self.sets[1])
+        val_loss, val_acc = self._evaluate(*self.sets[1])
         for key, value in zip(HISTORY, (train_loss, train_acc, val_loss, val_acc)):
             self.history[key].append(value)
         self.epoch, self.batch = self.epoch + 1, 0
-        self.sums = self._zero_sums()
+        self.sums, self.seen = self._zero_sums(), 0
         self.epoch_order_state = self.order.bit_generator.state    # the next epoch draws from here
         if val_loss < self.best["val_loss"]:             # the criterion of Keras's and Lightning's defaults
             self.best = {"epoch": self.epoch, "val_accuracy": val_acc, "val_loss": val_loss}
             self.best_weights = {k: Tensor._wrap(v.data.copy()) for k, v in self.model.state_dict().items()}
-            if self.cfg.out:
+            if self.cfg.out and self.world.main:
                 save(self.weights_checkpoint(self.best_weights), os.path.join(self.cfg.out, BEST))
         self.save_last()
         return (f"epoch {self.epoch}/{self.cfg.epochs}: loss {train_loss:.4f}, accuracy {train_acc:.2%}, "
@@ -472,45 +647,56 @@ class _Run:
                 "best": dict(self.best)}
 
     def save_last(self) -> None:
+        """Write ``last`` (on rank 0; every rank calls it, as the epoch's sums are summed over ranks)."""
         if not self.cfg.out:
+            return
+        sums = self.world.summed(self.sums)
+        if not self.world.main:
             return
         state = self.weights_checkpoint(self.model.state_dict())
         state.update(
             optimizer=self.optimizer.state_dict(), history=self.history, started=self.started,
             seconds=self.seconds + time.perf_counter() - self.resumed_at,
             progress={"epoch": self.epoch, "batch": self.batch, "order": self.epoch_order_state,
-                      "sums": list(self.sums)},
+                      "sums": sums, "processes": self.world.size},
             rng={"gpugrad": gg_generator().bit_generator.state})
         save(state, os.path.join(self.cfg.out, LAST))
 
     def restore(self, state: dict[str, Any], run_dir: str) -> None:
-        """Continue from the ``last`` checkpoint of ``run_dir``: weights, optimizer, position, generators."""
+        """Continue from the ``last`` checkpoint of ``run_dir``: weights, optimizer, position, generators.
+
+        Every rank loads it (the batches depend on no world size, so any number of processes may
+        continue any run); rank 0 takes over the epoch's sums so far.
+        """
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         progress = state["progress"]
         self.epoch, self.batch = progress["epoch"], progress["batch"]
         self.epoch_order_state = progress["order"]
-        self.sums = [s.to(self.device) for s in progress["sums"]]
+        if self.world.main:
+            self.sums = [s.to(self.device) for s in progress["sums"]]
+            self.seen = min(self.batch * self.cfg.batch_size, len(self.sets[0][1]))
         gg_generator().bit_generator.state = state["rng"]["gpugrad"]
         self.history = {k: list(state["history"][k]) for k in HISTORY}
         self.best, self.started, self.seconds = dict(state["best"]), state["started"], state["seconds"]
         if self.best["epoch"]:
             best = load(os.path.join(run_dir, BEST))
             self.best_weights = {k: v.to(self.device) for k, v in best["model"].items()}
-            if self.cfg.out != run_dir:                  # the new directory gets the best weights too
+            if self.cfg.out != run_dir and self.world.main:   # the new directory gets the best weights too
                 os.makedirs(self.cfg.out, exist_ok=True)
                 save(best, os.path.join(self.cfg.out, BEST))
 
     def finish(self) -> dict[str, Any]:
-        """Test the best weights once; write metrics.json and curves.png; return the metrics."""
+        """Test the best weights once; return the metrics (every rank has them)."""
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
-        test_loss, test_acc = evaluate(self.model, *self.sets[2])
+        test_loss, test_acc = self._evaluate(*self.sets[2])
         return {
             "gpugrad_version": __version__, "started": self.started,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(self.seconds + time.perf_counter() - self.resumed_at, 3),
             "data": self.data.name, "device": self.device, "device_name": device_name(self.device),
+            "processes": self.world.size,
             "samples": {"train": len(self.sets[0][1]), "validation": len(self.sets[1][1]),
                         "test": len(self.sets[2][1])},
             "classes": self.data.classes.tolist(),
@@ -554,15 +740,64 @@ def device_name(device: str) -> str:
 
 # ----------------------------------------------------------------------------- train and resume
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run one training job; returns its metrics (also written to ``cfg.out``)."""
-    check_config(cfg)
-    data = load_dataset(cfg.data, cfg.labels, warn=lambda m: log(f"warning: {m}"))
-    run = _Run(cfg, data, log)
-    return _execute(run, log)
+    """Run one training job; returns its metrics (also written to ``cfg.out``).
+
+    Under a launcher of several processes (``mpiexec -n N``) every process runs this: they train
+    together, and rank 0 alone logs and writes.
+    """
+    world = World.from_launcher()
+    log = log if world.main else _silent
+    with world.guard():
+        def prepare() -> _Run:
+            check_config(cfg, check_out=world.main)
+            check_world(cfg, world)
+            data = load_dataset(cfg.data, cfg.labels, warn=lambda m: log(f"warning: {m}"))
+            return _Run(cfg, data, log, world)
+
+        return _execute(world.agreed(prepare))
 
 
 def resume(run_dir: str, log: Callable[[str], None] = print, **changes: Any) -> dict[str, Any]:
-    """Continue the run saved in ``run_dir`` exactly where it stopped (``changes``: epochs, out, ...)."""
+    """Continue the run saved in ``run_dir`` exactly where it stopped (``changes``: epochs, out, ...),
+    with any number of processes (see ``train``)."""
+    world = World.from_launcher()
+    log = log if world.main else _silent
+    with world.guard():
+        def prepare() -> tuple[_Run, int]:
+            cfg, state, data = _resumable(run_dir, changes, world)
+            run = _Run(cfg, data, log, world)
+            run.restore(state, run_dir)
+            return run, state["progress"].get("processes", 1)
+
+        run, saved = world.agreed(prepare)
+        log(f"resuming {run_dir} at epoch {run.epoch + 1}, batch {run.batch + 1} of {run.batches}"
+            + (f" (saved by {saved} process{'es' * (saved > 1)}, continued by {world.size})"
+               if saved != world.size else ""))
+        return _execute(run)
+
+
+def check_job(nproc: int, cfg: TrainConfig | None = None, resume_dir: str | None = None,
+              **changes: Any) -> None:
+    """The checks every one of ``nproc`` processes will make, made once, before starting them: a new
+    run's ``cfg`` or the resumed ``resume_dir`` with its ``changes``; a UsageError if one fails."""
+    world = World(size=nproc, local_rank=nproc - 1)       # the last process on this machine
+    if resume_dir is not None:
+        _resumable(resume_dir, changes, world)
+        return
+    if cfg is None:
+        raise TypeError("check_job: give the config of a new run, or resume_dir")
+    check_config(cfg)
+    check_world(cfg, world)
+    data = load_dataset(cfg.data, cfg.labels, warn=lambda m: None)
+    check_split(data, cfg, split(data.y, cfg.val_fraction, cfg.test_fraction, cfg.seed))
+
+
+def _silent(line: str) -> None:
+    """The log of ranks other than 0."""
+
+
+def _resumable(run_dir: str, changes: dict[str, Any], world: World) -> tuple[TrainConfig, dict, LabelledData]:
+    """The config, checkpoint and data to continue ``run_dir`` with ``changes``; UsageError if it cannot."""
     state = _load_run_checkpoint(run_dir)
     saved = config_from(state["config"])
     refused = sorted(set(changes) - set(RESUMABLE))
@@ -575,17 +810,15 @@ def resume(run_dir: str, log: Callable[[str], None] = print, **changes: Any) -> 
     if cfg.epochs < state["progress"]["epoch"]:
         raise UsageError(f"--epochs {cfg.epochs}: the run in {run_dir} has already trained "
                          f"{state['progress']['epoch']} epochs; give at least that many")
-    check_config(cfg, resuming=True)
+    check_config(cfg, resuming=True, check_out=world.main)
+    check_world(cfg, world)
     data = load_dataset(cfg.data, cfg.labels, warn=lambda m: None)
     if data.fingerprint != state["data_fingerprint"]:
         raise UsageError(f"--resume {run_dir}: the data ({cfg.data or data.name}) is not the data the run "
                          "was trained on (its checksum differs); give the original with --data")
-    if cfg.out != run_dir:
+    if cfg.out != run_dir and world.main:
         check_out_dir(cfg.out)
-    run = _Run(cfg, data, log)
-    run.restore(state, run_dir)
-    log(f"resuming {run_dir} at epoch {run.epoch + 1}, batch {run.batch + 1} of {run.batches}")
-    return _execute(run, log)
+    return cfg, state, data
 
 
 def _load_run_checkpoint(path: str) -> dict[str, Any]:
@@ -599,21 +832,22 @@ def _load_run_checkpoint(path: str) -> dict[str, Any]:
     return state
 
 
-def _execute(run: _Run, log: Callable[[str], None]) -> dict[str, Any]:
-    cfg = run.cfg
-    if cfg.out:
+def _execute(run: _Run) -> dict[str, Any]:
+    cfg, log, world = run.cfg, run.log, run.world
+    run.distribute()
+    if cfg.out and world.main:
         os.makedirs(cfg.out, exist_ok=True)
     log(f"data: {run.data.name}, {len(run.sets[0][1])} training, {len(run.sets[1][1])} validation and "
         f"{len(run.sets[2][1])} test samples, {run.data.X.shape[1]} features, {len(run.data.classes)} "
-        f"classes; device: {run.device}")
+        f"classes; device: {run.device}" + (f", {world.size} processes" if world.size > 1 else ""))
     run.resumed_at = time.perf_counter()
     with _Interrupt() as interrupt:    # held to the end: a Ctrl-C after the last step lets the run finish
         try:
             run.fit(interrupt)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             if not cfg.out:
                 log("interrupted; nothing saved (no --out)")
-            elif interrupt.requested and not interrupt.forced:      # stopped between two steps
+            elif isinstance(stop, Stopped):                  # every rank stopped after the same step
                 run.save_last()
                 log(f"interrupted in epoch {run.epoch + 1}, after batch {run.batch} of {run.batches}; saved "
                     f"{os.path.join(cfg.out, LAST)}. Continue with: "
@@ -623,8 +857,9 @@ def _execute(run: _Run, log: Callable[[str], None]) -> dict[str, Any]:
                     f"with: python -m gpugrad train --resume {cfg.out}")
             raise
         metrics = run.finish()
-        if cfg.out:
+        if cfg.out and world.main:
             write_metrics(metrics, cfg.out, log)
+    world.barrier()                                     # rank 0's files are written when any rank returns
     log(f"best epoch {metrics['best_epoch']} of {cfg.epochs} (lowest validation loss "
         f"{metrics['best_val_loss']:.4f}, validation accuracy {metrics['best_val_accuracy']:.2%})")
     log(f"test accuracy: {100 * metrics['test_accuracy']:.2f}%")

@@ -16,10 +16,11 @@ WHY = {
     "torch": "PyTorch is not installed (the differential tests compare against it: pip install torch)",
     "autograd": "HIPS autograd is not installed (a benchmark peer: pip install autograd)",
     "jax": "JAX is not installed (a benchmark peer: pip install jax)",
-    "mpi4py": "mpi4py is not installed (multi-process tests: pip install mpi4py)",
+    "mpi4py": "mpi4py is not installed (multi-process tests: pip install \"gpugrad[distributed]\")",
     "safetensors": "safetensors is not installed (pip install safetensors)",
     "mpmath": "mpmath is not installed (the erf reference: pip install mpmath)",
     "sklearn": "scikit-learn is not installed (the default data set: pip install 'gpugrad[train]')",
+    "tqdm": "tqdm is not installed (the progress bar: pip install tqdm)",
 }
 
 

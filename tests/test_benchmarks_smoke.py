@@ -15,6 +15,7 @@ from benchmarks.compare_overhead import (
     input_arrays,
     measure,
 )
+from gpugrad.testing import assert_close
 
 
 def _numpy_grad(x: np.ndarray, c: np.ndarray, n_ops: int) -> np.ndarray:
@@ -38,9 +39,9 @@ def test_workload_gradient_matches_numpy(n_ops):
     assert grad is x.grad and grad.dtype == np.float32 and grad.shape == (4, 4)
     expected = _numpy_grad(*input_arrays(), n_ops)
     assert np.all(np.abs(expected) > np.finfo(np.float32).tiny)   # normal float32, no underflow
-    np.testing.assert_allclose(grad.data, expected, rtol=1e-4, atol=0)
+    assert_close(grad.data, expected, rtol=1e-4, atol=0, check_dtype=False)      # float64 reference
     # a second step resets x.grad instead of accumulating into it
-    np.testing.assert_allclose(gpugrad_step(x, c, n_ops).data, expected, rtol=1e-4, atol=0)
+    assert_close(gpugrad_step(x, c, n_ops).data, expected, rtol=1e-4, atol=0, check_dtype=False)
 
 
 def test_measure_runs_and_formats():
@@ -66,13 +67,13 @@ def test_format_table_with_torch():
 
 
 def _assert_same_step(actual: dict, expected: dict, what: str) -> None:
-    np.testing.assert_allclose(actual["loss"], expected["loss"], rtol=1e-4, err_msg=f"{what}: loss")
+    assert_close(actual["loss"], expected["loss"], rtol=1e-4, msg=f"{what}: loss")
     for key, rtol, scale in (("grads", 1e-3, 1e-4), ("params", 1e-5, 1e-6)):
         assert len(actual[key]) == len(expected[key]), f"{what}: number of {key}"
         for i, (a, e) in enumerate(zip(actual[key], expected[key])):
             assert a.shape == e.shape and a.dtype == np.float32, f"{what}: {key}[{i}] {a.shape} {a.dtype}"
-            np.testing.assert_allclose(a, e, rtol=rtol, atol=scale * float(np.abs(e).max()),
-                                       err_msg=f"{what}: {key}[{i}]")
+            assert_close(a, e, rtol=rtol, atol=scale * float(np.abs(e).max()),
+                                       msg=f"{what}: {key}[{i}]")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -152,7 +153,7 @@ def test_chain_gradients_are_normal_and_right(wid, gpugrad_steps):
     # every element stays a normal float32: no subnormals to slow the timing, nothing underflows
     assert np.all(np.abs(expected) > 1e3 * np.finfo(np.float32).tiny)
     (grad,) = gpugrad_steps[wid]["grads"]
-    np.testing.assert_allclose(grad, expected, rtol=5e-3 if wid == "B4" else 1e-4, atol=0)
+    assert_close(grad, expected, rtol=5e-3 if wid == "B4" else 1e-4, atol=0, check_dtype=False)   # float64
 
 
 def test_mlp_step_repeats_batches_and_trains():

@@ -37,11 +37,12 @@ import pytest
 import gpugrad as gg
 from benchmarks.gpu import plain_rules as plain
 from gpugrad import backend
-from gpugrad.cuda import kernels
+from gpugrad.cuda import emulator, kernels
 from gpugrad.nn import functional as F
 from gpugrad.ops.registry import REGISTRY
 from gpugrad.ops.samples import Const
 from gpugrad.optim import functional as optim_functional
+from gpugrad.testing import assert_close
 
 pytestmark = pytest.mark.cuda
 
@@ -74,11 +75,10 @@ def host(a: Any) -> np.ndarray:
 
 def close(actual: Any, expected: Any, dtype: Any, *, scale: float = 1.0, err: str = "") -> None:
     """actual has expected's shape and dtype ``dtype``, and expected's values to dtype's tolerance."""
-    assert tuple(actual.shape) == tuple(expected.shape), f"{err}: shape {actual.shape} vs {expected.shape}"
     assert actual.dtype == np.dtype(dtype), f"{err}: dtype {actual.dtype}, expected {np.dtype(dtype)}"
     rtol, atol = TOL[np.dtype(dtype)]
-    np.testing.assert_allclose(host(actual).astype(np.float64), host(expected).astype(np.float64),
-                               rtol=rtol, atol=atol * scale, err_msg=err)
+    assert_close(actual, expected, rtol=rtol, atol=atol * scale, check_dtype=False, check_device=False,
+                 equal_nan=True, msg=err)                 # nan where the reference is nan
 
 
 def randn(cp: Any, shape: Any, dtype: Any, rng: np.random.Generator, scale: float = 1.0) -> Any:
@@ -113,10 +113,10 @@ def test_moves_between_devices_copy_explicitly(cp):
     assert z.device == "cuda:0" and z.dtype == gg.float64
     back = y.cpu()
     assert back.device == "cpu" and isinstance(back.data, np.ndarray)
-    np.testing.assert_array_equal(back.numpy(), x.numpy())
+    assert_close(back.numpy(), x.numpy(), rtol=0, atol=0)
     host_copy = y.numpy()                                         # .numpy() copies to the host
     assert isinstance(host_copy, np.ndarray)
-    np.testing.assert_array_equal(host_copy, x.numpy())
+    assert_close(host_copy, x.numpy(), rtol=0, atol=0)
     host_copy[0, 0] = 123.0                                       # a copy: the GPU data is untouched
     assert y[0, 0].item() == x[0, 0].item() and y.tolist() == x.tolist()
     assert isinstance(y.sum().item(), float) and float(y.sum()) == pytest.approx(float(x.sum()), rel=1e-5)
@@ -129,11 +129,11 @@ def test_gradients_flow_back_across_a_move(cp):
     y = x.to("cuda")
     (y * y).sum().backward()
     assert x.grad.device == "cpu"
-    np.testing.assert_allclose(x.grad.numpy(), 2 * x.detach().numpy(), rtol=1e-6)
+    assert_close(x.grad.numpy(), 2 * x.detach().numpy(), rtol=1e-6)
     w = gg.randn(5, device="cuda", requires_grad=True)            # a CUDA leaf, loss on the CPU
     (w.cpu() * 3).sum().backward()
     assert w.grad.device == "cuda:0"
-    np.testing.assert_array_equal(w.grad.numpy(), np.full(5, 3, np.float32))
+    assert_close(w.grad.numpy(), np.full(5, 3, np.float32), rtol=0, atol=0)
 
 
 def test_creation_functions_make_tensors_on_the_device(cp):
@@ -157,7 +157,7 @@ def test_creation_functions_make_tensors_on_the_device(cp):
         on_gpu, on_cpu = make("cuda"), make("cpu")
         assert on_gpu.device == "cuda:0" and isinstance(on_gpu.data, cp.ndarray), name
         assert on_gpu.dtype == on_cpu.dtype and on_gpu.shape == on_cpu.shape, name
-        np.testing.assert_array_equal(on_gpu.numpy(), on_cpu.numpy(), err_msg=name)
+        assert_close(on_gpu.numpy(), on_cpu.numpy(), msg=name, rtol=0, atol=0)
     t = gg.zeros(3, device="cuda", requires_grad=True)
     assert t.requires_grad and t.is_leaf and t.device == "cuda:0"
     like = gg.zeros_like(gg.ones(2, device="cuda"))               # *_like keeps the device
@@ -176,9 +176,9 @@ def test_manual_seed_reproduces_draws_on_cuda(cp):
 
     first, second = draws(), draws()
     for a, b in zip(first, second):
-        np.testing.assert_array_equal(a, b)
+        assert_close(a, b, rtol=0, atol=0)
     gg.manual_seed(1234)                                         # the same numbers as on the CPU
-    np.testing.assert_array_equal(gg.randn(100).numpy(), first[0])
+    assert_close(gg.randn(100).numpy(), first[0], rtol=0, atol=0)
     gg.manual_seed(99)
     assert not np.array_equal(gg.randn(100, device="cuda").numpy(), first[0])
 
@@ -200,8 +200,8 @@ def test_save_on_cuda_load_on_cpu_and_back(cp):
     assert on_cpu["step"] == 2
     for key, value in model.state_dict().items():
         assert on_cpu["model"][key].device == "cpu" and on_gpu["model"][key].device == "cuda:0"
-        np.testing.assert_array_equal(on_cpu["model"][key].numpy(), value.numpy())
-        np.testing.assert_array_equal(on_gpu["model"][key].numpy(), value.numpy())
+        assert_close(on_cpu["model"][key].numpy(), value.numpy(), rtol=0, atol=0)
+        assert_close(on_gpu["model"][key].numpy(), value.numpy(), rtol=0, atol=0)
     # a CPU model (and its optimizer) resumes from the CUDA checkpoint, and a CUDA one from that
     cpu_model = gg.nn.MLP([6, 16, 3], activation="tanh")
     cpu_model.load_state_dict(on_cpu["model"])
@@ -219,8 +219,8 @@ def test_save_on_cuda_load_on_cpu_and_back(cp):
         F.cross_entropy(m(xs), ts).backward()
         o.step()
     for a, b, c in zip(cpu_model.parameters(), gpu_model.parameters(), model.parameters()):
-        np.testing.assert_allclose(b.detach().numpy(), c.detach().numpy(), rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(a.detach().numpy(), c.detach().numpy(), rtol=1e-4, atol=1e-5)
+        assert_close(b.detach().numpy(), c.detach().numpy(), rtol=1e-6, atol=1e-7)
+        assert_close(a.detach().numpy(), c.detach().numpy(), rtol=1e-4, atol=1e-5)
 
 
 def _device_error(fn: Callable[[], Any]) -> str:
@@ -259,7 +259,7 @@ def test_mixing_two_gpus_names_both(cp):
     a = gg.ones(3, device="cuda:0")
     b = a.to("cuda:1")
     assert b.device == "cuda:1" and b.data.device.id == 1
-    np.testing.assert_array_equal(b.numpy(), np.ones(3, np.float32))
+    assert_close(b.numpy(), np.ones(3, np.float32), rtol=0, atol=0)
     msg = _device_error(lambda: a + b)
     assert "cuda:0" in msg and "cuda:1" in msg, msg
     with pytest.raises(RuntimeError, match="does not exist"):
@@ -275,7 +275,7 @@ def test_training_on_the_second_gpu(cp):
     loss.backward()
     assert loss.device == "cuda:1" and w.grad.device == "cuda:1"
     expected = (np.tanh(w.detach().numpy()) + w.detach().numpy() / np.cosh(w.detach().numpy()) ** 2)
-    np.testing.assert_allclose(w.grad.numpy(), expected, rtol=1e-5)
+    assert_close(w.grad.numpy(), expected, rtol=1e-5)
 
 
 # ============================================================================= 2. fused kernels
@@ -504,7 +504,7 @@ def test_backward_runs_the_fused_kernels(cp, dtype):
     rtol = 1e-5 if dtype == F32 else 1e-12
     for gpu, cpu in ((x, xc), (y, yc)):
         assert gpu.grad.device == "cuda:0" and gpu.grad.dtype == dtype
-        np.testing.assert_allclose(gpu.grad.numpy(), cpu.grad.numpy(), rtol=rtol, atol=rtol)
+        assert_close(gpu.grad.numpy(), cpu.grad.numpy(), rtol=rtol, atol=rtol)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -585,7 +585,7 @@ def test_dropout_draws_its_mask_on_the_device(cp, monkeypatch):
         assert set(np.unique(kept).tolist()) == {0.0, np.float32(1 / 0.7)}
         assert abs((kept == 0).mean() - 0.3) < 0.02
     assert not np.array_equal(first.detach().numpy(), second.detach().numpy())
-    np.testing.assert_array_equal(x.grad.numpy(), second.detach().numpy())
+    assert_close(x.grad.numpy(), second.detach().numpy(), rtol=0, atol=0)
 
 
 def _small_training_setup(cp: Any, dtype: Any = gg.float32, activation: str = "tanh") -> tuple:
@@ -716,7 +716,7 @@ def test_mlp_training_on_cuda_matches_the_cpu(cp, activation, dtype):
     for step, (cpu, gpu) in enumerate(zip(runs["cpu"], runs["cuda"])):
         for k, (a, b) in enumerate(zip(cpu, gpu)):
             assert b.dtype == a.dtype
-            np.testing.assert_allclose(b, a, rtol=rtol, atol=atol, err_msg=f"step {step}, array {k}")
+            assert_close(b, a, rtol=rtol, atol=atol, msg=f"step {step}, array {k}")
 
 
 class _Net(gg.nn.Module):
@@ -782,7 +782,7 @@ def test_layers_losses_optimizers_and_schedulers_on_cuda_match_the_cpu(cp, optim
     for step, (cpu, gpu) in enumerate(zip(runs["cpu"], runs["cuda"])):
         for k, (a, b) in enumerate(zip(cpu, gpu)):
             assert a.shape == b.shape and a.dtype == b.dtype, (step, k)
-            np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12, err_msg=f"step {step}, array {k}")
+            assert_close(b, a, rtol=1e-10, atol=1e-12, msg=f"step {step}, array {k}")
 
 
 # ============================================================================= 5. the registry
@@ -827,55 +827,6 @@ def _vjp(fn: Callable, inputs: list[Any], positions: list[int], v: Any) -> list[
     return result
 
 
-def device_gradcheck(fn: Callable, *inputs: Any, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
-                     full_check_limit: int = 200, seed: int = 0) -> list[np.ndarray]:
-    """gg.testing.gradcheck's checks, with every perturbation made on the inputs' own device.
-
-    For a random cotangent v: the directional derivative along a random direction, then
-    (for inputs up to ``full_check_limit`` elements) every element, by central differences
-    of <v, fn(x)>. Returns the analytic v^T J of each checked input (host arrays).
-    """
-    inputs_list = list(inputs)
-    positions = [i for i, t in enumerate(inputs_list) if isinstance(t, gg.Tensor) and t.requires_grad]
-    rng = np.random.default_rng(seed)
-    with gg.no_grad():
-        out = fn(*inputs_list)
-    xp = backend.namespace(out.data)
-    v = xp.asarray(np.asarray(rng.standard_normal(out.shape)))
-    analytic = _vjp(fn, inputs_list, positions, v)
-
-    def value() -> float:
-        with gg.no_grad():
-            result = fn(*inputs_list)
-        return float((result.data.astype(np.float64) * v).sum())
-
-    def central(x: Any, saved: Any, delta: Any) -> float:
-        xp.copyto(x, saved + delta)
-        plus = value()
-        xp.copyto(x, saved - delta)
-        minus = value()
-        xp.copyto(x, saved)
-        return (plus - minus) / (2 * eps)
-
-    for i, a in zip(positions, analytic):
-        x = inputs_list[i].data
-        saved = x.copy()
-        direction = rng.standard_normal(x.shape)
-        numeric = central(x, saved, eps * xp.asarray(direction))
-        analytic_dir = float(np.sum(a * direction))
-        assert np.isclose(analytic_dir, numeric, atol=atol, rtol=rtol), \
-            f"input {i}: directional derivative: analytic {analytic_dir:.8g}, numeric {numeric:.8g}"
-        if x.size <= full_check_limit:
-            numeric_full = np.zeros(x.shape)
-            for j in np.ndindex(x.shape):
-                e = xp.zeros(x.shape)
-                e[j] = eps
-                numeric_full[j] = central(x, saved, e)
-            np.testing.assert_allclose(a, numeric_full, atol=atol, rtol=rtol,
-                                       err_msg=f"input {i} of shape {x.shape}: v^T J, analytic vs numeric")
-    return analytic
-
-
 @pytest.mark.parametrize("op,sample", list(_cases()))
 def test_registry_gradcheck_on_cuda(cp, op, sample):
     def fn(*xs: Any) -> Any:
@@ -885,13 +836,27 @@ def test_registry_gradcheck_on_cuda(cp, op, sample):
     with gg.no_grad():
         gpu_out, cpu_out = fn(*gpu_inputs), fn(*cpu_inputs)
     assert gpu_out.device == "cuda:0" and gpu_out.dtype == cpu_out.dtype and gpu_out.shape == cpu_out.shape
-    np.testing.assert_allclose(gpu_out.numpy(), cpu_out.numpy(), rtol=1e-12, atol=1e-12)
-    gpu_vjp = device_gradcheck(fn, *gpu_inputs)
+    assert_close(gpu_out.numpy(), cpu_out.numpy(), rtol=1e-12, atol=1e-12)
+    assert gg.testing.gradcheck(fn, *gpu_inputs)                 # perturbs on the device
     positions = [i for i, t in enumerate(cpu_inputs) if isinstance(t, gg.Tensor) and t.requires_grad]
     v = np.asarray(np.random.default_rng(0).standard_normal(cpu_out.shape))
-    cpu_vjp = _vjp(fn, cpu_inputs, positions, v)                 # the same cotangent as device_gradcheck's
+    gpu_vjp = _vjp(fn, gpu_inputs, positions, gg.tensor(v, device="cuda").data)
+    cpu_vjp = _vjp(fn, cpu_inputs, positions, v)
     for i, a, b in zip(positions, gpu_vjp, cpu_vjp):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=f"input {i}: CUDA vs CPU gradient")
+        assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"input {i}: CUDA vs CPU gradient")
+
+
+@pytest.mark.parametrize("op,sample", list(_cases()))
+def test_registry_ops_read_nothing_back_on_cuda(cp, op, sample):
+    """Each op's forward and VJP on the device read nothing from it (the emulator counts the reads)."""
+    if not gg.cuda.is_emulated():
+        pytest.skip("host reads are counted by the CUDA emulator (GPUGRAD_EMULATE_CUDA=1) only")
+    inputs = _inputs(sample, "cuda")
+    with emulator.host_reads() as reads:
+        out = op(*inputs, **sample.params)
+        if out.requires_grad:
+            out.backward(gradient=gg.ones_like(out))
+    assert reads == []
 
 
 def test_gg_testing_gradcheck_on_cuda(cp):

@@ -22,12 +22,15 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from gpugrad import backend
 from gpugrad.cuda import kernels
 from gpugrad.cuda.emulator import array, host_build
 from gpugrad.cuda.emulator import host_reads as record_host_reads
 from gpugrad.cuda.emulator.namespace import cupy as cp
+from gpugrad.cuda.emulator.namespace import cupyx
 from gpugrad.nn import functional as F
 from gpugrad.ops.special import erf_array
+from gpugrad.testing import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_gxx = pytest.mark.skipif(host_build.compiler() is None, reason="g++ is not on PATH: the emulator "
@@ -110,6 +113,31 @@ def test_every_host_read_is_counted_with_where_it_came_from():
     assert log == []
 
 
+def test_dlpack_shares_device_memory_and_refuses_what_is_not_the_emulators():
+    a = cp.arange(4.0)
+    assert a.__dlpack_device__() == (2, 0)                 # kDLCUDA, device 0, as CuPy says
+    with record_host_reads() as log:
+        shared, copied = cp.from_dlpack(a), cp.from_dlpack(a, copy=True)
+    assert log == [] and shared.data.ptr == a.data.ptr and copied.data.ptr != a.data.ptr
+    shared[0] = 9.0
+    assert a[0].item() == 9.0 and copied[0].item() == 0.0
+    with pytest.raises((TypeError, ValueError)):            # NumPy would read the device memory unseen
+        np.from_dlpack(a)
+    with pytest.raises(TypeError, match=r"cannot import a numpy.ndarray \(DLPack device \(1, 0\)\)"):
+        cp.from_dlpack(np.arange(3.0))                    # host memory is not the emulator's device memory
+    with pytest.raises(BufferError, match="exports no copy to"):
+        a.__dlpack__(dl_device=(1, 0))
+
+
+def test_shape_helpers_read_a_device_array_not_its_data_pointer():
+    # a CuPy array's .data is its MemoryPointer, not a Tensor's array: helpers must not unwrap it
+    from gpugrad.ops.util import ndim_of, shape_of  # noqa: PLC0415
+
+    a = cp.ones((2, 3))
+    assert shape_of(a) == (2, 3) and ndim_of(a) == 2
+    assert shape_of(gg.ones(4)) == (4,) and ndim_of(2.0) == 0
+
+
 def test_uninitialised_memory_is_not_zero():
     assert np.isnan(cp.empty(4).get()).all() and (cp.empty_like(cp.ones(3, np.int64)).get() == -1).all()
     assert np.isnan(cp.ndarray((2, 2), np.float32).get()).all()
@@ -121,7 +149,45 @@ def test_erf_reads_nothing_from_the_device():
     with record_host_reads() as log:
         y = erf_array(cp, cp.asarray(x))
     assert log == []
-    np.testing.assert_array_equal(y.get(), erf_array(np, x))
+    assert_close(y.get(), erf_array(np, x), rtol=0, atol=0, equal_nan=True)
+
+
+def test_scatters_refuse_the_dtypes_cuda_has_no_atomics_for_as_cupy_does():
+    for dtype in (np.int64, np.int16, np.int8, np.uint8, np.bool_):
+        with pytest.raises(TypeError, match="cupy.add.at only supports int32, float16, float32, float64"):
+            cupyx.scatter_add(cp.zeros(3, dtype), cp.asarray([1, 1]), 1)
+    with pytest.raises(TypeError, match="cupy.maximum.at only supports int32, float32"):
+        cupyx.scatter_max(cp.zeros(3, np.float16), (cp.asarray([1, 1]),), 1)
+    a = cp.zeros(3, np.int64)
+    cupyx.scatter_add(a, slice(0, 2), 1)                 # basic indices and a single mask: a plain add
+    cupyx.scatter_add(a, cp.asarray([True, False, True]), 2)
+    b = cp.zeros(3, np.uint64)
+    cupyx.scatter_add(b, cp.asarray([1, 1]), cp.asarray([2, 3], np.uint64))
+    assert a.tolist() == [3, 1, 2] and b.tolist() == [0, 5, 0]
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "int16", "int8", "uint8", "uint16", "bool", "float16"])
+def test_backend_scatter_add_sums_every_dtype_on_the_device(monkeypatch, dtype):
+    """gpugrad's scatter_add where CuPy's has no atomics: int64 through uint64, the narrow ones in 32 bits."""
+    monkeypatch.setattr(backend, "_cupy", cp)
+    monkeypatch.setattr(backend, "_cupyx", cupyx)
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype) if dtype not in ("bool", "float16") else None
+    lo, hi = (info.min, info.max) if info else (0, 2)
+    start = rng.integers(lo, hi, size=5, endpoint=info is not None).astype(dtype)
+    values = rng.integers(lo, hi, size=(7, 2), endpoint=info is not None).astype(dtype)
+    if dtype == "int64":
+        values[:2] = [[-1, info.min], [info.max, 2]]      # sums that wrap around, as NumPy's do
+    index = (np.array([[0], [1], [1], [4], [4], [4], [0]]), np.array([[0, 1]]))
+    want = np.zeros((5, 2), dtype)
+    want[:, 0] = start
+    np.add.at(want, index, values)
+    got = cp.zeros((5, 2), dtype)
+    got[:, 0] = cp.asarray(start)
+    with record_host_reads() as log:
+        backend.scatter_add(got, tuple(cp.asarray(i) for i in index), cp.asarray(values))
+    assert log == [] and got.dtype == want.dtype
+    assert_close(got.get(), want, rtol=0, atol=0)
 
 
 def test_several_devices_refuse_operands_on_another_one(monkeypatch):
@@ -161,8 +227,8 @@ def test_raw_kernels_run_their_cuda_source_and_check_the_arguments():
     g, x, y = (cp.asarray(np.arange(5, dtype=np.float32) + k) for k in (1, 2, 3))
     gx, gy = cp.empty_like(g), cp.empty_like(g)
     fn((3,), (256,), (g, x, y, gx, gy, np.int64(5)))
-    np.testing.assert_array_equal(gx.get(), (g * y).get())
-    np.testing.assert_array_equal(gy.get(), (g * x).get())
+    assert_close(gx.get(), (g * y).get(), rtol=0, atol=0)
+    assert_close(gy.get(), (g * x).get(), rtol=0, atol=0)
     wrong = {
         "Only numpy.ndarrays of size one": (g, x, y, gx, gy, np.arange(2)),
         "a pointer, but got a numpy.ndarray": (g, x, y, gx, np.zeros(1, np.float32), np.int64(5)),

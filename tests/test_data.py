@@ -5,6 +5,7 @@ import pytest
 
 import gpugrad as gg
 import gpugrad.data as data
+from gpugrad.testing import assert_close
 
 
 def _dataset(n=10):
@@ -18,7 +19,7 @@ def test_tensor_dataset_items_and_len():
     assert len(ds) == 10
     x, y = ds[4]
     assert x.shape == (3,) and y.shape == () and y.item() == 4
-    np.testing.assert_array_equal(x.data, [12, 13, 14])
+    assert_close(x.data, [12, 13, 14], rtol=0, atol=0)
     assert ds[-1][1].item() == 9
     with pytest.raises(IndexError, match="out of range for 10"):
         ds[10]
@@ -39,7 +40,7 @@ def test_batches_in_order_with_a_short_last_batch():
     batches = list(loader)
     assert [b[0].shape for b in batches] == [(4, 3), (4, 3), (2, 3)]
     assert all(isinstance(b, tuple) and len(b) == 2 for b in batches)
-    np.testing.assert_array_equal(np.concatenate([b[1].data for b in batches]), np.arange(10))
+    assert_close(np.concatenate([b[1].data for b in batches]), np.arange(10), rtol=0, atol=0)
     assert batches[0][0].dtype == np.float32 and batches[0][1].dtype == np.int64
     assert not batches[0][0].requires_grad
 
@@ -68,11 +69,11 @@ def test_shuffle_sees_every_sample_once_and_reshuffles_each_epoch():
     loader = data.DataLoader(_dataset(50), batch_size=8, shuffle=True, seed=3)
     epochs = [_epoch(loader) for _ in range(3)]
     for e in epochs:
-        np.testing.assert_array_equal(np.sort(e), np.arange(50))
+        assert_close(np.sort(e), np.arange(50), rtol=0, atol=0)
     assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
     assert not np.array_equal(epochs[0], np.arange(50))
     for x, y in loader:                              # rows stay paired after shuffling
-        np.testing.assert_array_equal(x.data[:, 0], 3 * y.data)
+        assert_close(x.data[:, 0], (3 * y.data).astype(np.float32), rtol=0, atol=0)
 
 
 def test_shuffle_is_reproducible():
@@ -115,7 +116,7 @@ def test_generic_dataset_is_collated_by_structure():
     b = batches[0]
     assert set(b) == {"x", "label", "w"}
     assert b["x"].shape == (3, 2) and b["label"].dtype == np.int64 and b["w"].dtype == np.float32
-    np.testing.assert_array_equal(b["x"].data[:, 1], [0, 1, 4])
+    assert_close(b["x"].data[:, 1], [0, 1, 4], rtol=0, atol=0)
     assert batches[-1]["x"].shape == (1, 2)
 
 
@@ -125,10 +126,10 @@ def test_random_split_and_subsets():
     ids = sorted(int(y) for p in parts for _, y in (p[i] for i in range(len(p))))
     assert ids == list(range(10))
     x, y = next(iter(data.DataLoader(parts[0], batch_size=7)))
-    np.testing.assert_array_equal(x.data[:, 0], 3 * y.data)
+    assert_close(x.data[:, 0], (3 * y.data).astype(np.float32), rtol=0, atol=0)
     assert [len(p) for p in data.random_split(_dataset(10), [0.5, 0.3, 0.2], seed=0)] == [5, 3, 2]
     again = data.random_split(_dataset(10), [7, 3], seed=0)
-    np.testing.assert_array_equal(again[1].indices, parts[1].indices)
+    assert_close(again[1].indices, parts[1].indices, rtol=0, atol=0)
     with pytest.raises(ValueError, match="summing to the dataset's size 10"):
         data.random_split(_dataset(10), [5, 4])
 
@@ -156,4 +157,4 @@ def test_batches_move_to_cuda():
     cuda_ds = data.TensorDataset(*(t.to("cuda") for t in _dataset().tensors))
     x, y = next(iter(data.DataLoader(cuda_ds, batch_size=4, shuffle=True, seed=0)))
     assert x.device.type == "cuda"
-    np.testing.assert_array_equal(x.numpy()[:, 0], 3 * y.numpy())
+    assert_close(x.numpy()[:, 0], (3 * y.numpy()).astype(np.float32), rtol=0, atol=0)

@@ -1,7 +1,8 @@
 """gg.distributed and DDP in one process: the engine's hooks, the launcher environment, the sampler,
-DDP's bucketing on a stand-in group, the NCCL backend's logic on a stand-in communicator, and the
-NCCL path on a real GPU at world size 1 (skipped without CuPy's NCCL). The multi-process tests,
-through mpiexec, are in test_distributed_mpi.py."""
+DDP's bucketing on a stand-in group, the NCCL backend's logic on a stand-in communicator and on the
+CUDA emulator's NCCL, and the NCCL path of init_process_group, the collectives and DDP at world
+size 1 on a real GPU or under GPUGRAD_EMULATE_CUDA=1 (skipped with neither). The multi-process
+tests, through mpiexec, are in test_distributed_mpi.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import types
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
@@ -22,6 +24,7 @@ from gpugrad.distributed.group import ProcessGroup, ReduceOp, Work
 from gpugrad.distributed.nccl import NcclGroup
 from gpugrad.nn import functional as F
 from gpugrad.nn.parallel import DistributedDataParallel
+from gpugrad.testing import assert_close
 
 # ----------------------------------------------------------------------------- the engine's hooks
 
@@ -54,9 +57,9 @@ def test_post_accumulate_hook_runs_as_soon_as_the_gradient_is_final():
         engine._post_accumulate.pop(id(w))
     loss2 = (gg.tanh(x @ w1) @ w2).square().sum() + (w2 * w2).sum()
     loss2.backward()                                 # no hooks: the plain walk gives the same gradients
-    np.testing.assert_array_equal(seen[0][1], w2.grad.numpy())
-    np.testing.assert_array_equal(seen[1][1], w1.grad.numpy())
-    np.testing.assert_array_equal(expect[0], w2.grad.numpy())
+    assert_close(seen[0][1], w2.grad.numpy(), rtol=0, atol=0)
+    assert_close(seen[1][1], w1.grad.numpy(), rtol=0, atol=0)
+    assert_close(expect[0], w2.grad.numpy(), rtol=0, atol=0)
 
 
 def test_post_accumulate_hook_skips_unused_leaves_and_can_be_removed():
@@ -97,7 +100,7 @@ def test_post_accumulate_hooks_with_create_graph():
     w.register_post_accumulate_grad_hook(lambda t: got.append(t.grad.requires_grad))
     (w ** 3).sum().backward(create_graph=True)
     assert got == [True]
-    np.testing.assert_allclose(w.grad.detach().numpy(), [3.0, 12.0])
+    assert_close(w.grad.detach().numpy(), [3.0, 12.0])
 
 
 def test_post_accumulate_hooks_go_with_their_leaf():
@@ -227,7 +230,7 @@ def _indices(n, replicas, **kw):
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_sampler_shards_as_pytorch_does(n, replicas, drop_last):
     shards = _indices(n, replicas, shuffle=False, drop_last=drop_last)
-    torch = pytest.importorskip("torch", reason="the reference is torch.utils.data.DistributedSampler")
+    torch = optional.need("torch")       # the reference is torch.utils.data.DistributedSampler
     from torch.utils.data import DistributedSampler as TorchSampler
     expect = [list(TorchSampler(range(n), num_replicas=replicas, rank=r, shuffle=False, drop_last=drop_last))
               for r in range(replicas)]
@@ -330,7 +333,7 @@ def test_ddp_gradients_are_the_average_and_backward_waits_for_every_bucket(echo)
     F.cross_entropy(plain(x), y).backward()
     for p, q in zip(model.parameters(), plain.parameters()):
         assert p.grad.shape == q.grad.shape and p.grad.dtype == q.grad.dtype
-        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-14, atol=1e-15)
+        assert_close(p.grad.numpy(), q.grad.numpy(), rtol=1e-14, atol=1e-15)
     sizes = [b.flat.size for b in ddp.reducer.buckets]
     assert [s for _, s in echo.log] == sizes and sum(sizes) == model.num_parameters()
     assert [b.names for b in ddp.reducer.buckets] == [                # the last layer's gradients first
@@ -456,7 +459,7 @@ def test_ddp_works_with_every_optimizer(echo):
                 F.cross_entropy(m(x), y).backward()
                 opt.step()
         for p, q in zip(model.parameters(), plain.parameters()):
-            np.testing.assert_allclose(p.numpy() if not p.requires_grad else p.detach().numpy(),
+            assert_close(p.numpy() if not p.requires_grad else p.detach().numpy(),
                                        q.detach().numpy(), rtol=1e-12, atol=1e-14)
 
 
@@ -495,10 +498,10 @@ class StandInNccl:
     rank's data (so every reduction has a known result); checks each call's arguments."""
 
     NCCL_INT8, NCCL_UINT8, NCCL_INT32, NCCL_UINT32, NCCL_INT64, NCCL_UINT64 = 0, 1, 2, 3, 4, 5
-    NCCL_FLOAT16, NCCL_FLOAT32, NCCL_FLOAT64 = 6, 7, 9
+    NCCL_FLOAT16, NCCL_FLOAT32, NCCL_FLOAT64 = 6, 7, 8
     NCCL_SUM, NCCL_PROD, NCCL_MAX, NCCL_MIN, NCCL_AVG = 0, 1, 2, 3, 4
     _NP = {0: np.int8, 1: np.uint8, 2: np.int32, 3: np.uint32, 4: np.int64, 5: np.uint64,
-           6: np.float16, 7: np.float32, 9: np.float64}
+           6: np.float16, 7: np.float32, 8: np.float64}
 
     def __init__(self, size):
         self.size = size
@@ -559,7 +562,7 @@ def test_nccl_group_all_reduce_on_a_stand_in(dtype, shape, with_avg):
         assert comm.calls[-1][1] == x.size and comm.calls[-1][-1] == Stream.ptr    # on the current stream
         work.wait()
         assert stream.waited and buf.shape == x.shape and buf.dtype == x.dtype
-        np.testing.assert_array_equal(np.asarray(buf), expect[op].astype(dtype), err_msg=str(op))
+        assert_close(np.asarray(buf), expect[op].astype(dtype), msg=str(op), rtol=0, atol=0)
     if not with_avg and ops[-1] is ReduceOp.AVG:
         assert comm.calls[-1][3] == StandInNccl.NCCL_SUM       # summed, then divided on the stream
 
@@ -568,13 +571,13 @@ def test_nccl_group_other_collectives_on_a_stand_in():
     group, comm, _ = _nccl_group(size=3)
     x = _device([1.0, 2.0], np.float32)
     group.broadcast(x, 2).wait()
-    np.testing.assert_array_equal(x, [3.0, 6.0])
+    assert_close(x, [3.0, 6.0], rtol=0, atol=0)
     out = _device(np.zeros(6), np.float32)
     group.all_gather(out, _device([1.0, 2.0], np.float32)).wait()
-    np.testing.assert_array_equal(out, [1, 2, 2, 4, 3, 6])
+    assert_close(out, [1, 2, 2, 4, 3, 6], rtol=0, atol=0)
     mine = _device(np.zeros(2), np.float64)
     group.reduce_scatter(mine, _device(np.arange(6.0), np.float64), ReduceOp.AVG).wait()
-    np.testing.assert_array_equal(mine, [0.0, 2.0])
+    assert_close(mine, [0.0, 2.0], rtol=0, atol=0)
     assert [c[0] for c in comm.calls] == ["broadcast", "allGather", "reduceScatter"]
     assert comm.calls[1][1] == 2 and comm.calls[2][1] == 2          # counts per rank
     flags = _device([True, False, True], np.bool_)
@@ -586,7 +589,85 @@ def test_nccl_group_other_collectives_on_a_stand_in():
     assert group.all_gather_object("me") == ["me"] and group.broadcast_object(5, 0) == 5
 
 
-def test_nccl_backend_on_a_gpu_at_world_size_1():
+# ----------------------------------------------------------------------------- NCCL on the CUDA emulator
+
+def _emulated_nccl_group(monkeypatch, devices=1):
+    """The nccl group on the CUDA emulator's cupy.cuda.nccl (a communicator of one rank)."""
+    from gpugrad.cuda.emulator import array
+    from gpugrad.cuda.emulator import nccl as emulated
+    from gpugrad.cuda.emulator.namespace import cupy as cp
+
+    monkeypatch.setattr(array, "device_total", devices)
+    comm = emulated.NcclCommunicator(1, emulated.get_unique_id(), 0)
+    return NcclGroup(comm, 0, 1, 0, constants=emulated, current_stream=cp.cuda.get_current_stream), cp, \
+        emulated
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, np.int64, np.int32, np.uint8, bool])
+def test_nccl_group_on_the_emulated_nccl(monkeypatch, dtype):
+    group, cp, _ = _emulated_nccl_group(monkeypatch)
+    for shape in ((), (0,), (5,), (2, 3)):
+        x = (np.arange(int(np.prod(shape))).reshape(shape) % 4 + 1).astype(dtype)
+        ops = [ReduceOp.SUM, ReduceOp.PRODUCT, ReduceOp.MAX, ReduceOp.MIN]
+        for op in ops + ([ReduceOp.AVG] if np.dtype(dtype).kind == "f" else []):
+            buf = cp.asarray(x)
+            group.all_reduce(buf, op).wait()                 # one rank: every reduction is the identity
+            _same_device_array(buf, x, f"all_reduce {op}")
+        out = cp.full((1, *shape), 7, dtype)                 # out of place: the buffers must be right
+        group.all_gather(out, cp.asarray(x)).wait()
+        _same_device_array(out, x[None], "all_gather")
+        mine = cp.full(shape, 7, dtype)
+        group.reduce_scatter(mine, cp.asarray(x[None]), ReduceOp.SUM).wait()
+        _same_device_array(mine, x, "reduce_scatter")
+        buf = cp.asarray(x)
+        group.broadcast(buf, 0).wait()
+        _same_device_array(buf, x, "broadcast")
+    group.barrier()
+    group.destroy()
+
+
+def _same_device_array(a, expected, what):
+    got = a.get()
+    assert got.shape == expected.shape and got.dtype == expected.dtype, (what, got.shape, got.dtype)
+    assert_close(got, expected, rtol=0, atol=0, msg=what)
+
+
+def test_the_emulated_nccl_checks_what_a_gpu_would_fault_on(monkeypatch):
+    group, cp, emulated = _emulated_nccl_group(monkeypatch, devices=2)
+    comm, stream = group.comm, cp.cuda.get_current_stream().ptr
+    x, short = cp.arange(4.0), cp.zeros(2)
+    with pytest.raises(emulated.NcclError, match=r"NCCL_ERROR_UNHANDLED_CUDA_ERROR: .*allGather: the receive "
+                                                 r"buffer, 32 bytes .* not inside one live device array"):
+        comm.allGather(x.data.ptr, short.data.ptr, 4, emulated.NCCL_FLOAT64, stream)
+    with pytest.raises(emulated.NcclError, match=r"allReduce: the send buffer, 64 bytes"):
+        comm.allReduce(x.data.ptr, x.data.ptr, 8, emulated.NCCL_FLOAT64, emulated.NCCL_SUM, stream)
+    host = np.zeros(4)
+    with pytest.raises(emulated.NcclError, match="the receive buffer, 32 bytes"):
+        comm.allReduce(x.data.ptr, host.ctypes.data, 4, emulated.NCCL_FLOAT64, emulated.NCCL_SUM, stream)
+    with pytest.raises(emulated.NcclError, match="NCCL_ERROR_INVALID_ARGUMENT: .*unknown datatype 11"):
+        comm.allReduce(x.data.ptr, x.data.ptr, 4, 11, emulated.NCCL_SUM, stream)
+    with pytest.raises(emulated.NcclError, match="unknown reduction op 7"):
+        comm.allReduce(x.data.ptr, x.data.ptr, 4, emulated.NCCL_FLOAT64, 7, stream)
+    with pytest.raises(emulated.NcclError, match="root 1 in a communicator of 1 rank"):
+        comm.broadcast(x.data.ptr, x.data.ptr, 4, emulated.NCCL_FLOAT64, 1, stream)
+    with cp.cuda.Device(1):
+        other = cp.zeros(4)
+    with pytest.raises(emulated.NcclError, match="the receive buffer is on device 1, the communicator on "
+                                                 "device 0"):
+        comm.allGather(x.data.ptr, other.data.ptr, 4, emulated.NCCL_FLOAT64, stream)
+    with pytest.raises(emulated.NcclError, match="a communicator of 2 ranks: the emulator runs one process"):
+        emulated.NcclCommunicator(2, emulated.get_unique_id(), 0)
+    with pytest.raises(emulated.NcclError, match="commId must be the 128-byte tuple"):
+        emulated.NcclCommunicator(1, (1, 2), 0)
+    assert (comm.size(), comm.rank_id(), comm.device_id()) == (1, 0, 0)
+    unique = emulated.get_unique_id()
+    assert len(unique) == 128 and all(-128 <= b < 128 for b in unique) and unique != emulated.get_unique_id()
+    comm.destroy()
+    with pytest.raises(emulated.NcclError, match="the communicator was destroyed"):
+        comm.allReduce(x.data.ptr, x.data.ptr, 4, emulated.NCCL_FLOAT64, emulated.NCCL_SUM, stream)
+
+
+def test_nccl_backend_on_a_gpu_or_the_emulator_at_world_size_1():
     try:
         from gpugrad.distributed.nccl import load_nccl
         cp, _ = load_nccl()
@@ -601,20 +682,26 @@ def test_nccl_backend_on_a_gpu_at_world_size_1():
                 for op in ("sum", "max", "min", "product") + (("avg",) if dtype != gg.int64 else ()):
                     dist.all_reduce(t, op=op)
                     assert t.shape == shape and t.dtype == dtype and t.device == device
-                    np.testing.assert_array_equal(t.numpy(), np.full(shape, 3, dtype))
+                    assert_close(t.numpy(), np.full(shape, 3, dtype), rtol=0, atol=0)
         t = gg.arange(4.0, device=device)
         out = gg.zeros(4, device=device)
         dist.all_gather_into_tensor(out, t)
         dist.broadcast(t, 0)
         dist.reduce_scatter_tensor(t, out, op="avg")
-        np.testing.assert_array_equal(t.numpy(), np.arange(4.0))
+        assert_close(t.numpy(), np.arange(4, dtype=np.float32), rtol=0, atol=0)
         dist.barrier()
         with pytest.raises(RuntimeError, match="the nccl backend runs collectives on cuda"):
             dist.all_reduce(gg.ones(2))
         model = nn.MLP([4, 8, 2]).to(device)
-        ddp = DistributedDataParallel(model)
-        ddp(gg.randn(5, 4).to(device)).sum().backward()
-        assert all(p.grad is not None for p in model.parameters())
+        plain = nn.MLP([4, 8, 2]).to(device)
+        plain.load_state_dict(model.state_dict())
+        ddp = DistributedDataParallel(model, bucket_cap_mb=0.0001)        # a bucket per parameter
+        x = gg.randn(5, 4).to(device)
+        ddp(x).square().sum().backward()
+        plain(x).square().sum().backward()
+        for p, q in zip(model.parameters(), plain.parameters()):     # one rank: the average is its own
+            assert p.grad.device == device
+            assert_close(p.grad, q.grad, rtol=0, atol=0)
         cp.cuda.get_current_stream().synchronize()
     finally:
         dist.destroy_process_group()
@@ -715,17 +802,17 @@ def test_mpi_stages_cuda_arrays_through_pinned_memory(monkeypatch):
     group.all_reduce(x, ReduceOp.AVG, async_op=False)
     assert comm.seen == [np.ndarray]                        # MPI got a host buffer
     assert stream.log == ["down", "synchronize", "up", "record"]    # one sync, the copy up is async
-    np.testing.assert_array_equal(x._a, [1.0, 2.0, 3.0])    # the average of two equal ranks
+    assert_close(x._a, [1.0, 2.0, 3.0], rtol=0, atol=0)    # the average of two equal ranks
     assert len(group._staged) == 1                          # kept until the copy up is done
     work = group.all_reduce(x, ReduceOp.SUM)            # nonblocking: copied up by wait()
-    np.testing.assert_array_equal(x._a, [1.0, 2.0, 3.0])
+    assert_close(x._a, [1.0, 2.0, 3.0], rtol=0, atol=0)
     work.wait()
-    np.testing.assert_array_equal(x._a, [2.0, 4.0, 6.0])
+    assert_close(x._a, [2.0, 4.0, 6.0], rtol=0, atol=0)
     out = FakeCudaArray(np.zeros(6), stream)
     stream.log.clear()
     group.all_gather(out, x, async_op=False)
     assert stream.log == ["down", "synchronize", "up", "record"]    # only the input goes down
-    np.testing.assert_array_equal(out._a, [2, 4, 6, 2, 4, 6])
+    assert_close(out._a, [2, 4, 6, 2, 4, 6], rtol=0, atol=0)
 
 
 def test_mpi_hands_cuda_arrays_to_a_cuda_aware_library(monkeypatch):
@@ -734,4 +821,4 @@ def test_mpi_hands_cuda_arrays_to_a_cuda_aware_library(monkeypatch):
     x = FakeCudaArray([1.0, 2.0], stream)
     group.all_reduce(x, ReduceOp.SUM, async_op=False)
     assert comm.seen == [FakeCudaArray] and stream.log == ["synchronize"]   # no copies, one sync
-    np.testing.assert_array_equal(x._a, [2.0, 4.0])
+    assert_close(x._a, [2.0, 4.0], rtol=0, atol=0)

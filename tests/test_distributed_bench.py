@@ -4,6 +4,7 @@ import numpy as np
 
 import gpugrad as gg
 from benchmarks import bench_distributed as bench
+from gpugrad.testing import assert_close
 
 
 def test_numpy_floor_gradients_match_gpugrad():
@@ -19,7 +20,7 @@ def test_numpy_floor_gradients_match_gpugrad():
     assert flat.size == model.num_parameters()
     for view, p in zip(views, model.parameters()):
         assert view.shape == p.shape and view.dtype == p.grad.dtype
-        np.testing.assert_allclose(view, p.grad.numpy(), rtol=1e-4, atol=1e-6)
+        assert_close(view, p.grad.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_rotation_gives_every_library_each_place():

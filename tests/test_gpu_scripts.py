@@ -30,6 +30,7 @@ import gpugrad as gg
 from benchmarks.gpu import plain_rules as plain
 from gpugrad.cuda import kernels
 from gpugrad.ops.registry import REGISTRY
+from gpugrad.testing import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_DIR = ROOT / "benchmarks" / "gpu"
@@ -296,7 +297,7 @@ def test_plain_activation_rules_are_gpugrads():
         saved = plain.activation_forward(np, act, x, 0.1) if act in plain.SAVES_OUTPUT else x
         got = plain.activation_backward(np, act, g, saved, 0.1)
         if act in ("relu", "sigmoid", "tanh"):
-            np.testing.assert_allclose(got, REGISTRY[act].vjp_rule(np, g, saved, None)[0], rtol=1e-14)
+            assert_close(got, REGISTRY[act].vjp_rule(np, g, saved, None)[0], rtol=1e-14)
         # against gpugrad's own autodiff of the forward (float64, on the CPU)
         xt = gg.tensor(x, dtype=gg.float64, requires_grad=True)
         fwd = {"relu": gg.relu, "sigmoid": gg.sigmoid, "tanh": gg.tanh,
@@ -304,22 +305,22 @@ def test_plain_activation_rules_are_gpugrads():
                "gelu_tanh": lambda t: gg.nn.functional.gelu(t, approximate="tanh"),
                "gelu_erf": gg.nn.functional.gelu}[act]
         fwd(xt).backward(gradient=gg.tensor(g, dtype=gg.float64))
-        np.testing.assert_allclose(got, xt.grad.numpy(), rtol=1e-10, atol=1e-13, err_msg=act)
-        np.testing.assert_allclose(plain.activation_forward(np, act, x, 0.1), fwd(xt).detach().numpy(),
-                                   rtol=1e-12, atol=1e-14, err_msg=act)
+        assert_close(got, xt.grad.numpy(), rtol=1e-10, atol=1e-13, msg=act)
+        assert_close(plain.activation_forward(np, act, x, 0.1), fwd(xt).detach().numpy(),
+                                   rtol=1e-12, atol=1e-14, msg=act)
 
 
 def test_plain_bias_and_binary_rules():
     rng = np.random.default_rng(1)
     x, g, b = rng.normal(size=(7, 5)), rng.normal(size=(7, 5)), rng.normal(size=5)
     dx, db = plain.bias_activation_backward(np, "gelu_erf", g, x, b)
-    np.testing.assert_allclose(dx, plain.activation_backward(np, "gelu_erf", g, x + b), rtol=1e-15)
-    np.testing.assert_allclose(db, dx.sum(axis=0), rtol=1e-15)
+    assert_close(dx, plain.activation_backward(np, "gelu_erf", g, x + b), rtol=1e-15)
+    assert_close(db, dx.sum(axis=0), rtol=1e-15)
     y = rng.uniform(0.5, 2, size=(7, 5))
     gx, gy = plain.multiply_backward(np, g, x, y)
-    np.testing.assert_allclose((gx, gy), (g * y, g * x))
+    assert_close((gx, gy), (g * y, g * x))
     gx, gy = plain.divide_backward(np, g, y, x / y)
-    np.testing.assert_allclose((gx, gy), (g / y, -g * x / y**2), rtol=1e-14)
+    assert_close((gx, gy), (g / y, -g * x / y**2), rtol=1e-14)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -336,10 +337,10 @@ def test_plain_cross_entropy_is_pytorchs(reduction, eps):
     xt = gg.tensor(x, dtype=gg.float64, requires_grad=True)
     ref = gg.nn.functional.cross_entropy(xt, gg.tensor(t), reduction=reduction, label_smoothing=eps)
     ref.backward(gradient=gg.tensor(np.asarray(g), dtype=gg.float64))
-    np.testing.assert_allclose(loss, ref.detach().numpy(), rtol=1e-12)
-    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-10, atol=1e-14)
+    assert_close(loss, ref.detach().numpy(), rtol=1e-12)
+    assert_close(dx, xt.grad.numpy(), rtol=1e-10, atol=1e-14)
     m = x.max(axis=1, keepdims=True)
-    np.testing.assert_allclose(lse, (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0])
+    assert_close(lse, (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0])
 
 
 def test_plain_optimizer_steps_are_gpugrads_reference():
@@ -347,10 +348,10 @@ def test_plain_optimizer_steps_are_gpugrads_reference():
     p, g = rng.normal(size=10), rng.normal(size=10)
     q = p.copy()
     plain.sgd_step(np, q, g, None, lr=0.1)
-    np.testing.assert_allclose(q, p - 0.1 * g)
+    assert_close(q, p - 0.1 * g)
     m, v = np.zeros(10), np.zeros(10)
     plain.adam_step(np, q, g, m, v, step=1, lr=0.1, decoupled=True)
-    np.testing.assert_allclose(m, 0.1 * g)
+    assert_close(m, 0.1 * g)
 
 
 # ============================================================================= run_without_pytest.py

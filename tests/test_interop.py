@@ -1,10 +1,12 @@
 """DLPack both ways (NumPy, PyTorch, JAX, CuPy) without copies, torch state dicts into gpugrad models."""
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
 from gpugrad import backend, interop
+from gpugrad.testing import assert_close
 
 
 def _aligned(n, align=64):
@@ -109,7 +111,7 @@ def test_without_a_gpu_a_cuda_array_says_why():
 
 # ----------------------------------------------------------------------------- PyTorch
 def test_torch_both_ways_share_memory():
-    torch = pytest.importorskip("torch")
+    torch = optional.need("torch")
     t = gg.arange(6.0).reshape(2, 3)
     for convert in (torch.from_dlpack, torch.as_tensor, torch.asarray):
         x = convert(t)
@@ -125,7 +127,7 @@ def test_torch_both_ways_share_memory():
 
 
 def test_torch_tensors_that_cannot_be_shared_say_what_to_do():
-    torch = pytest.importorskip("torch")
+    torch = optional.need("torch")
     with pytest.raises(BufferError, match="from_dlpack: torch.Tensor .*detach"):
         gg.from_dlpack(torch.ones(2, requires_grad=True))
     with pytest.raises(RuntimeError, match="dtype.*t.float()"):
@@ -138,31 +140,32 @@ def _twins(torch):
 
 
 def test_load_state_dict_takes_a_torch_state_dict():
-    torch = pytest.importorskip("torch")
+    torch = optional.need("torch")
     ref, model = _twins(torch)
     model.load_state_dict(ref.state_dict())
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     with torch.no_grad():
         expected = ref(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(model(gg.tensor(x)).detach().numpy(), expected, rtol=1e-6, atol=1e-6)
+    assert_close(model(gg.tensor(x)).detach().numpy(), expected, rtol=1e-6, atol=1e-6)
     model.load_state_dict(ref.state_dict(keep_vars=True))          # Parameters that require grad
     model.load_state_dict(ref.double().state_dict())               # float64 into float32: cast
     ref.load_state_dict({k: torch.from_dlpack(v.detach()) for k, v in model.state_dict().items()})
 
 
 def test_a_torch_bfloat16_state_dict_is_refused_whole():
-    torch = pytest.importorskip("torch")
+    torch = optional.need("torch")
     ref, model = _twins(torch)
     before = [p.detach().numpy().copy() for p in model.parameters()]
     with pytest.raises(RuntimeError, match=r'value for "2.weight" .*cannot be converted.*t.float\(\)'):
         model.load_state_dict({**ref.state_dict(), "2.weight": ref[2].weight.detach().bfloat16()})
     for p, b in zip(model.parameters(), before):
-        np.testing.assert_array_equal(p.detach().numpy(), b)
+        assert_close(p.detach().numpy(), b, rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- JAX
 def test_jax_both_ways():
-    jnp = pytest.importorskip("jax.numpy")
+    optional.need("jax")
+    import jax.numpy as jnp
     j = jnp.arange(6.0)
     t = gg.from_dlpack(j)
     assert t.data.ctypes.data == j.unsafe_buffer_pointer() and t.tolist() == list(range(6))
@@ -177,7 +180,7 @@ def test_jax_both_ways():
 
 # ----------------------------------------------------------------------------- CUDA
 @pytest.mark.cuda
-def test_cupy_and_torch_cuda_share_memory_with_cuda_tensors():
+def test_cupy_shares_memory_with_cuda_tensors():
     if backend.cuda_unavailable_reason() is not None:
         pytest.skip(backend.cuda_unavailable_reason())
     cp = backend.load_cupy()
@@ -186,7 +189,17 @@ def test_cupy_and_torch_cuda_share_memory_with_cuda_tensors():
     assert t.device.type == "cuda" and t.data.data.ptr == c.data.ptr
     back = cp.from_dlpack(gg.ones(3, device="cuda"))
     assert back.shape == (3,)
-    torch = pytest.importorskip("torch")
+
+
+@pytest.mark.cuda
+def test_torch_cuda_shares_memory_with_cuda_tensors():
+    if backend.cuda_unavailable_reason() is not None:
+        pytest.skip(backend.cuda_unavailable_reason())
+    if gg.cuda.is_emulated():
+        pytest.skip("the CUDA emulator's device memory is host memory: PyTorch's CUDA memory cannot be "
+                    "shared with it (tests/test_cuda_emulator.py checks that the emulator refuses foreign "
+                    "capsules)")
+    torch = optional.need("torch")
     if not torch.cuda.is_available():
         pytest.skip("this torch has no CUDA")
     x = torch.arange(3.0, device="cuda")
@@ -213,7 +226,7 @@ def test_array_namespace_runs_standard_code_differentiably():
     out.sum().backward()
     assert x.grad is not None and x.grad.shape == (4, 3)
     expected = np.concatenate([(x.data - x.data.mean(0)) / x.data.std(0, ddof=1), x.data], axis=1)
-    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-6)
+    assert_close(out.detach().numpy(), expected, rtol=1e-6)
     with pytest.raises(ValueError, match="not '1999.01'"):
         x.__array_namespace__(api_version="1999.01")
 
@@ -229,7 +242,7 @@ def test_array_namespace_functions_without_a_gradient_refuse_to_cut_the_graph():
     with pytest.raises(RuntimeError, match="hypot: gpugrad has no gradient for hypot; call it on t.detach"):
         xp.hypot(w, w)
     with gg.no_grad():
-        assert np.allclose(xp.hypot(w, w).tolist(), [2.5 * 2 ** 0.5, 1.5 * 2 ** 0.5])
+        assert_close(xp.hypot(w, w), np.array([2.5 * 2 ** 0.5, 1.5 * 2 ** 0.5], np.float32))
     assert xp.floor is gg.floor          # where gpugrad has the op, the namespace is gpugrad's own
 
 

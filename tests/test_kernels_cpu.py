@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import glob
+import importlib.util
 import math
 import os
 import re
@@ -40,6 +41,7 @@ from kernel_host import emulator
 
 from gpugrad.cuda import kernels
 from gpugrad.ops.registry import REGISTRY
+from gpugrad.testing import assert_close
 
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 DTYPES = [F32, F64, F16]
@@ -98,14 +100,13 @@ def close(actual, expected, dtype, *, scale=1.0, err=""):
     tolerance (atol times scale)."""
     same_kind(actual, expected, dtype, err)
     rtol, atol = TOL[np.dtype(dtype)]
-    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), expected, rtol=rtol, atol=atol * scale,
-                               err_msg=err)
+    assert_close(actual, expected, rtol=rtol, atol=atol * scale, check_dtype=False, equal_nan=True,
+                 msg=err)                                 # float64 expected; nan where it is nan
 
 
 def equal(actual, expected, *, rtol, atol=0.0, err=""):
     """The same shape and dtype as expected, and its values to rtol/atol."""
-    same_kind(actual, expected, np.asarray(expected).dtype, err)
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=err)
+    assert_close(actual, expected, rtol=rtol, atol=atol, msg=err)
 
 
 def f64(*arrays):
@@ -157,6 +158,11 @@ def _find_nvrtc() -> str | None:
     """libnvrtc: $GPUGRAD_NVRTC, the system's, CUDA_PATH's, or an nvidia-cuda-nvrtc wheel's."""
     if os.environ.get("GPUGRAD_NVRTC"):
         return os.environ["GPUGRAD_NVRTC"]
+    wheel = _nvrtc_wheel()
+    if wheel is not None:
+        hits = sorted(p for p in glob.glob(os.path.join(wheel, "lib", "libnvrtc.so*")) if "builtins" not in p)
+        if hits:
+            return hits[0]
     found = ctypes.util.find_library("nvrtc")
     if found:
         return found
@@ -169,9 +175,21 @@ def _find_nvrtc() -> str | None:
     return None
 
 
+def _nvrtc_wheel() -> str | None:
+    """The directory of the nvidia-cuda-nvrtc-cu12 wheel's package, if it is installed."""
+    try:
+        spec = importlib.util.find_spec("nvidia.cuda_nvrtc")
+    except ModuleNotFoundError:
+        return None
+    return next(iter(spec.submodule_search_locations), None) if spec else None
+
+
 @pytest.fixture(scope="session")
 def nvrtc():
     path = _find_nvrtc()
+    if path is None and _nvrtc_wheel() is not None:      # CI's second step installs it: never skip there
+        pytest.fail(f"the nvidia-cuda-nvrtc wheel is installed ({_nvrtc_wheel()}) but no libnvrtc was "
+                    "found in it")
     if path is None:
         pytest.skip("libnvrtc not found: the NVRTC (CuPy's compiler) check is skipped; "
                     "pip install nvidia-cuda-nvrtc, or set GPUGRAD_NVRTC=/path/to/libnvrtc.so")
@@ -284,10 +302,11 @@ ACTIVATIONS = {
 }
 
 
-def activation_case(rng, act, shape, dtype, bias=None):
+def activation_case(rng, act, shape, dtype, bias=None, zeros=True):
     """(g, saved, alpha): saved is act's output (of x + bias) or its input x, in dtype."""
     x = rng.normal(0, 2, size=shape)
-    x.reshape(-1)[::7] = 0.0                          # exact zeros: relu's kink
+    if zeros:
+        x.reshape(-1)[::7] = 0.0                      # exact zeros: relu's kink
     g = rng.normal(size=shape).astype(dtype)
     forward = ACTIVATIONS[act][1]
     if forward is None:
@@ -364,8 +383,8 @@ def ref_adam(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, weight_decay=0.0,
 # gpugrad.cuda.kernels' public function, so the same checks serve the emulation and a GPU.
 
 
-def check_activation(dev, act, n, dtype, rng):
-    g, saved, alpha = activation_case(rng, act, (n,), dtype)
+def check_activation(dev, act, n, dtype, rng, zeros=True):
+    g, saved, alpha = activation_case(rng, act, (n,), dtype, zeros=zeros)
     dx = kernels.activation_backward(f"{act}_backward", dev(g), dev(saved), alpha)
     expected = ACTIVATIONS[act][0](*f64(g, saved), alpha)
     close(kernels_get(dx), expected, dtype, err=act)
@@ -481,7 +500,7 @@ def check_adam(dev, n, dtype, rng, config, decoupled):
         for name, got, want in zip(("param", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
                                    (dp, dm, dv, dvmax), ref):
             if name == "max_exp_avg_sq" and not kw["amsgrad"]:
-                np.testing.assert_array_equal(kernels_get(got), before[3])   # untouched
+                assert_close(kernels_get(got), before[3], rtol=0, atol=0)   # untouched
                 continue
             close(kernels_get(got), want, dtype, err=f"adam {name}, step {step}")
 
@@ -510,7 +529,7 @@ def _same_result(got, want, dtype, exact, err):
     # the inlined copy differently (an FMA), so there the results need only agree to rounding
     same_kind(got, want, want.dtype, err)
     if exact:
-        np.testing.assert_array_equal(got, want, err_msg=err)
+        assert_close(got, want, msg=err, rtol=0, atol=0)
     else:
         close(got, want.astype(np.float64), dtype, scale=4, err=err)
 
@@ -544,6 +563,31 @@ def check_adam_multi(dev, sizes, dtype, rng, config, decoupled, exact=True):
 @pytest.mark.parametrize("act", list(ACTIVATIONS))
 def test_activation_backward(host, act, n, dtype):
     check_activation(_numpy, act, n, dtype, np.random.default_rng(n))
+
+
+class _RealBlocks(emulator.HostLauncher):
+    """Runs each launch with the block it asks for (gpugrad.cuda.kernels: 32 to 256 threads)."""
+
+    def launch(self, kernel, n, args, *, block=kernels.BLOCK, per_block=None):
+        self.block = block
+        super().launch(kernel, n, args, block=block, per_block=per_block)
+
+
+def test_every_kernel_family_at_the_block_sizes_of_the_real_launches(host_libs):
+    """CONFIGS above are small blocks, for speed; here each family runs once with the blocks the real
+    launches use, two of them so the grid-stride loops stride, on inputs without planted zeros."""
+    launcher = _RealBlocks(host_libs[0], grid=2, block=1)
+    rng = np.random.default_rng(5)
+    with kernels.use_launcher(launcher):
+        for act in ACTIVATIONS:
+            check_activation(_numpy, act, 1031, np.float32, rng, zeros=False)
+        for op in ("multiply", "divide"):
+            check_binary(_numpy, op, (7, 151), np.float32, rng)
+        for cols in (11, 300):                                  # row kernels of 32 and 256 threads
+            check_cross_entropy(_numpy, (37, cols), np.float32, rng, reduction="mean", eps=0.1)
+        check_sgd(_numpy, 1031, np.float32, rng, SGD_CONFIGS[-1])
+        check_adam(_numpy, 1031, np.float32, rng, ADAM_CONFIGS[-1], True)
+    assert {b for _, _, b, _ in launcher.launches} == {32, 256}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -589,7 +633,7 @@ def test_softmax_cross_entropy_degenerate_targets(host):
         loss, lse = kernels.cross_entropy_forward(x, t)
         dx = kernels.cross_entropy_backward(np.float64(1.0), x, t, lse)
     assert np.isnan(loss)
-    np.testing.assert_array_equal(dx, 0.0)
+    assert_close(dx, np.zeros((3, 4)), rtol=0, atol=0)
     # a target outside [0, C) that is not ignore_index: that row's loss is NaN
     loss, _ = kernels.cross_entropy_forward(x, np.array([0, 4, -2]), reduction="none")
     assert not np.isnan(loss[0]) and np.isnan(loss[1]) and np.isnan(loss[2])
@@ -930,7 +974,7 @@ def test_float16_conversions_match_numpy(host_libs):
     lib.gg_test_float_to_half.argtypes = [ctypes.c_float]
     bits = np.arange(1 << 16, dtype=np.uint16)
     got = np.array([lib.gg_test_half_to_float(int(b)) for b in bits], dtype=np.float32)
-    np.testing.assert_array_equal(got, bits.view(np.float16).astype(np.float32))   # NaN == NaN here
+    assert_close(got, bits.view(np.float16).astype(np.float32), rtol=0, atol=0, equal_nan=True)
     rng = np.random.default_rng(0)
     special = np.array([0.0, -0.0, 65504.0, 65519.996, 65520.0, 1e6, np.inf, -np.inf, np.nan, 5.96e-8,
                         2.98e-8, 2.99e-8, 6.1035e-5, 6.1e-5, 1 + 2.0**-11, 1 + 3 * 2.0**-11, -1e-9],
@@ -941,9 +985,9 @@ def test_float16_conversions_match_numpy(host_libs):
     got = np.array([lib.gg_test_float_to_half(float(f)) for f in floats], dtype=np.uint16).view(np.float16)
     with np.errstate(over="ignore"):
         want = floats.astype(np.float16)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert_close(np.isnan(got), np.isnan(want), rtol=0, atol=0)
     finite = ~np.isnan(want)
-    np.testing.assert_array_equal(got[finite].view(np.uint16), want[finite].view(np.uint16))
+    assert_close(got[finite].view(np.uint16), want[finite].view(np.uint16), rtol=0, atol=0)
 
 
 def test_the_emulation_catches_wrong_arguments(host_libs):
@@ -980,8 +1024,8 @@ def test_activation_references_match_torch():
     for act, fn in cases.items():
         xt = torch.tensor(x, requires_grad=True)
         fn(xt).backward(torch.tensor(g))
-        np.testing.assert_allclose(ACTIVATIONS[act][0](g, x, 0.07), xt.grad.numpy(), rtol=1e-12, atol=1e-14,
-                                   err_msg=act)
+        assert_close(ACTIVATIONS[act][0](g, x, 0.07), xt.grad.numpy(), rtol=1e-12, atol=1e-14,
+                                   msg=act)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -1000,9 +1044,9 @@ def test_cross_entropy_reference_matches_torch(reduction, eps, ignore_index):
     loss.backward(torch.tensor(g, dtype=torch.float64))
     ref_loss, ref_lse, ref_dx = ref_cross_entropy(x, t, g, ignore_index=ignore_index, eps=eps,
                                                   reduction=reduction)
-    np.testing.assert_allclose(ref_loss, loss.detach().numpy(), rtol=1e-12)
-    np.testing.assert_allclose(ref_dx, xt.grad.numpy(), rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(ref_lse, torch.logsumexp(xt, 1).detach().numpy(), rtol=1e-12)
+    assert_close(ref_loss, loss.detach().numpy(), rtol=1e-12)
+    assert_close(ref_dx, xt.grad.numpy(), rtol=1e-12, atol=1e-15)
+    assert_close(ref_lse, torch.logsumexp(xt, 1).detach().numpy(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("config", SGD_CONFIGS, ids=str)
@@ -1018,7 +1062,7 @@ def test_sgd_reference_matches_torch(config):
         pt.grad = torch.tensor(g)
         opt.step()
         p, buf = ref_sgd(p, g, buf, first_step=step == 1, **config)
-        np.testing.assert_allclose(p, pt.detach().numpy(), rtol=1e-13, atol=1e-15)
+        assert_close(p, pt.detach().numpy(), rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])
@@ -1040,7 +1084,7 @@ def test_adam_reference_matches_torch(config, decoupled):
         p, m, v, vmax = ref_adam(p, g, m, v, vmax, step=step, lr=kw["lr"], beta1=kw["betas"][0],
                                  beta2=kw["betas"][1], eps=kw["eps"], weight_decay=kw["weight_decay"],
                                  amsgrad=kw["amsgrad"], maximize=kw["maximize"], decoupled=decoupled)
-        np.testing.assert_allclose(p, pt.detach().numpy(), rtol=1e-12, atol=1e-14)
+        assert_close(p, pt.detach().numpy(), rtol=1e-12, atol=1e-14)
 
 
 # ============================================================================= consistency

@@ -13,6 +13,7 @@ import gpugrad.nn as nn
 import gpugrad.nn.functional as F
 from gpugrad import backend
 from gpugrad.nn import init
+from gpugrad.testing import assert_close
 
 try:
     import torch
@@ -244,7 +245,7 @@ def test_to_device_replaces_data_keeps_identity(monkeypatch):
     for n, p in net.named_parameters():
         param, data, grad = before[n]
         assert p is param and p.data is not data and p.grad.data is not grad
-        np.testing.assert_array_equal(p.data, data)
+        assert_close(p.data, data, rtol=0, atol=0)
     n_tensors = len(NET_PARAMS) * 2 + 2          # parameters, their grads, and two buffers
     assert moved == ["cuda:1"] * n_tensors
 
@@ -269,7 +270,7 @@ def test_state_dict_round_trip():
     assert not np.allclose(a(x).detach().numpy(), b(x).detach().numpy())
     result = b.load_state_dict(a.state_dict())
     assert result == nn.IncompatibleKeys([], []) and result.missing_keys == []
-    np.testing.assert_array_equal(a(x).detach().numpy(), b(x).detach().numpy())
+    assert_close(a(x).detach().numpy(), b(x).detach().numpy(), rtol=0, atol=0)
     assert b.first.weight.data is not a.first.weight.data               # copied, not aliased
     weight = b.first.weight
     b.load_state_dict({k: v.numpy() for k, v in a.state_dict().items()})   # numpy arrays are accepted
@@ -281,7 +282,7 @@ def test_load_state_dict_casts_to_the_parameter_dtype():
     b = nn.Linear(3, 2)
     b.load_state_dict(a.state_dict())
     assert b.weight.dtype == gg.float32
-    np.testing.assert_allclose(b.weight.data, a.weight.data.astype(np.float32))
+    assert_close(b.weight.data, a.weight.data.astype(np.float32))
 
 
 def test_load_state_dict_errors_list_every_problem_and_load_nothing():
@@ -300,7 +301,7 @@ def test_load_state_dict_errors_list_every_problem_and_load_nothing():
     assert 'Unexpected key(s) in state_dict: "extra.weight"' in msg
     assert 'size mismatch for "first.weight"' in msg and "(4, 3)" in msg and "(3, 4)" in msg
     for k, v in net.state_dict().items():                               # nothing partly loaded
-        np.testing.assert_array_equal(v.numpy(), before[k])
+        assert_close(v.numpy(), before[k], rtol=0, atol=0)
 
 
 def test_load_state_dict_not_strict():
@@ -310,7 +311,7 @@ def test_load_state_dict_not_strict():
     sd["junk"] = gg.zeros(1)
     result = net.load_state_dict(sd, strict=False)
     assert result.missing_keys == ["temperature"] and result.unexpected_keys == ["junk"]
-    np.testing.assert_array_equal(net.first.weight.data, sd["first.weight"].data)
+    assert_close(net.first.weight.data, sd["first.weight"].data, rtol=0, atol=0)
     sd["first.weight"] = gg.zeros(1)
     with pytest.raises(RuntimeError, match="size mismatch"):           # shapes are checked even so
         net.load_state_dict(sd, strict=False)
@@ -326,7 +327,7 @@ def test_deepcopy_copies_parameters_and_keeps_ties():
     c = copy.deepcopy(m)
     assert c.a.weight is c.b.weight and c.a.weight is not m.a.weight
     assert isinstance(c.a.weight, nn.Parameter) and c.a.weight.requires_grad
-    np.testing.assert_array_equal(c.a.weight.data, m.a.weight.data)
+    assert_close(c.a.weight.data, m.a.weight.data, rtol=0, atol=0)
 
 
 def test_pickle_round_trip():
@@ -337,7 +338,7 @@ def test_pickle_round_trip():
     assert not clone.training and [n for n, _ in clone.named_parameters()] == NET_PARAMS
     assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in clone.parameters())
     x = gg.randn(2, 4)
-    np.testing.assert_array_equal(clone(x).detach().numpy(), net(x).detach().numpy())
+    assert_close(clone(x).detach().numpy(), net(x).detach().numpy(), rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- repr
@@ -378,7 +379,7 @@ def test_sequential_indexing_and_editing():
     head = seq[:2]
     assert isinstance(head, nn.Sequential) and list(head) == [a, b]
     x = gg.randn(4, 2)
-    np.testing.assert_array_equal(seq(x).detach().numpy(), c(b(a(x))).detach().numpy())
+    assert_close(seq(x).detach().numpy(), c(b(a(x))).detach().numpy(), rtol=0, atol=0)
     d = nn.Tanh()
     seq.append(d)
     assert seq[3] is d and [n for n, _ in seq.named_children()] == ["0", "1", "2", "3"]
@@ -417,7 +418,7 @@ def test_linear_forward_and_shapes():
     assert m.weight.shape == (2, 3) and m.bias.shape == (2,)
     x = gg.randn(4, 3)
     expected = x.numpy() @ m.weight.detach().numpy().T + m.bias.detach().numpy()
-    np.testing.assert_allclose(m(x).detach().numpy(), expected, rtol=1e-6)
+    assert_close(m(x).detach().numpy(), expected, rtol=1e-6)
     assert m(gg.randn(5, 4, 3)).shape == (5, 4, 2)
     assert nn.Linear(3, 2, bias=False).bias is None
     assert nn.Linear(3, 2, dtype=gg.float64).weight.dtype == gg.float64
@@ -464,7 +465,7 @@ def test_mlp_matches_torch_through_state_dict():
     assert loss.item() == pytest.approx(tloss.item(), rel=1e-12)
     tgrads = dict(tmodel.named_parameters())
     for name, p in model.named_parameters():
-        np.testing.assert_allclose(p.grad.numpy(), tgrads[name].grad.numpy(), rtol=1e-10, atol=1e-14)
+        assert_close(p.grad.numpy(), tgrads[name].grad.numpy(), rtol=1e-10, atol=1e-14)
 
 
 def test_activation_modules_match_functional():
@@ -474,7 +475,7 @@ def test_activation_modules_match_functional():
              (nn.SiLU(), F.silu(x)), (nn.Softmax(0), F.softmax(x, 0)),
              (nn.LogSoftmax(1), F.log_softmax(x, 1))]
     for module, expected in pairs:
-        np.testing.assert_array_equal(module(x).numpy(), expected.numpy())
+        assert_close(module(x).numpy(), expected.numpy(), rtol=0, atol=0)
     assert nn.Identity(3, key="ignored")(x) is x
     with pytest.raises(ValueError, match="GELU: approximate"):
         nn.GELU("fast")
@@ -514,9 +515,9 @@ def test_layer_norm_module_matches_torch():
     (ln(xg) * gg.tensor(w)).sum().backward()
     xt = torch.tensor(x, requires_grad=True)
     (tln(xt) * torch.tensor(w)).sum().backward()
-    np.testing.assert_allclose(xg.grad.numpy(), xt.grad.numpy(), rtol=1e-10, atol=1e-13)
-    np.testing.assert_allclose(ln.weight.grad.numpy(), tln.weight.grad.numpy(), rtol=1e-10)
-    np.testing.assert_allclose(ln.bias.grad.numpy(), tln.bias.grad.numpy(), rtol=1e-10)
+    assert_close(xg.grad.numpy(), xt.grad.numpy(), rtol=1e-10, atol=1e-13)
+    assert_close(ln.weight.grad.numpy(), tln.weight.grad.numpy(), rtol=1e-10)
+    assert_close(ln.bias.grad.numpy(), tln.bias.grad.numpy(), rtol=1e-10)
     assert nn.LayerNorm(4, elementwise_affine=False).weight is None
     assert [n for n, _ in nn.LayerNorm(4, bias=False).named_parameters()] == ["weight"]
 
@@ -530,12 +531,12 @@ def test_embedding_lookup_init_and_repeated_index_gradient():
     idx = gg.tensor([[1, 3, 1], [1, 0, 4]])
     out = emb(idx)
     assert out.shape == (2, 3, 3)
-    np.testing.assert_array_equal(out[1, 2].detach().numpy(), emb.weight[4].detach().numpy())
+    assert_close(out[1, 2].detach().numpy(), emb.weight[4].detach().numpy(), rtol=0, atol=0)
     upstream = np.arange(18.0).reshape(2, 3, 3)
     (out * gg.tensor(upstream, dtype=gg.float32)).sum().backward()
-    expected = np.zeros((5, 3))
+    expected = np.zeros((5, 3), np.float32)
     np.add.at(expected, idx.numpy(), upstream)
-    np.testing.assert_allclose(emb.weight.grad.numpy(), expected)
+    assert_close(emb.weight.grad, expected)
     assert (emb.weight.grad.numpy()[1] == upstream[0, 0] + upstream[0, 2] + upstream[1, 0]).all()
     assert not emb.weight.grad.numpy()[2].any()                        # an unused row gets zero
 
@@ -562,7 +563,7 @@ def test_embedding_gradient_matches_torch():
     up = np.random.default_rng(1).normal(size=(2, 4, 3))
     (emb(gg.tensor(idx)) * gg.tensor(up)).sum().backward()
     (temb(torch.tensor(idx)) * torch.tensor(up)).sum().backward()
-    np.testing.assert_allclose(emb.weight.grad.numpy(), temb.weight.grad.numpy(), rtol=1e-12)
+    assert_close(emb.weight.grad.numpy(), temb.weight.grad.numpy(), rtol=1e-12)
 
 
 def test_mlp_structure_and_activations():
@@ -601,13 +602,13 @@ def test_mlp_runs_linear_and_activation_as_one_node_with_the_same_result(activat
     for layer in mlp:                                  # the same modules, one at a time
         unfused = layer(unfused)
     assert "linear_activation" not in _node_names(unfused)
-    np.testing.assert_array_equal(fused.detach().numpy(), unfused.detach().numpy())
+    assert_close(fused.detach().numpy(), unfused.detach().numpy(), rtol=0, atol=0)
     fused.sum().backward()
     grads = [p.grad.numpy().copy() for p in mlp.parameters()]
     mlp.zero_grad()
     unfused.sum().backward()
     for g, p in zip(grads, mlp.parameters()):
-        np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-14, atol=1e-15)
+        assert_close(g, p.grad.numpy(), rtol=1e-14, atol=1e-15)
 
 
 def test_mlp_fuses_only_exact_activation_types_and_layers_with_a_bias():
@@ -626,9 +627,9 @@ def test_linear_activation_function():
     gg.manual_seed(0)
     x, w, b = gg.randn(3, 4), gg.randn(2, 4), gg.randn(2)
     for act in ("relu", "tanh", "sigmoid"):
-        np.testing.assert_allclose(F.linear_activation(x, w, b, act).detach().numpy(),
+        assert_close(F.linear_activation(x, w, b, act).detach().numpy(),
                                    getattr(F, act)(F.linear(x, w, b)).numpy(), rtol=1e-6)
-        np.testing.assert_allclose(F.linear_activation(x, w, None, act).numpy(),   # no bias: composed
+        assert_close(F.linear_activation(x, w, None, act).numpy(),   # no bias: composed
                                    getattr(F, act)(F.linear(x, w)).numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="linear_activation: activation must be one of relu, tanh, sigmoid"):
         F.linear_activation(x, w, b, "gelu")
@@ -684,12 +685,12 @@ def test_init_is_seeded_and_in_place():
     assert t.data is data
     gg.manual_seed(3)
     init.kaiming_normal_(t)
-    np.testing.assert_array_equal(t.numpy(), first)
+    assert_close(t.numpy(), first, rtol=0, atol=0)
     gg.manual_seed(3)
     a, b = nn.Linear(8, 4), nn.Linear(8, 4)
     gg.manual_seed(3)
     c = nn.Linear(8, 4)
-    np.testing.assert_array_equal(a.weight.data, c.weight.data)
+    assert_close(a.weight.data, c.weight.data, rtol=0, atol=0)
     assert not np.array_equal(a.weight.data, b.weight.data)
 
 
@@ -702,7 +703,7 @@ def test_init_works_on_parameters_that_require_grad_and_keeps_dtype():
     init.constant_(p, 0.5)
     assert (p.data == 0.5).all()
     init.eye_(p)
-    np.testing.assert_array_equal(p.data, np.eye(3, 4))
+    assert_close(p.data, np.eye(3, 4), rtol=0, atol=0)
 
 
 @needs_torch

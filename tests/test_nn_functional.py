@@ -12,6 +12,7 @@ import gpugrad.nn.functional as F
 from gpugrad.ops import special as _erf
 from gpugrad.ops.registry import REGISTRY
 from gpugrad.ops.samples import Const
+from gpugrad.testing import assert_close
 
 try:
     import torch
@@ -37,7 +38,7 @@ def test_erf_matches_math_erf_to_a_few_ulp():
     ref = np.array([math.erf(v) for v in x])
     rel = np.abs(got - ref) / np.maximum(np.abs(ref), np.finfo(np.float64).tiny)
     assert rel.max() < 1e-15, f"worst at x={x[np.argmax(rel)]!r}: rel error {rel.max():.3g}"
-    np.testing.assert_array_equal(_erf.erf_array(np, -x), -got)          # exactly odd
+    assert_close(_erf.erf_array(np, -x), -got, rtol=0, atol=0)          # exactly odd
 
 
 def test_erf_matches_high_precision_reference():
@@ -51,14 +52,14 @@ def test_erf_matches_high_precision_reference():
 def test_erf_special_values_and_dtypes():
     x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan])
     out = _erf.erf_array(np, x)
-    np.testing.assert_array_equal(out[:4], [0.0, -0.0, 1.0, -1.0])
+    assert_close(out[:4], [0.0, -0.0, 1.0, -1.0], rtol=0, atol=0)
     assert np.signbit(out[1]) and np.isnan(out[4])
     for dtype in (np.float16, np.float32):
         xs = np.linspace(-4, 4, 101).astype(dtype)
         got = _erf.erf_array(np, xs)
         assert got.dtype == dtype
         ref = np.array([math.erf(v) for v in xs.astype(np.float64)]).astype(dtype)
-        np.testing.assert_array_equal(got, ref)                            # correctly rounded
+        assert_close(got, ref, rtol=0, atol=0)                            # correctly rounded
     assert _erf.erf(gg.arange(3)).dtype == gg.float32                       # integers -> default float
     assert _erf.erf(gg.tensor(0.5, dtype=gg.float64)).shape == ()
     assert _erf.erf(gg.zeros(0, 3)).shape == (0, 3)
@@ -98,9 +99,9 @@ def test_erf_third_derivative():
     (g3,) = gg.autograd.grad(g2.sum(), x)
     v = x.detach().numpy()
     c = 2 / math.sqrt(math.pi)
-    np.testing.assert_allclose(g1.detach().numpy(), c * np.exp(-v * v), rtol=1e-14)
-    np.testing.assert_allclose(g2.detach().numpy(), -2 * v * c * np.exp(-v * v), rtol=1e-14)
-    np.testing.assert_allclose(g3.numpy(), (4 * v * v - 2) * c * np.exp(-v * v), rtol=1e-13)
+    assert_close(g1.detach().numpy(), c * np.exp(-v * v), rtol=1e-14)
+    assert_close(g2.detach().numpy(), -2 * v * c * np.exp(-v * v), rtol=1e-14)
+    assert_close(g3.numpy(), (4 * v * v - 2) * c * np.exp(-v * v), rtol=1e-13)
 
 
 # ----------------------------------------------------------------------------- the cases
@@ -265,9 +266,9 @@ def test_matches_torch(name, arrays, fn):
     g_out, g_grads = _run(GG, fn, arrays)
     t_out, t_grads = _run(Lib("torch"), fn, arrays)
     assert g_out.shape == t_out.shape
-    np.testing.assert_allclose(g_out, t_out, rtol=1e-10, atol=1e-13)
+    assert_close(g_out, t_out, rtol=1e-10, atol=1e-13)
     for g, t in zip(g_grads, t_grads):
-        np.testing.assert_allclose(g, t, rtol=1e-10, atol=1e-13)
+        assert_close(g, t, rtol=1e-10, atol=1e-13)
 
 
 @optional.needs("torch")
@@ -278,14 +279,14 @@ def test_float32_activations_match_torch():
     for gfn, tfn in pairs:
         out = gfn(gg.tensor(x))
         assert out.dtype == gg.float32
-        np.testing.assert_allclose(out.numpy(), tfn(torch.tensor(x)).numpy(), rtol=2e-6, atol=1e-6)
+        assert_close(out.numpy(), tfn(torch.tensor(x)).numpy(), rtol=2e-6, atol=1e-6)
 
 
 @optional.needs("torch")
 def test_one_hot_matches_torch():
     t = np.array([[0, 3], [2, 2]])
-    np.testing.assert_array_equal(F.one_hot(gg.tensor(t)).numpy(), TF.one_hot(torch.tensor(t)).numpy())
-    np.testing.assert_array_equal(F.one_hot(gg.tensor(t), 6).numpy(), TF.one_hot(torch.tensor(t), 6).numpy())
+    assert_close(F.one_hot(gg.tensor(t)).numpy(), TF.one_hot(torch.tensor(t)).numpy(), rtol=0, atol=0)
+    assert_close(F.one_hot(gg.tensor(t), 6).numpy(), TF.one_hot(torch.tensor(t), 6).numpy(), rtol=0, atol=0)
     assert F.one_hot(gg.tensor(t)).dtype == gg.int64
 
 
@@ -294,15 +295,15 @@ def test_one_hot_matches_torch():
 
 def test_stable_at_extreme_logits():
     x = gg.tensor([[1000.0, 0.0, -1000.0]], dtype=gg.float64, requires_grad=True)
-    np.testing.assert_allclose(F.log_softmax(x).detach().numpy(), [[0.0, -1000.0, -2000.0]])
-    np.testing.assert_allclose(F.softmax(x).detach().numpy(), [[1.0, 0.0, 0.0]])
+    assert_close(F.log_softmax(x).detach().numpy(), [[0.0, -1000.0, -2000.0]])
+    assert_close(F.softmax(x).detach().numpy(), [[1.0, 0.0, 0.0]])
     loss = F.cross_entropy(x, gg.tensor([2]))
     loss.backward()
     assert loss.item() == 2000.0 and np.isfinite(x.grad.numpy()).all()
     z = gg.tensor([-800.0, 800.0], dtype=gg.float64)
-    np.testing.assert_allclose(F.logsigmoid(z).numpy(), [-800.0, 0.0])
+    assert_close(F.logsigmoid(z).numpy(), [-800.0, 0.0])
     bce = F.binary_cross_entropy_with_logits(z, gg.tensor([1.0, 0.0], dtype=gg.float64), reduction="none")
-    np.testing.assert_allclose(bce.numpy(), [800.0, 800.0])
+    assert_close(bce.numpy(), [800.0, 800.0])
 
 
 def test_softmax_with_minus_inf_entries():
@@ -317,6 +318,33 @@ def test_cross_entropy_mean_with_every_target_ignored_is_nan():
     with np.errstate(invalid="ignore"):
         assert np.isnan(F.cross_entropy(x, gg.tensor([-100, -100, -100])).item())
     assert F.nll_loss(x, gg.tensor([-100, -100, -100]), reduction="sum").item() == 0.0
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("ignore_index", [2, -1, -100])
+def test_cross_entropy_by_hand(reduction, ignore_index):
+    """Values and gradient against the formula: -log softmax(x)[t], over the rows whose t is kept."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 4))
+    t = np.array([0, 2, 3, 2, 1, 0])
+    if ignore_index == -1:
+        t[[1, 4]] = -1
+    kept = t != ignore_index
+    logp = x - np.log(np.exp(x).sum(1, keepdims=True))
+    rows = np.where(kept, -logp[np.arange(6), np.where(kept, t, 0)], 0.0)
+    softmax_minus_onehot = np.exp(logp) - np.eye(4)[np.where(kept, t, 0)]
+    grad_rows = np.where(kept[:, None], softmax_minus_onehot, 0.0)      # d rows[i] / d x[i]
+    if reduction == "mean":
+        expected, grad = rows.sum() / kept.sum(), grad_rows / kept.sum()
+    elif reduction == "sum":
+        expected, grad = rows.sum(), grad_rows
+    else:
+        expected, grad = rows, grad_rows * np.linspace(0.5, 1.5, 6)[:, None]
+    xt = gg.tensor(x, requires_grad=True)
+    loss = F.cross_entropy(xt, gg.tensor(t), ignore_index=ignore_index, reduction=reduction)
+    assert_close(loss, np.asarray(expected), rtol=1e-12, atol=1e-14)
+    (loss * gg.tensor(np.linspace(0.5, 1.5, 6)) if reduction == "none" else loss).sum().backward()
+    assert_close(xt.grad, grad, rtol=1e-12, atol=1e-14)
 
 
 def test_logsigmoid_gradient_at_zero_is_one_half():
@@ -340,7 +368,7 @@ def test_dropout_statistics_and_scaling():
     y = F.dropout(x, 0.3).numpy()
     kept = y != 0
     assert abs(kept.mean() - 0.7) < 0.005
-    np.testing.assert_allclose(y[kept], 1 / 0.7, rtol=1e-6)
+    assert_close(y[kept], np.full(kept.sum(), 1 / 0.7, np.float32), rtol=1e-6)
     assert abs(y.mean() - 1.0) < 0.01                               # inverted dropout keeps the mean
     assert F.dropout(x, 0.3, training=False) is x
     assert F.dropout(x, 0.0) is x
@@ -352,21 +380,21 @@ def test_dropout_gradient_is_the_mask_and_reproducible_under_a_seed():
     x = gg.ones(1000, requires_grad=True)
     y = F.dropout(x, 0.5)
     y.sum().backward()
-    np.testing.assert_array_equal(x.grad.numpy(), y.detach().numpy())
+    assert_close(x.grad.numpy(), y.detach().numpy(), rtol=0, atol=0)
     gg.manual_seed(1)
-    np.testing.assert_array_equal(F.dropout(gg.ones(1000), 0.5).numpy(), y.detach().numpy())
+    assert_close(F.dropout(gg.ones(1000), 0.5).numpy(), y.detach().numpy(), rtol=0, atol=0)
 
 
 def test_gelu_float32_near_zero_and_large():
     x = gg.tensor([-40.0, -1e-30, 0.0, 1e-30, 40.0])
-    np.testing.assert_array_equal(F.gelu(x).numpy(), np.array([-0.0, -5e-31, 0.0, 5e-31, 40.0], np.float32))
+    assert_close(F.gelu(x).numpy(), np.array([-0.0, -5e-31, 0.0, 5e-31, 40.0], np.float32), rtol=0, atol=0)
 
 
 def test_layer_norm_output_is_normalised():
     x = gg.randn(4, 10, dtype=gg.float64) * 3 + 7
     y = F.layer_norm(x, 10, eps=0.0).numpy()
-    np.testing.assert_allclose(y.mean(axis=-1), 0, atol=1e-12)
-    np.testing.assert_allclose(y.var(axis=-1), 1, rtol=1e-12)
+    assert_close(y.mean(axis=-1), np.zeros(4), atol=1e-12)
+    assert_close(y.var(axis=-1), np.ones(4), rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------- errors

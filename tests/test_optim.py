@@ -7,6 +7,7 @@ import gpugrad as gg
 import gpugrad.optim as optim
 from gpugrad.optim import lr_scheduler
 from gpugrad.serialization import load, save
+from gpugrad.testing import assert_close
 
 SHAPES = [(3, 4), (5,), ()]
 STEPS = 50
@@ -71,7 +72,7 @@ def test_matches_torch_float64(name, kw, torch):
     expected = _torch_run(torch, name, kw, init)
     for p, e in zip(params, expected):
         assert p.dtype == np.float64 and p.shape == e.shape
-        np.testing.assert_allclose(p.data, e, rtol=1e-10, atol=1e-13)
+        assert_close(p.data, e, rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("name,kw", [("SGD", dict(lr=0.1, momentum=0.9)), ("AdamW", dict(lr=0.01))])
@@ -85,7 +86,7 @@ def test_float32_stays_float32_and_close(name, kw, torch):
         assert p.dtype == np.float32
         for buf in opt.state[p].values():
             assert not hasattr(buf, "dtype") or buf.dtype == np.float32
-        np.testing.assert_allclose(p.data, e, rtol=1e-4, atol=1e-5)
+        assert_close(p.data, e.astype(np.float32), rtol=1e-4, atol=1e-5)     # the float64 run, rounded
 
 
 def test_end_to_end_backward_matches_torch(torch):
@@ -103,8 +104,8 @@ def test_end_to_end_backward_matches_torch(torch):
         topt.zero_grad()
         ((tx @ tw + tb - ty) ** 2).mean().backward()
         topt.step()
-    np.testing.assert_allclose(w.data, tw.detach().numpy(), rtol=1e-10)
-    np.testing.assert_allclose(b.data, tb.detach().numpy(), rtol=1e-10)
+    assert_close(w.data, tw.detach().numpy(), rtol=1e-10)
+    assert_close(b.data, tb.detach().numpy(), rtol=1e-10)
 
 
 def test_param_groups_with_their_own_options_match_torch(torch):
@@ -117,7 +118,7 @@ def test_param_groups_with_their_own_options_match_torch(torch):
     _gg_steps(opt, params, init, 0, STEPS)
     expected = _torch_run(torch, "SGD", dict(lr=0.1, momentum=0.9), init, groups=groups)
     for p, e in zip(params, expected):
-        np.testing.assert_allclose(p.data, e, rtol=1e-10, atol=1e-13)
+        assert_close(p.data, e, rtol=1e-10, atol=1e-13)
 
 
 def test_zero_grad_and_params_without_grad_are_skipped():
@@ -128,7 +129,8 @@ def test_zero_grad_and_params_without_grad_are_skipped():
     assert not np.array_equal(a.data, np.ones(3)) and np.array_equal(b.data, np.ones(2))
     assert b not in opt.state or not opt.state[b]
     opt.zero_grad(set_to_none=False)
-    assert np.array_equal(a.grad.data, np.zeros(3)) and b.grad is None
+    assert_close(a.grad, np.zeros(3, np.float32), rtol=0, atol=0)
+    assert b.grad is None
     before = a.data.copy()
     opt.step()                                   # zero gradient: Adam still moves by its momentum
     assert not np.array_equal(a.data, before)
@@ -136,7 +138,7 @@ def test_zero_grad_and_params_without_grad_are_skipped():
     assert a.grad is None and b.grad is None
     before = a.data.copy()
     opt.step()
-    assert np.array_equal(a.data, before)
+    assert_close(a.data, before, rtol=0, atol=0)
 
 
 def test_step_updates_in_place_and_runs_the_closure():
@@ -153,7 +155,7 @@ def test_step_updates_in_place_and_runs_the_closure():
     loss = opt.step(closure)
     assert loss.item() == 5.0
     assert p.data is data
-    np.testing.assert_allclose(p.data, [0.0, 0.0])
+    assert_close(p.data, [0.0, 0.0])
 
 
 @pytest.mark.parametrize("name,kw", [
@@ -180,7 +182,7 @@ def test_state_dict_round_trip_mid_training(name, kw, tmp_path):
     assert opt2.param_groups[0]["lr"] == kw["lr"]
     _gg_steps(opt2, resumed, init, 20, STEPS)
     for p, q in zip(straight, resumed):
-        np.testing.assert_array_equal(p.data, q.data)
+        assert_close(p.data, q.data, rtol=0, atol=0)
 
 
 def test_state_dict_is_a_snapshot_and_names_params_by_index():
@@ -194,7 +196,7 @@ def test_state_dict_is_a_snapshot_and_names_params_by_index():
     assert sd["state"]["0"]["step"] == 1
     saved = sd["state"]["0"]["exp_avg"].data.copy()
     opt.step()
-    np.testing.assert_array_equal(sd["state"]["0"]["exp_avg"].data, saved)
+    assert_close(sd["state"]["0"]["exp_avg"].data, saved, rtol=0, atol=0)
 
 
 def test_load_state_dict_errors():
@@ -241,18 +243,63 @@ def test_constructor_errors():
         optim.SGD([np.ones(2)], lr=0.1)
 
 
-def test_update_functions_are_the_reference():
-    """sgd_update/adam_update are plain array code: one call equals the optimizer's first step."""
-    init = _init()
-    params = _gg_params(init)
-    opt = optim.AdamW(params, lr=0.01)
-    _gg_steps(opt, params, init, 0, 1)
-    p0, g0 = init[0].copy(), _gradient(init[0], 0, init[0])
-    m, v = np.zeros_like(p0), np.zeros_like(p0)
-    optim.adam_update(np, p0, g0, m, v, None, step=1, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8,
-                      weight_decay=0.01, decoupled_weight_decay=True, amsgrad=False, maximize=False)
-    np.testing.assert_array_equal(params[0].data, p0)
-    np.testing.assert_array_equal(opt.state[params[0]]["exp_avg"], m)
+@pytest.mark.parametrize("kw", [dict(lr=0.1, momentum=0.9, dampening=0.25, weight_decay=0.05),
+                                dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.05, maximize=True),
+                                dict(lr=0.2)])
+def test_sgd_is_the_textbook_update(kw):
+    """PyTorch's SGD, written out: d = ±g + wd p; b = d, then mu b + (1 - tau) d; p -= lr (d + mu b | b)."""
+    mu, tau, wd = kw.get("momentum", 0.0), kw.get("dampening", 0.0), kw.get("weight_decay", 0.0)
+    p = gg.tensor([1.0, -2.0, 0.5], dtype=gg.float64, requires_grad=True)
+    opt = optim.SGD([p], **kw)
+    expected, b = np.array([1.0, -2.0, 0.5]), None
+    for t in range(4):
+        g = np.array([0.3, -0.1, 0.2]) * (t + 1) + expected        # depends on the parameter
+        p.grad = gg.tensor(g)
+        opt.step()
+        d = (-g if kw.get("maximize") else g) + wd * expected
+        if mu:
+            b = d.copy() if b is None else mu * b + (1 - tau) * d
+            d = d + mu * b if kw.get("nesterov") else b
+        expected = expected - kw["lr"] * d
+        assert_close(p.detach(), expected, rtol=1e-14, atol=1e-15, msg=f"step {t + 1}")
+
+
+@pytest.mark.parametrize("name,kw", [("Adam", dict(lr=0.01, weight_decay=0.1)), ("AdamW", dict(lr=0.01)),
+                                     ("AdamW", dict(lr=0.05, betas=(0.5, 0.8), eps=1e-3, weight_decay=0.2))])
+def test_adam_is_the_textbook_update(name, kw):
+    """Both moments and both bias corrections, written out (Kingma and Ba; AdamW decays p first)."""
+    b1, b2 = kw.get("betas", (0.9, 0.999))
+    eps, lr = kw.get("eps", 1e-8), kw["lr"]
+    wd = kw.get("weight_decay", 0.0 if name == "Adam" else 1e-2)
+    p = gg.tensor([1.0, -2.0, 0.5], dtype=gg.float64, requires_grad=True)
+    opt = getattr(optim, name)([p], **kw)
+    expected, m, v = np.array([1.0, -2.0, 0.5]), np.zeros(3), np.zeros(3)
+    for t in range(1, 5):
+        g = np.array([0.3, -0.1, 0.2]) * t + expected
+        p.grad = gg.tensor(g)
+        opt.step()
+        if name == "AdamW":
+            expected = expected * (1 - lr * wd)
+        else:
+            g = g + wd * expected
+        m = b1 * m + (1 - b1) * g                                 # first moment
+        v = b2 * v + (1 - b2) * g * g                             # second moment
+        m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)       # bias corrections
+        expected = expected - lr * m_hat / (np.sqrt(v_hat) + eps)
+        assert_close(p.detach(), expected, rtol=1e-13, atol=1e-15, msg=f"step {t}")
+        assert_close(opt.state[p]["exp_avg"], m, rtol=1e-13, atol=1e-15)
+        assert_close(opt.state[p]["exp_avg_sq"], v, rtol=1e-13, atol=1e-15)
+
+
+def test_defaults_are_pytorchs():
+    p = gg.zeros(2, requires_grad=True)
+    adam, adamw, sgd = optim.Adam([p]), optim.AdamW([p]), optim.SGD([p], lr=0.1)
+    assert {k: adam.defaults[k] for k in ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")} == \
+        dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False)
+    assert (adamw.defaults["lr"], adamw.defaults["eps"], adamw.defaults["weight_decay"]) == (1e-3, 1e-8, 1e-2)
+    options = ("momentum", "dampening", "weight_decay", "nesterov", "maximize")
+    assert {k: sgd.defaults[k] for k in options} == dict(momentum=0.0, dampening=0.0, weight_decay=0.0,
+                                                         nesterov=False, maximize=False)
 
 
 # ---------------------------------------------------------------------------------------------- schedulers
@@ -281,7 +328,7 @@ def test_scheduler_lrs_match_torch(name, kw, torch):
         topt.step()
         sched.step()
         tsched.step()
-    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
+    assert_close(ours, theirs, rtol=1e-12, atol=1e-15)
 
 
 def test_scheduler_state_dict_round_trip(tmp_path):
@@ -348,7 +395,7 @@ def test_fused_kernels_replace_the_reference_only_off_the_cpu(monkeypatch):
     p = gg.ones(2, requires_grad=True)
     p.grad = gg.ones(2)
     optim.SGD([p], lr=0.5).step()
-    np.testing.assert_array_equal(p.data, [0.5, 0.5])
+    assert_close(p.data, [0.5, 0.5], rtol=0, atol=0)
 
 
 @pytest.mark.cuda
@@ -374,7 +421,7 @@ def test_cuda_matches_cpu_and_keeps_state_on_the_device(name, kw):
         assert pg.device.type == "cuda"
         assert all(not hasattr(v, "shape") or type(v).__module__.startswith("cupy")
                    for v in opt_gpu.state[pg].values())
-        np.testing.assert_allclose(pg.detach().numpy(), pc.data, rtol=1e-12, atol=1e-14)
+        assert_close(pg.detach().numpy(), pc.data, rtol=1e-12, atol=1e-14)
     sd = opt_gpu.state_dict()
     fresh = [gg.tensor(p.detach().numpy(), requires_grad=True) for p in gpu]
     moved = getattr(optim, name)(fresh, **kw)

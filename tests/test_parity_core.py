@@ -12,18 +12,20 @@ import math
 import warnings
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
+from gpugrad.cuda import emulator
 from gpugrad.ops.registry import REGISTRY
+from gpugrad.testing import assert_close
 
 try:
     import torch
 except ImportError:                      # the README's test command runs without PyTorch
     torch = None
 
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed; the differential "
-                                                       "tests compare gpugrad with it")
+needs_torch = optional.needs("torch")       # the shared reason: tests/optional.py
 DTYPES = ["float32", "float64"]
 TOL = {"float32": (2e-5, 2e-6), "float64": (1e-10, 1e-12)}
 
@@ -88,10 +90,10 @@ def _same(actual, expected, dtype, what, rtol=None, atol=None):
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != PyTorch's {expected.shape}"
     assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != PyTorch's {expected.dtype}"
     if actual.dtype.kind == "f":
-        np.testing.assert_allclose(actual, expected, rtol=rtol or rt, atol=atol or at, equal_nan=True,
-                                   err_msg=what)
+        assert_close(actual, expected, rtol=rtol or rt, atol=atol or at, equal_nan=True,
+                                   msg=what)
     else:
-        np.testing.assert_array_equal(actual, expected, err_msg=what)
+        assert_close(actual, expected, msg=what, rtol=0, atol=0)
 
 
 def check(gfn, tfn, arrays, dtype, **tol):
@@ -267,7 +269,7 @@ def test_result_dtypes_match_torch(case):
     ours, theirs = fn(gg), fn(torch)
     assert ours.dtype == _np_dtype(theirs), f"{case}: {ours.dtype}, PyTorch {theirs.dtype}"
     assert ours.shape == tuple(theirs.shape)
-    np.testing.assert_allclose(ours.numpy().astype(np.float64), theirs.numpy().astype(np.float64), rtol=1e-6)
+    assert_close(ours.numpy().astype(np.float64), theirs.numpy().astype(np.float64), rtol=1e-6)
 
 
 def test_weak_scalars_without_torch():
@@ -289,7 +291,7 @@ def test_promoted_operands_get_gradients_in_their_own_dtype():
     assert z.dtype == gg.float64
     z.sum().backward()
     assert x.grad.dtype == gg.float32 and x.grad.shape == (2,)
-    np.testing.assert_allclose(x.grad.numpy(), [4.0, 6.0])
+    assert_close(x.grad.numpy(), [4.0, 6.0])
     assert y.grad.dtype == gg.float64
 
 
@@ -341,7 +343,7 @@ def test_bitwise_operators_match_torch(name, kind):
               "rxor": lambda a, b: True ^ a}[name]
     ours, theirs = fn(gg.tensor(a), gg.tensor(b)), fn(torch.tensor(a), torch.tensor(b))
     assert ours.dtype == _np_dtype(theirs)
-    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert_close(ours.numpy(), theirs.numpy(), rtol=0, atol=0)
 
 
 def test_bitwise_operators_without_torch():
@@ -560,3 +562,46 @@ def test_the_new_ops_are_in_the_registry_with_samples():
         assert name in REGISTRY and REGISTRY[name].samples is not None and REGISTRY[name].higher_order, name
     for name in ("cum_extreme_indices", "argsort", "isposinf", "isneginf", "bitwise_and", "left_shift"):
         assert not REGISTRY[name].differentiable, name
+
+
+# ----------------------------------------------------------------------------- CUDA
+
+
+def _device_cases():
+    """The unary, binary and einsum cases above, with gpugrad's spelling."""
+    for name, (fn, (lo, hi)) in sorted(UNARY.items()):
+        marks = pytest.mark.skipif(torch is None, reason="its spelling names PyTorch's dtype") \
+            if name == "sum-dtype" else ()
+        yield pytest.param(fn, [_u(lo, hi)], id=name, marks=marks)
+    for name, (fn, ra, rb) in sorted(BINARY.items()):
+        gfn = fn[0] if isinstance(fn, tuple) else fn
+        yield pytest.param(gfn, [_u(*ra), _u(*rb, shape=(4,), seed=1)], id=name)
+    for spec in EINSUM:
+        arrays = [_u(-2, 2, shape, seed=i) for i, shape in enumerate(EINSUM_SHAPES[spec])]
+        yield pytest.param(lambda *xs, spec=spec: gg.einsum(spec, *xs), arrays, id=f"einsum {spec}")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("fn,arrays", list(_device_cases()))
+def test_ops_on_cuda_equal_the_cpu_and_read_nothing_back(fn, arrays):
+    """Each case on "cuda" (float64): the CPU's values and gradients (shapes, dtypes too), and no read
+    from the device in the forward or the backward (counted on the emulator)."""
+    reason = gg.cuda.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no CUDA device: {reason}")
+    results = []
+    for device in ("cpu", "cuda"):
+        inputs = [gg.tensor(a, dtype=gg.float64, device=device, requires_grad=True) for a in arrays]
+        with emulator.host_reads() as reads, np.errstate(divide="ignore", invalid="ignore"):   # x / 0
+            outs = _parts(fn(*inputs))
+            floats = [o for o in outs if o.requires_grad]
+            if floats:
+                sum((o * (k + 1)).sum() for k, o in enumerate(floats)).backward()
+        results.append(outs + [x.grad for x in inputs])
+    assert reads == [], reads
+    for a, b in zip(*results):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert b.device == "cuda:0" and (b.shape, b.dtype) == (a.shape, a.dtype)
+            assert_close(b.detach().cpu(), a.detach(), rtol=1e-10, atol=1e-12, equal_nan=True,
+                         check_device=False)

@@ -14,10 +14,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
+from gpugrad.cuda import emulator
 from gpugrad.nn import functional as F
+from gpugrad.testing import assert_close
 
 try:
     import torch
@@ -25,8 +28,7 @@ try:
 except ImportError:          # the differential comparisons skip; the gpugrad-only checks still run
     torch = TF = None
 
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed: the differential "
-                                 "comparisons against it need it (pip install torch)")
+needs_torch = optional.needs("torch")       # the shared reason: tests/optional.py
 DTYPES = ["float32", "float64"]
 TOL = {"float32": (2e-5, 1e-6), "float64": (1e-10, 1e-12)}
 
@@ -72,8 +74,9 @@ def _pad_case(mode: str, shape: tuple, amounts: tuple) -> Case:
 
 
 def _assigned(L: Lib, x: Any, value: Any, index: tuple) -> Any:
-    """``x * 1`` (a tensor in the graph; zeros of shape (4, 3) when None) after ``[index] = value``."""
-    base = L.m.zeros((4, 3), dtype=value.dtype) if x is None else x * 1
+    """``x * 1`` (a tensor in the graph; zeros of shape (4, 3) on the value's device when None) after
+    ``[index] = value``."""
+    base = L.m.zeros((4, 3), dtype=value.dtype, device=value.device) if x is None else x * 1
     base[index] = value
     return base
 
@@ -179,6 +182,8 @@ CASES = [
     _case("repeat_interleave_flat", [(2, 3)], lambda L, x: x.repeat_interleave(3)),
     _case("repeat_interleave_counts", [(3, 2)], lambda L, x: x.repeat_interleave(L.ints([2, 0, 3]), dim=0)),
     _case("repeat_interleave_one_count", [(3,)], lambda L, x: L.m.repeat_interleave(x, L.ints([2]))),
+    _case("repeat_interleave_output_size", [(3, 2)],
+          lambda L, x: x.repeat_interleave(L.ints([2, 0, 3]), dim=0, output_size=5)),
     _case("flip", [(2, 3, 4)], lambda L, x: x.flip(0, 2)),
     _case("flip_list", [(2, 3)], lambda L, x: L.m.flip(x, [1])),
     _case("roll_dims", [(3, 4)], lambda L, x: x.roll((1, -5), (0, 1))),
@@ -266,7 +271,7 @@ def _same(got: np.ndarray, want: np.ndarray, dtype: str, what: str) -> None:
     assert got.shape == want.shape, f"{what}: shape {got.shape}, PyTorch {want.shape}"
     assert got.dtype == want.dtype, f"{what}: dtype {got.dtype}, PyTorch {want.dtype}"
     rtol, atol = TOL[dtype] if got.dtype.kind == "f" else (0, 0)
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
+    assert_close(got, want, rtol=rtol, atol=atol, msg=what)
 
 
 @needs_torch
@@ -314,6 +319,18 @@ def test_gradgradcheck(case):
     assert gg.testing.gradgradcheck(_joined(case), *_inputs(case, "gg", "float64"))
 
 
+# The cases whose result's shape depends on the device's values, so the host reads them (as PyTorch
+# does); every other case must read nothing from the device (counted on the emulator).
+READS_BACK = {
+    "zero_d_index_selects": "a 0-d integer index tensor selects as an int",
+    **{name: "a boolean mask's number of True entries" for name in (
+        "bool_list_mask", "mask_after_slice", "mask_2d", "mask_and_int", "setitem_mask_scalar",
+        "masked_select", "masked_select_broadcast")},
+    "repeat_interleave_counts": "the output's length, the sum of the counts (output_size= avoids it)",
+    "repeat_interleave_one_count": "the one count, the output's length",
+}
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_cuda_matches_cpu(case):
@@ -335,19 +352,22 @@ def test_cuda_matches_cpu(case):
 
     results = []
     for inputs, lib in ((cpu, Lib("gg")), (dev, CudaLib("gg"))):
-        outs = _outputs(case.fn(lib, *inputs))
-        floats = [o for o in outs if o.dtype.kind == "f" and o.requires_grad]
-        if floats:
-            sum(o.sum() * (i + 1) for i, o in enumerate(floats)).backward()
+        with emulator.host_reads() as reads:
+            outs = _outputs(case.fn(lib, *inputs))
+            floats = [o for o in outs if o.dtype.kind == "f" and o.requires_grad]
+            if floats:
+                sum(o.sum() * (i + 1) for i, o in enumerate(floats)).backward()
         results.append(outs)
+    if gg.cuda.is_emulated():
+        assert bool(reads) == (case.name in READS_BACK), f"{case.name}: {reads or 'no read'}"
     for o_cpu, o_dev in zip(*results):
         assert o_dev.device.type == "cuda" and o_dev.shape == o_cpu.shape and o_dev.dtype == o_cpu.dtype
-        np.testing.assert_allclose(o_dev.detach().cpu().numpy(), o_cpu.detach().numpy(), rtol=1e-12)
+        assert_close(o_dev.detach().cpu().numpy(), o_cpu.detach().numpy(), rtol=1e-12)
     for a, b in zip(cpu, dev):
         assert (a.grad is None) == (b.grad is None)
         if a.grad is not None:
             assert b.grad.device.type == "cuda"
-            np.testing.assert_allclose(b.grad.cpu().numpy(), a.grad.numpy(), rtol=1e-12, atol=1e-14)
+            assert_close(b.grad.cpu().numpy(), a.grad.numpy(), rtol=1e-12, atol=1e-14)
 
 
 # ----------------------------------------------------------------------------- the NumPy-named namespace
@@ -356,7 +376,7 @@ def test_cuda_matches_cpu(case):
 def _np_equal(got: Any, want: np.ndarray) -> None:
     got = got.numpy() if isinstance(got, gg.Tensor) else got
     assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, got.dtype, want.shape, want.dtype)
-    np.testing.assert_array_equal(got, want)
+    assert_close(got, want, rtol=0, atol=0)
 
 
 def test_numpy_named_functions_follow_numpy():
@@ -545,8 +565,8 @@ def test_in_place_scatter_and_masked_fill():
 def test_embedding_max_norm_renormalises_the_rows_it_uses():
     w = gg.tensor([[3.0, 4.0], [0.3, 0.4], [6.0, 8.0]], requires_grad=True)
     out = F.embedding(gg.tensor([0, 1, 0]), w, max_norm=1.0)
-    np.testing.assert_allclose(w.detach().numpy(), [[0.6, 0.8], [0.3, 0.4], [6.0, 8.0]], rtol=1e-6)
-    np.testing.assert_allclose(out.detach().numpy(), [[0.6, 0.8], [0.3, 0.4], [0.6, 0.8]], rtol=1e-6)
+    assert_close(w.detach().numpy(), [[0.6, 0.8], [0.3, 0.4], [6.0, 8.0]], rtol=1e-6)
+    assert_close(out.detach().numpy(), [[0.6, 0.8], [0.3, 0.4], [0.6, 0.8]], rtol=1e-6)
 
 
 @needs_torch

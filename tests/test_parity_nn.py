@@ -19,12 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import optional
 import pytest
 
 import gpugrad as gg
 import gpugrad.nn as nn
 import gpugrad.nn.functional as F
+from gpugrad.cuda import emulator
 from gpugrad.ops import conv as conv_ops
+from gpugrad.testing import assert_close
 
 try:
     import torch
@@ -33,8 +36,7 @@ except ImportError:   # the comparisons skip; everything else runs
     torch = None
     TF = None
 
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed: the differential tests "
-                                                      "compare against it")
+needs_torch = optional.needs("torch")       # the shared reason: tests/optional.py
 DTYPES = ["float32", "float64"]
 TOL = {"float32": (2e-4, 2e-5), "float64": (1e-9, 1e-11)}
 
@@ -320,8 +322,8 @@ def _same(got: gg.Tensor, want: Any, what: str, dtype: str, tol: float = 1.0) ->
     assert str(got.dtype) == str(want.dtype).replace("torch.", ""), \
         f"{what}: dtype {got.dtype} != torch's {want.dtype}"
     rtol, atol = TOL[dtype]
-    np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=rtol * tol, atol=atol * tol,
-                               err_msg=what)
+    assert_close(got.detach().numpy(), want.detach().numpy(), rtol=rtol * tol, atol=atol * tol,
+                               msg=what)
 
 
 def _build(case: Case, dtype: str, rng: np.random.Generator):
@@ -430,7 +432,7 @@ def test_conv2d_equals_direct_summation(stride, pad, dilation, groups):
     got = F.conv2d(gg.tensor(x), gg.tensor(w), stride=stride, padding=pad, dilation=dilation, groups=groups)
     want = _naive_conv2d(x, w, stride, pad, dilation, groups)
     assert got.shape == want.shape and got.dtype == gg.float64
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
+    assert_close(got.numpy(), want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("stride,pad,dilation,groups,extra", [
@@ -465,32 +467,31 @@ def test_im2col_and_col2im_are_adjoint(channels, windows):
 def test_max_pool_gradient_goes_to_the_first_maximum_only():
     x = gg.tensor([[[[1.0, 3.0, 3.0], [3.0, 0.0, 2.0], [0.0, 0.0, 0.0]]]], requires_grad=True)
     out = F.max_pool2d(x, 2, stride=1)          # windows overlap; three hold the tied 3s
-    np.testing.assert_array_equal(out.detach().numpy(), [[[[3.0, 3.0], [3.0, 2.0]]]])
+    assert_close(out.detach().numpy(), [[[[3.0, 3.0], [3.0, 2.0]]]], rtol=0, atol=0)
     out.sum().backward()
-    np.testing.assert_array_equal(x.grad.numpy(), [[[[0.0, 2.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]]])
+    assert_close(x.grad.numpy(), [[[[0.0, 2.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]]], rtol=0, atol=0)
     values, idx = F.max_pool2d(x, 2, stride=1, return_indices=True)
     assert idx.dtype == gg.int64
-    np.testing.assert_array_equal(idx.numpy(), [[[[1, 1], [3, 5]]]])
+    assert_close(idx.numpy(), [[[[1, 1], [3, 5]]]], rtol=0, atol=0)
 
 
 def test_max_pool_of_integers_and_nan():
     x = gg.tensor(np.arange(16).reshape(1, 1, 4, 4))
     out = F.max_pool2d(x, 2)
     assert out.dtype == gg.int64
-    np.testing.assert_array_equal(out.numpy(), [[[[5, 7], [13, 15]]]])
+    assert_close(out.numpy(), [[[[5, 7], [13, 15]]]], rtol=0, atol=0)
     nan = gg.tensor([[[[1.0, float("nan")], [2.0, 0.0]]]], requires_grad=True)
     value = F.max_pool2d(nan, 2)
     assert math.isnan(value.item())
     value.sum().backward()
-    np.testing.assert_array_equal(nan.grad.numpy(), [[[[0.0, 1.0], [0.0, 0.0]]]])
+    assert_close(nan.grad.numpy(), [[[[0.0, 1.0], [0.0, 0.0]]]], rtol=0, atol=0)
 
 
 def test_avg_pool_divisors_by_hand():
     x = gg.ones(1, 1, 3, 3)
     # padding 1 with a 2x2 window and stride 2: windows cover 1, 2, 2, 4 real elements
-    np.testing.assert_allclose(F.avg_pool2d(x, 2, padding=1, count_include_pad=False).numpy(),
-                               np.ones((1, 1, 2, 2)))
-    np.testing.assert_allclose(F.avg_pool2d(x, 2, padding=1).numpy(), [[[[0.25, 0.5], [0.5, 1.0]]]])
+    assert_close(F.avg_pool2d(x, 2, padding=1, count_include_pad=False), np.ones((1, 1, 2, 2), np.float32))
+    assert_close(F.avg_pool2d(x, 2, padding=1).numpy(), [[[[0.25, 0.5], [0.5, 1.0]]]])
     ints = F.avg_pool2d(gg.tensor([[[[1, 2], [4, 6]]]]), 2)
     assert ints.dtype == gg.int64 and ints.item() == 3            # truncating, as PyTorch
 
@@ -499,9 +500,9 @@ def test_batch_norm_running_statistics_by_hand():
     x = np.array([[1.0, 2.0], [3.0, 6.0]], dtype=np.float32)
     mean, var = gg.zeros(2), gg.ones(2)
     out = F.batch_norm(gg.tensor(x), mean, var, training=True, momentum=0.5, eps=0.0)
-    np.testing.assert_allclose(out.numpy(), [[-1.0, -1.0], [1.0, 1.0]])
-    np.testing.assert_allclose(mean.numpy(), [1.0, 2.0])                       # 0.5 * [2, 4]
-    np.testing.assert_allclose(var.numpy(), [0.5 + 0.5 * 2.0, 0.5 + 0.5 * 8.0])  # unbiased: [2, 8]
+    assert_close(out.numpy(), [[-1.0, -1.0], [1.0, 1.0]])
+    assert_close(mean.numpy(), [1.0, 2.0])                       # 0.5 * [2, 4]
+    assert_close(var.numpy(), [0.5 + 0.5 * 2.0, 0.5 + 0.5 * 8.0])  # unbiased: [2, 8]
     assert mean.dtype == gg.float32
 
 
@@ -512,11 +513,11 @@ def test_adaptive_pool_and_interpolate_agree_with_plain_numpy():
     rows = [(0, 3), (2, 5)]
     cols = [(0, 3), (2, 5), (4, 7)]
     want = np.array([[x[0, 0, a:b, c:d].mean() for c, d in cols] for a, b in rows])
-    np.testing.assert_allclose(got[0, 0], want, rtol=1e-12)
+    assert_close(got[0, 0], want, rtol=1e-12)
     up = F.interpolate(gg.tensor(x), scale_factor=2).numpy()
-    np.testing.assert_array_equal(up, x.repeat(2, axis=2).repeat(2, axis=3))
+    assert_close(up, x.repeat(2, axis=2).repeat(2, axis=3), rtol=0, atol=0)
     same = F.interpolate(gg.tensor(x), size=(5, 7), mode="bilinear", align_corners=True).numpy()
-    np.testing.assert_allclose(same, x, rtol=1e-12)
+    assert_close(same, x, rtol=1e-12)
 
 
 def test_attention_dropout_keeps_the_expectation():
@@ -525,8 +526,9 @@ def test_attention_dropout_keeps_the_expectation():
     k, v = gg.randn(1, 6, 8), gg.randn(1, 6, 3)
     plain = F.scaled_dot_product_attention(q, k, v).numpy()
     dropped = np.mean([F.scaled_dot_product_attention(q, k, v, dropout_p=0.5).numpy() for _ in range(400)], 0)
-    np.testing.assert_allclose(dropped, plain, atol=0.15)
-    np.testing.assert_array_equal(F.scaled_dot_product_attention(q, k, v, dropout_p=1.0).numpy(), 0.0)
+    assert_close(dropped, plain, atol=0.15)
+    assert_close(F.scaled_dot_product_attention(q, k, v, dropout_p=1.0), np.zeros((1, 4, 3), np.float32),
+                 rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- errors, as PyTorch raises them
@@ -809,7 +811,7 @@ def test_batch_norm_buffers_are_state_and_move_with_the_module():
     bn(gg.randn(4, 3))
     twin = nn.BatchNorm1d(3)
     twin.load_state_dict(bn.state_dict())
-    np.testing.assert_array_equal(twin.running_var.numpy(), bn.running_var.numpy())
+    assert_close(twin.running_var.numpy(), bn.running_var.numpy(), rtol=0, atol=0)
     assert twin.num_batches_tracked.item() == 1
     bn.to(gg.float64)
     assert bn.running_mean.dtype == gg.float64 and bn.num_batches_tracked.dtype == gg.int64
@@ -822,7 +824,7 @@ def test_batch_norm_buffers_are_state_and_move_with_the_module():
 def test_inplace_activations_overwrite_only_without_gradients():
     x = gg.tensor([-1.0, 0.5, 7.0])
     assert F.relu6(x, inplace=True) is x
-    np.testing.assert_array_equal(x.numpy(), [0.0, 0.5, 6.0])
+    assert_close(x.numpy(), [0.0, 0.5, 6.0], rtol=0, atol=0)
     y = gg.tensor([-1.0, 2.0], requires_grad=True)
     out = nn.ELU(inplace=True)(y)
     assert out is not y and y.detach().numpy()[0] == -1.0
@@ -889,7 +891,7 @@ def test_conv_net_equals_torch_step_for_step_in_float64():
         topt.step()
     for (name, p), (_, tp) in zip(model.state_dict().items(), tmodel.state_dict().items()):
         if p.dtype.kind == "f":
-            np.testing.assert_allclose(p.numpy(), tp.numpy(), rtol=1e-9, atol=1e-11, err_msg=name)
+            assert_close(p.numpy(), tp.numpy(), rtol=1e-9, atol=1e-11, msg=name)
 
 
 # ----------------------------------------------------------------------------- CUDA
@@ -898,25 +900,30 @@ def test_conv_net_equals_torch_step_for_step_in_float64():
 @pytest.mark.cuda
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_cases_on_cuda_equal_the_cpu(case):
-    """Every case on the GPU (float64): the same values and gradients as on the CPU."""
+    """Every case on the GPU (float64): the same values and gradients as on the CPU, and (counted on the
+    emulator) no read from the device in the forward or the backward."""
     reason = gg.cuda.unavailable_reason()
     if reason is not None:
         pytest.skip(f"no CUDA device: {reason}")
     cpu = _float64_inputs(case)
     gpu = [t.detach().to("cuda").requires_grad_(t.requires_grad) if t.dtype.kind == "f" else t.to("cuda")
            for t in cpu]
-    outs = [_outputs(case.fn(F, *xs)) for xs in (cpu, gpu)]
+    outs = [_outputs(case.fn(F, *cpu))]
+    with emulator.host_reads() as reads:
+        outs.append(_outputs(case.fn(F, *gpu)))
+        for out in outs:
+            if out[0].requires_grad:
+                (out[0] * out[0]).sum().backward()
+    assert reads == [], f"{case.name} read from the device: {reads}"
     for a, b in zip(*outs):
         assert b.device == "cuda:0" and a.shape == b.shape and a.dtype == b.dtype
-        np.testing.assert_allclose(b.cpu().numpy(), a.numpy(), rtol=1e-10, atol=1e-12)
+        assert_close(b.detach().cpu().numpy(), a.detach().numpy(), rtol=1e-10, atol=1e-12)
     if not outs[0][0].requires_grad:
         return
-    for out in outs:
-        (out[0] * out[0]).sum().backward()
     for a, b in zip(cpu, gpu):
         if a.requires_grad:
             assert b.grad.device == "cuda:0"
-            np.testing.assert_allclose(b.grad.cpu().numpy(), a.grad.numpy(), rtol=1e-9, atol=1e-11)
+            assert_close(b.grad.cpu().numpy(), a.grad.numpy(), rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.cuda

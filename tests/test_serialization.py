@@ -9,13 +9,14 @@ import zipfile
 import zlib
 
 import numpy as np
+import optional
 import pytest
+import safetensors.numpy as safetensors_numpy  # a dependency of gpugrad: never skipped
 
 import gpugrad as gg
 import gpugrad.serialization as serialization
 from gpugrad.serialization import load, save
-
-safetensors_numpy = pytest.importorskip("safetensors.numpy")
+from gpugrad.testing import assert_close
 
 
 def _same(a, b):
@@ -23,10 +24,10 @@ def _same(a, b):
     assert type(a) is type(b), (type(a), type(b))
     if isinstance(a, gg.Tensor):
         assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert_close(a.numpy(), b.numpy(), rtol=0, atol=0)
     elif isinstance(a, (np.ndarray, np.generic)):
         assert a.dtype.newbyteorder("=") == b.dtype.newbyteorder("=") and a.shape == b.shape
-        np.testing.assert_array_equal(a, b)
+        assert_close(a, b, rtol=0, atol=0, check_dtype=False)      # the byte order may differ
     elif isinstance(a, dict):
         assert list(a) == list(b)
         for k in a:
@@ -88,8 +89,8 @@ def test_the_file_is_plain_safetensors_with_paths_as_names(tmp_path):
     save({"model": model.state_dict(), "epoch": 7, "c": np.array([1 + 2j])}, path)
     flat = safetensors_numpy.load_file(path)
     assert sorted(flat) == ["c", "model.0.bias", "model.0.weight", "model.2.bias", "model.2.weight"]
-    np.testing.assert_array_equal(flat["model.0.weight"], model[0].weight.detach().numpy())
-    np.testing.assert_array_equal(flat["c"], [[1.0, 2.0]])           # complex: (real, imag) pairs
+    assert_close(flat["model.0.weight"], model[0].weight.detach().numpy(), rtol=0, atol=0)
+    assert_close(flat["c"], [[1.0, 2.0]], rtol=0, atol=0)           # complex: (real, imag) pairs
     import safetensors  # noqa: PLC0415
 
     with safetensors.safe_open(path, framework="np") as f:
@@ -111,7 +112,7 @@ def test_parameters_requiring_grad_save_as_plain_tensors(tmp_path):
     save({"w": w}, str(tmp_path / "w.gg"))
     back = load(str(tmp_path / "w.gg"))["w"]
     assert not back.requires_grad
-    np.testing.assert_array_equal(back.data, w.data)
+    assert_close(back.data, w.data, rtol=0, atol=0)
 
 
 def test_unsupported_values_name_their_path(tmp_path):
@@ -152,7 +153,7 @@ def test_overwrite_is_atomic_when_writing_fails(tmp_path, monkeypatch):
     assert path.read_bytes() == original
     assert os.listdir(tmp_path) == ["ckpt.gg"]       # the temp file is gone
     monkeypatch.undo()
-    np.testing.assert_array_equal(load(path)["v"].data, np.ones(3))
+    assert_close(load(path)["v"], np.ones(3, np.float32), rtol=0, atol=0)
 
 
 def test_fsync_failure_also_leaves_the_old_file(tmp_path, monkeypatch):
@@ -364,7 +365,7 @@ def test_an_old_zip_checkpoint_says_how_to_convert_it(tmp_path):
 
 
 def test_torch_checkpoint_is_rejected(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = optional.need("torch")
     path = tmp_path / "model.pt"
     torch.save({"w": torch.ones(2)}, path)
     with pytest.raises(ValueError, match="PyTorch checkpoint.*safetensors.torch.save_file"):
@@ -378,21 +379,21 @@ def _twin_models(torch):
 
 
 def test_a_torch_state_dict_saved_with_safetensors_loads_into_gpugrad_and_back(tmp_path):
-    torch = pytest.importorskip("torch")
-    safetensors_torch = pytest.importorskip("safetensors.torch")
+    torch = optional.need("torch")
+    import safetensors.torch as safetensors_torch
     ref, model = _twin_models(torch)
     x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
     safetensors_torch.save_file(ref.state_dict(), tmp_path / "torch.safetensors")
     model.load_state_dict(load(tmp_path / "torch.safetensors"))
     with torch.no_grad():
         expected = ref(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(model(gg.tensor(x)).detach().numpy(), expected, rtol=1e-6, atol=1e-6)
+    assert_close(model(gg.tensor(x)).detach().numpy(), expected, rtol=1e-6, atol=1e-6)
 
     back, _ = _twin_models(torch)                    # and back: gpugrad's file into a fresh torch model
     save(model.state_dict(), tmp_path / "gg.safetensors")
     back.load_state_dict(safetensors_torch.load_file(tmp_path / "gg.safetensors"))
     with torch.no_grad():
-        np.testing.assert_array_equal(back(torch.from_numpy(x)).numpy(), expected)
+        assert_close(back(torch.from_numpy(x)).numpy(), expected, rtol=0, atol=0)
 
 
 def test_load_to_a_device_argument(tmp_path):
@@ -413,10 +414,10 @@ def test_cuda_tensors_round_trip(tmp_path):
     save({"t": t}, path)
     cpu = load(path)["t"]
     assert cpu.device == "cpu"
-    np.testing.assert_array_equal(cpu.data, t.numpy())
+    assert_close(cpu.data, t.numpy(), rtol=0, atol=0)
     gpu = load(path, device="cuda")["t"]
     assert gpu.device.type == "cuda"
-    np.testing.assert_array_equal(gpu.numpy(), t.numpy())
+    assert_close(gpu.numpy(), t.numpy(), rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- load_state_dict
@@ -438,7 +439,7 @@ def test_load_state_dict_checks_every_value_before_copying_any(bad):
     with pytest.raises(RuntimeError, match=r'nothing was loaded[\s\S]*"2.weight"'):
         model.load_state_dict(state)                               # "2.weight" comes after the others
     for k, v in _params(model).items():
-        np.testing.assert_array_equal(v, before[k])
+        assert_close(v, before[k], rtol=0, atol=0)
 
 
 def test_load_state_dict_refuses_floats_into_integer_buffers_and_accepts_casts_that_keep_values():

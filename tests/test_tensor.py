@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from gpugrad.testing import assert_close
 
 
 def test_arange_float_is_float32_and_int_is_int64():
@@ -44,7 +45,7 @@ def test_creation_takes_dtype_device_requires_grad(make):
 def test_linspace_and_eye():
     assert gg.linspace(0, 1, 5).tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert gg.linspace(0, 1, steps=3, dtype=gg.float64).dtype == gg.float64
-    np.testing.assert_array_equal(gg.eye(3).numpy(), np.eye(3))
+    assert_close(gg.eye(3), np.eye(3, dtype=np.float32), rtol=0, atol=0)
 
 
 def test_randn_shapes_and_seed():
@@ -74,7 +75,7 @@ def test_metadata_and_conversions():
     assert t.to("cpu", gg.float64).dtype == gg.float64
     assert t.to(dtype=gg.int64).dtype == gg.int64
     assert float(t[0, 1]) == 2.0 and int(gg.tensor(3)) == 3
-    np.testing.assert_array_equal(np.asarray(t), t.numpy())
+    assert_close(np.asarray(t), t.numpy(), rtol=0, atol=0)
     assert [row.tolist() for row in t] == t.tolist()
 
 
@@ -124,7 +125,7 @@ def test_repr():
 
 def test_methods_mirror_functions():
     x = gg.tensor([[1.0, -2.0, 3.0], [0.5, 4.0, -1.0]])
-    np.testing.assert_allclose(x.exp().numpy(), gg.exp(x).numpy())
+    assert_close(x.exp().numpy(), gg.exp(x).numpy())
     assert x.T.shape == (3, 2) and x.transpose().shape == (3, 2) and x.transpose(0, 1).shape == (3, 2)
     assert x.reshape(3, 2).shape == (3, 2) and x.reshape((6,)).shape == (6,) and x.view(-1).shape == (6,)
     assert x.unsqueeze(0).shape == (1, 2, 3) and x.unsqueeze(0).squeeze(0).shape == (2, 3)
@@ -133,25 +134,25 @@ def test_methods_mirror_functions():
     assert x.max().item() == 4.0 and x.argmax().item() == 4 and x.argmax(axis=1).tolist() == [2, 1]
     assert x.clamp(min=0).min().item() == 0.0
     assert x.expand(4, 2, 3).shape == (4, 2, 3) and x[:1].expand(-1, 3).shape == (1, 3)
-    np.testing.assert_allclose(x.var().item(), np.var(x.numpy(), ddof=1), rtol=1e-6)   # unbiased, as PyTorch
-    np.testing.assert_allclose(x.var(correction=0).item(), np.var(x.numpy()), rtol=1e-6)
-    np.testing.assert_allclose(x.std(dim=1).numpy(), np.std(x.numpy(), axis=1, ddof=1), rtol=1e-6)
-    np.testing.assert_allclose(gg.var(x).item(), np.var(x.numpy()), rtol=1e-6)          # gg.var: NumPy's
+    assert_close(x.var().item(), np.var(x.numpy(), ddof=1), rtol=1e-6)   # unbiased, as PyTorch
+    assert_close(x.var(correction=0).item(), np.var(x.numpy()), rtol=1e-6)
+    assert_close(x.std(dim=1).numpy(), np.std(x.numpy(), axis=1, ddof=1), rtol=1e-6)
+    assert_close(gg.var(x).item(), np.var(x.numpy()), rtol=1e-6)          # gg.var: NumPy's
 
 
 def test_shape_functions_match_numpy():
     a = np.arange(24.0).reshape(2, 3, 4)
     x = gg.tensor(a)
-    np.testing.assert_array_equal(gg.transpose(x, (2, 0, 1)).numpy(), np.transpose(a, (2, 0, 1)))
-    np.testing.assert_array_equal(gg.swapaxes(x, 0, 2).numpy(), np.swapaxes(a, 0, 2))
-    np.testing.assert_array_equal(gg.expand_dims(x, (0, 2)).numpy(), np.expand_dims(a, (0, 2)))
-    np.testing.assert_array_equal(gg.concatenate([x, x], axis=1).numpy(), np.concatenate([a, a], 1))
-    np.testing.assert_array_equal(gg.stack([x, x], axis=-1).numpy(), np.stack([a, a], -1))
-    np.testing.assert_array_equal(gg.broadcast_to(x[:, :1], (2, 3, 4)).numpy(),
-                                  np.broadcast_to(a[:, :1], (2, 3, 4)))
-    np.testing.assert_array_equal(x.flatten(1).numpy(), a.reshape(2, 12))
-    np.testing.assert_array_equal(x[..., 1:3][:, [0, 2]].numpy(), a[..., 1:3][:, [0, 2]])
-    np.testing.assert_array_equal(x[x > 10].numpy(), a[a > 10])
+    assert_close(gg.transpose(x, (2, 0, 1)).numpy(), np.transpose(a, (2, 0, 1)), rtol=0, atol=0)
+    assert_close(gg.swapaxes(x, 0, 2).numpy(), np.swapaxes(a, 0, 2), rtol=0, atol=0)
+    assert_close(gg.expand_dims(x, (0, 2)).numpy(), np.expand_dims(a, (0, 2)), rtol=0, atol=0)
+    assert_close(gg.concatenate([x, x], axis=1).numpy(), np.concatenate([a, a], 1), rtol=0, atol=0)
+    assert_close(gg.stack([x, x], axis=-1).numpy(), np.stack([a, a], -1), rtol=0, atol=0)
+    assert_close(gg.broadcast_to(x[:, :1], (2, 3, 4)).numpy(),
+                                  np.broadcast_to(a[:, :1], (2, 3, 4)), rtol=0, atol=0)
+    assert_close(x.flatten(1).numpy(), a.reshape(2, 12), rtol=0, atol=0)
+    assert_close(x[..., 1:3][:, [0, 2]].numpy(), a[..., 1:3][:, [0, 2]], rtol=0, atol=0)
+    assert_close(x[x > 10].numpy(), a[a > 10], rtol=0, atol=0)
 
 
 def test_reductions_match_numpy():
@@ -159,9 +160,9 @@ def test_reductions_match_numpy():
     x = gg.tensor(a)
     for name in ("sum", "mean", "max", "min", "prod", "var", "std"):
         for axis in (None, 1, (0, 2), -1):
-            np.testing.assert_allclose(getattr(gg, name)(x, axis=axis).numpy(),
+            assert_close(getattr(gg, name)(x, axis=axis).numpy(),
                                        getattr(np, name)(a, axis=axis), rtol=1e-12)
-    np.testing.assert_allclose(gg.logsumexp(x, axis=1).numpy(), np.log(np.exp(a).sum(axis=1)), rtol=1e-12)
+    assert_close(gg.logsumexp(x, axis=1).numpy(), np.log(np.exp(a).sum(axis=1)), rtol=1e-12)
 
 
 @pytest.mark.filterwarnings("ignore:divide by zero")
@@ -175,9 +176,9 @@ def test_linalg_norm_matches_numpy():
     a = np.random.default_rng(0).standard_normal((3, 4))
     x = gg.tensor(a)
     for ord_ in (None, "fro", 1, -1, np.inf, -np.inf):
-        np.testing.assert_allclose(gg.linalg.norm(x, ord_).numpy(), np.linalg.norm(a, ord_), rtol=1e-12)
+        assert_close(gg.linalg.norm(x, ord_).numpy(), np.linalg.norm(a, ord_), rtol=1e-12)
     for ord_ in (None, 1, 2, 3, 0, np.inf, -np.inf):
-        np.testing.assert_allclose(gg.linalg.norm(x, ord_, axis=1).numpy(),
+        assert_close(gg.linalg.norm(x, ord_, axis=1).numpy(),
                                    np.linalg.norm(a, ord_, axis=1), rtol=1e-12)
     with pytest.raises(ValueError, match="singular values"):
         gg.linalg.norm(x, 2)
@@ -188,9 +189,9 @@ def test_matmul_and_dot_follow_numpy():
     for sa, sb in [((3, 4), (4, 2)), ((4,), (4,)), ((4,), (4, 2)), ((3, 4), (4,)), ((2, 3, 4), (4, 5)),
                    ((2, 1, 3, 4), (5, 4, 2))]:
         a, b = rng.standard_normal(sa), rng.standard_normal(sb)
-        np.testing.assert_allclose((gg.tensor(a) @ gg.tensor(b)).numpy(), a @ b, rtol=1e-12)
+        assert_close((gg.tensor(a) @ gg.tensor(b)).numpy(), a @ b, rtol=1e-12)
     a, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
-    np.testing.assert_allclose(gg.dot(gg.tensor(a), gg.tensor(b)).numpy(), a.dot(b), rtol=1e-12)
+    assert_close(gg.dot(gg.tensor(a), gg.tensor(b)).numpy(), a.dot(b), rtol=1e-12)
     assert gg.dot(gg.tensor(2.0), gg.tensor([1.0, 2.0])).tolist() == [2.0, 4.0]
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from gpugrad.testing import assert_close
 
 
 def f64(*values):
@@ -14,14 +15,14 @@ def f64(*values):
 
 def test_hessian_of_sum_of_cubes_is_diag_6x():
     x = f64(1.0, -2.0, 0.5)
-    np.testing.assert_allclose(gg.hessian(lambda x: (x ** 3).sum())(x).numpy(), np.diag(6 * x.numpy()))
+    assert_close(gg.hessian(lambda x: (x ** 3).sum())(x).numpy(), np.diag(6 * x.numpy()))
 
 
 def test_grad_of_grad_of_tanh():
     t = np.linspace(-2, 2, 7)
     second = [gg.grad(gg.grad(gg.tanh))(gg.tensor(v, dtype=gg.float64)).item() for v in t]
     th = np.tanh(t)
-    np.testing.assert_allclose(second, -2 * th * (1 - th ** 2), rtol=1e-10)
+    assert_close(second, -2 * th * (1 - th ** 2), rtol=1e-10)
     third = gg.grad(gg.grad(gg.grad(gg.tanh)))(gg.tensor(0.3, dtype=gg.float64)).item()
     th = np.tanh(0.3)
     assert third == pytest.approx(-2 * (1 - th ** 2) ** 2 + 4 * th ** 2 * (1 - th ** 2))
@@ -30,22 +31,22 @@ def test_grad_of_grad_of_tanh():
 def test_jvp_and_vjp_of_sin():
     x, t = f64(0.1, 1.0, 2.5), f64(1.0, -2.0, 0.5)
     out, tangent = gg.jvp(gg.sin, (x,), (t,))
-    np.testing.assert_allclose(out.numpy(), np.sin(x.numpy()))
-    np.testing.assert_allclose(tangent.numpy(), np.cos(x.numpy()) * t.numpy())
+    assert_close(out.numpy(), np.sin(x.numpy()))
+    assert_close(tangent.numpy(), np.cos(x.numpy()) * t.numpy())
     out, vjp_fn = gg.vjp(gg.sin, x)
     (g,) = vjp_fn(t)
-    np.testing.assert_allclose(g.numpy(), np.cos(x.numpy()) * t.numpy())
+    assert_close(g.numpy(), np.cos(x.numpy()) * t.numpy())
     (g2,) = vjp_fn(t * 2)                     # vjp_fn can be called again
-    np.testing.assert_allclose(g2.numpy(), 2 * g.numpy())
+    assert_close(g2.numpy(), 2 * g.numpy())
 
 
 def test_jacobian_of_linear_map_is_the_matrix():
     w = gg.randn(3, 4, dtype=gg.float64)
     x = gg.randn(4, dtype=gg.float64)
-    np.testing.assert_allclose(gg.jacobian(lambda x: w @ x)(x).numpy(), w.numpy())
+    assert_close(gg.jacobian(lambda x: w @ x)(x).numpy(), w.numpy())
     jx, jw = gg.jacobian(lambda x, w: w @ x, argnums=(0, 1))(x, w)
     assert jx.shape == (3, 4) and jw.shape == (3, 3, 4)
-    np.testing.assert_allclose(jw.numpy()[1, 1], x.numpy())
+    assert_close(jw.numpy()[1, 1], x.numpy())
 
 
 def test_jvp_of_a_nonlinear_map_matches_jacobian():
@@ -54,7 +55,7 @@ def test_jvp_of_a_nonlinear_map_matches_jacobian():
 
     x, t = gg.randn(3, dtype=gg.float64), gg.randn(3, dtype=gg.float64)
     _, tangent = gg.jvp(f, (x,), (t,))
-    np.testing.assert_allclose(tangent.numpy(), gg.jacobian(f)(x).numpy() @ t.numpy(), rtol=1e-10)
+    assert_close(tangent.numpy(), gg.jacobian(f)(x).numpy() @ t.numpy(), rtol=1e-10)
 
 
 # ----------------------------------------------------------------------------- grad options
@@ -88,7 +89,7 @@ def test_backward_create_graph_then_differentiate_the_gradient():
     g = x.grad
     x.grad = None
     g.sum().backward()
-    np.testing.assert_allclose(x.grad.numpy(), 6 * x.detach().numpy())
+    assert_close(x.grad.numpy(), 6 * x.detach().numpy())
 
 
 def test_autograd_grad_api():
@@ -136,14 +137,14 @@ def test_hvp_matches_torch(torch):
         lambda *p: loss(torch, *p), tuple(torch.tensor(a) for a in (w1, b1, w2)),
         tuple(torch.tensor(a) for a in v))
     for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+        assert_close(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
     # the functional style agrees: the Hessian block of b1 times v_b1
     h = gg.hessian(lambda b: loss(gg, gg.tensor(w1), b, gg.tensor(w2)))(gg.tensor(b1))
     _, only_b = torch.autograd.functional.hvp(
         lambda *p: loss(torch, *p), tuple(torch.tensor(a) for a in (w1, b1, w2)),
         (torch.zeros(w1.shape, dtype=torch.float64), torch.tensor(v[1]),
          torch.zeros(w2.shape, dtype=torch.float64)))
-    np.testing.assert_allclose(h.numpy() @ v[1], only_b[1].numpy(), rtol=1e-10)
+    assert_close(h.numpy() @ v[1], only_b[1].numpy(), rtol=1e-10)
 
 
 # ----------------------------------------------------------------------------- custom functions
@@ -265,16 +266,16 @@ def test_hessian_with_tuple_argnums_is_nested():
         return (x ** 2).sum() * y.sum()
 
     (hxx, hxy), (hyx, hyy) = gg.hessian(f, argnums=(0, 1))(f64(1.0, 2.0), f64(3.0))
-    np.testing.assert_allclose(hxx.numpy(), 6 * np.eye(2))
-    np.testing.assert_allclose(hxy.numpy(), [[2.0], [4.0]])
-    np.testing.assert_allclose(hyx.numpy(), [[2.0, 4.0]])
+    assert_close(hxx.numpy(), 6 * np.eye(2))
+    assert_close(hxy.numpy(), [[2.0], [4.0]])
+    assert_close(hyx.numpy(), [[2.0, 4.0]])
     assert hyy.numpy().tolist() == [[0.0]]
 
 
 def test_jacobian_of_a_tuple_output():
     jac_a, jac_b = gg.jacobian(lambda x: (x * 2, x.sum()))(f64(1.0, 2.0))
-    np.testing.assert_allclose(jac_a.numpy(), 2 * np.eye(2))
-    np.testing.assert_allclose(jac_b.numpy(), [1.0, 1.0])
+    assert_close(jac_a.numpy(), 2 * np.eye(2))
+    assert_close(jac_b.numpy(), [1.0, 1.0])
 
 
 def test_removing_a_hook_after_retain_grad():

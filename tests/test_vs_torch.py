@@ -5,6 +5,7 @@ import optional
 import pytest
 
 import gpugrad as gg
+from gpugrad.testing import assert_close
 
 torch = optional.need("torch")    # every test here is a comparison with PyTorch
 
@@ -51,8 +52,8 @@ def test_unary_matches_torch(name, gfn, tfn, rng_):
     a = np.random.default_rng(0).uniform(*rng_, size=(3, 4))
     g_out, g_grads = _run(gfn, [a], "gg")
     t_out, t_grads = _run(tfn, [a], "torch")
-    np.testing.assert_allclose(g_out, t_out, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(g_grads[0], t_grads[0], rtol=1e-8, atol=1e-10)
+    assert_close(g_out, t_out, rtol=1e-10, atol=1e-12)
+    assert_close(g_grads[0], t_grads[0], rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("name,fn", BINARY, ids=[b[0] for b in BINARY])
@@ -62,9 +63,9 @@ def test_binary_with_broadcasting_matches_torch(name, fn, shapes):
     a, b = rng.uniform(0.5, 2, size=shapes[0]), rng.uniform(0.5, 2, size=shapes[1])
     g_out, g_grads = _run(fn, [a, b], "gg")
     t_out, t_grads = _run(fn, [a, b], "torch")
-    np.testing.assert_allclose(g_out, t_out, rtol=1e-10)
+    assert_close(g_out, t_out, rtol=1e-10)
     for g, t in zip(g_grads, t_grads):
-        np.testing.assert_allclose(g, t, rtol=1e-8)
+        assert_close(g, t, rtol=1e-8)
 
 
 def test_small_mlp_matches_torch():
@@ -79,6 +80,6 @@ def test_small_mlp_matches_torch():
 
     g_out, g_grads = _run(lambda *a: mlp(gg, *a), [x, w1, b1, w2], "gg")
     t_out, t_grads = _run(lambda *a: mlp(torch, *a), [x, w1, b1, w2], "torch")
-    np.testing.assert_allclose(g_out, t_out, rtol=1e-10)
+    assert_close(g_out, t_out, rtol=1e-10)
     for g, t in zip(g_grads, t_grads):
-        np.testing.assert_allclose(g, t, rtol=1e-8, atol=1e-12)
+        assert_close(g, t, rtol=1e-8, atol=1e-12)

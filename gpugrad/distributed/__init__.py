@@ -32,12 +32,12 @@ from .api import (
 )
 from .group import ReduceOp, Work
 from .info import describe
-from .training import is_main_process, rank_zero_only, reduce_metrics
+from .training import AnyRankFlag, is_main_process, rank_zero_only, reduce_metrics
 
 __all__ = [
     "init_process_group", "destroy_process_group", "is_initialized", "is_available",
     "get_rank", "get_world_size", "get_backend", "get_local_rank",
     "all_reduce", "broadcast", "all_gather", "all_gather_into_tensor", "reduce_scatter",
     "reduce_scatter_tensor", "barrier", "all_gather_object", "broadcast_object_list",
-    "ReduceOp", "Work", "describe", "is_main_process", "rank_zero_only", "reduce_metrics",
+    "ReduceOp", "Work", "describe", "is_main_process", "rank_zero_only", "reduce_metrics", "AnyRankFlag",
 ]

@@ -21,19 +21,24 @@ _previous: list[Any] = []       # the excepthook to restore when the group is de
 def install(rank: int, size: int, abort: Callable[[], None]) -> None:
     """Make an uncaught exception print its traceback, prefixed with the rank, then call ``abort``."""
     def abort_job(kind: type[BaseException], err: BaseException, tb: TracebackType | None) -> None:
-        try:
-            lines = "".join(traceback.format_exception(kind, err, tb)).splitlines()
-            prefix = f"[rank {rank}] "
-            sys.stderr.write(f"{prefix}gpugrad.distributed: rank {rank} of {size} failed; aborting the job\n")
-            sys.stderr.write("".join(f"{prefix}{line}\n" for line in lines))
-            sys.stderr.flush()
-            sys.stdout.flush()
-        finally:
-            abort()
+        report_and_abort(rank, size, err, abort)
 
     if not _previous:
         _previous.append(sys.excepthook)
     sys.excepthook = abort_job
+
+
+def report_and_abort(rank: int, size: int, err: BaseException, abort: Callable[[], None]) -> None:
+    """Print ``err``'s traceback, each line prefixed with the rank, then end the job with ``abort``."""
+    try:
+        lines = "".join(traceback.format_exception(type(err), err, err.__traceback__)).splitlines()
+        prefix = f"[rank {rank}] "
+        sys.stderr.write(f"{prefix}gpugrad.distributed: rank {rank} of {size} failed; aborting the job\n")
+        sys.stderr.write("".join(f"{prefix}{line}\n" for line in lines))
+        sys.stderr.flush()
+        sys.stdout.flush()
+    finally:
+        abort()
 
 
 def uninstall() -> None:

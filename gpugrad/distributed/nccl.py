@@ -33,6 +33,8 @@ def load_nccl() -> tuple[Any, Any]:
     from .. import backend  # noqa: PLC0415
 
     cp = backend.load_cupy()
+    if backend.emulated:
+        return cp, cp.cuda.nccl                 # the CUDA emulator's stand-in: a job of one process
     try:
         from cupy.cuda import nccl  # noqa: PLC0415 - optional, lazy by design
     except ImportError as err:
@@ -45,13 +47,16 @@ def load_nccl() -> tuple[Any, Any]:
 
 def nccl_version() -> str:
     """NCCL's version as text (e.g. "2.21.5"), or why NCCL cannot be used."""
+    from .. import backend  # noqa: PLC0415
+
     try:
         _, nccl = load_nccl()
         code = int(nccl.get_version())
     except RuntimeError as err:
         return f"unavailable: {err}"
-    return f"{code // 10000}.{code // 100 % 100}.{code % 100}" if code >= 10000 else \
+    version = f"{code // 10000}.{code // 100 % 100}.{code % 100}" if code >= 10000 else \
         f"{code // 1000}.{code // 100 % 10}.{code % 100}"
+    return f"{version} (the CUDA emulator's stand-in: jobs of one process)" if backend.emulated else version
 
 
 class NcclGroup(ProcessGroup):

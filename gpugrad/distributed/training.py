@@ -1,4 +1,5 @@
-"""What a training loop needs around DDP: rank 0 alone writes, and metrics are combined over ranks.
+"""What a training loop needs around DDP: rank 0 alone writes, metrics are combined over ranks, and a
+stop that one rank asks for (Ctrl-C) is taken by every rank at the same step.
 
 Each works without a process group too (a job of one), so a loop calls them unconditionally:
 
@@ -71,3 +72,48 @@ def reduce_metrics(metrics: Mapping[str, float], weight: float = 1.0,
     else:
         combined = {ReduceOp.SUM: np.sum, ReduceOp.MAX: np.max, ReduceOp.MIN: np.min}[op](table, axis=0)
     return {k: float(v) for k, v in zip(names, combined)}
+
+
+class AnyRankFlag:
+    """A flag each rank may raise (a stop asked for by Ctrl-C or a signal), seen by every rank at the
+    same step: ``poll(mine)`` once per step on every rank returns whether any rank's flag was up at
+    the previous poll.
+
+    Each poll starts a nonblocking MPI all-reduce (max) of this rank's flag and finishes the one the
+    previous poll started, which has had a whole step to complete: the loop waits for nothing. On
+    its own communicator, so it never mixes with the process group's collectives. Without a
+    process group (a job of one) ``poll`` returns ``mine`` at once.
+    """
+
+    def __init__(self) -> None:
+        self._comm: Any = None
+        self._pending: tuple[Any, np.ndarray, np.ndarray] | None = None    # request, result, sent
+        if api.is_initialized() and api.get_world_size() > 1:
+            from .mpi import load_mpi  # noqa: PLC0415 - every backend rendezvous through MPI
+
+            self._MPI = load_mpi()
+            self._comm = self._MPI.COMM_WORLD.Dup()
+
+    def poll(self, mine: bool) -> bool:
+        """Share ``mine``; True if any rank's flag was up at the previous poll (one of one: ``mine``)."""
+        if self._comm is None:
+            return bool(mine)
+        seen = self._finish()
+        sent, result = np.array([int(bool(mine))], np.int32), np.zeros(1, np.int32)
+        self._pending = (self._comm.Iallreduce(sent, result, op=self._MPI.MAX), result, sent)
+        return seen
+
+    def close(self) -> None:
+        """Finish the last poll's reduction and free the communicator (every rank, after its last poll)."""
+        if self._comm is not None:
+            self._finish()
+            self._comm.Free()
+            self._comm = None
+
+    def _finish(self) -> bool:
+        if self._pending is None:
+            return False
+        request, result, _ = self._pending
+        self._pending = None
+        request.Wait()
+        return bool(result[0])

@@ -92,18 +92,22 @@ def _(xp, g, out, x, y, needs):
     gx = gy = None
     if needs[0]:
         # d(x^y)/dx = y x^(y-1), and 0 where y == 0 (x^0 is constant, also at x == 0), as PyTorch
-        if not hasattr(y, "shape"):
+        if _is_number(y):
             gx = g * 0 if y == 0 else g * y * xp.power(x, y - 1)
         else:
             gx = g * y * xp.power(x, xp.where(y == 0, 1, y - 1))
     if needs[1]:
         # d(x^y)/dy = x^y log x; taken as 0 where x == 0 (the limit for y > 0), nan for x < 0
-        if not hasattr(x, "shape"):           # a Python number: its log as a number (gg.where would
-            gy = g * 0 if x == 0 else g * out * (math.log(x) if x > 0 else math.nan)   # make float32)
-        else:
-            safe_x = xp.where(x == 0, 1, x)
-            gy = g * xp.where(x == 0, 0, out * xp.log(safe_x))
+        if _is_number(x):            # a number base as an array on out's device (not the CPU's)
+            x = xp.full_like(out, x)
+        safe_x = xp.where(x == 0, 1, x)
+        gy = g * xp.where(x == 0, 0, out * xp.log(safe_x))
     return (gx, gy)
+
+
+def _is_number(v: Any) -> bool:
+    """A Python or NumPy scalar operand (not an array or a Tensor)."""
+    return not hasattr(v, "shape") or isinstance(v, np.generic)
 
 
 @defop(batch="elementwise", samples=unary())
@@ -636,7 +640,7 @@ def clip(x: Any, min: Any = None, max: Any = None, *, a_min: Any = None, a_max: 
         if hi is not None:
             out = _where(greater(out, hi), hi, out)
         return out
-    data = getattr(x, "data", x)
+    data = x.data if isinstance(x, Tensor) else x
     if getattr(data, "dtype", None) is not None and data.dtype.kind in "biu" and \
             (isinstance(lo, float) or isinstance(hi, float)):
         x = Tensor._wrap(data.astype(dtypes.default_float))   # integers clipped to floats: default float

@@ -187,7 +187,7 @@ def _(xp, g, out, x, src, *, index, needs):
         written = np.broadcast_shapes(*(tuple(i.shape) for i in index))   # written places by the op
         kept = _scatter(xp.zeros_like(g), xp.ones(written, dtype=g.dtype, device=g.device), index=index) == 0
     else:
-        on = backend.namespace(getattr(g, "data", g))           # the mask lives with the gradient
+        on = backend.namespace(g.data if isinstance(g, Tensor) else g)   # the mask lives with the gradient
         kept = ~_hit(on, on.asarray(_flat_positions(backend.namespace(index[0]), index, tuple(g.shape))),
                      tuple(g.shape))
     gx = xp.where(kept, g, 0) if needs[0] else None           # overwritten entries get nothing

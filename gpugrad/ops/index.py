@@ -296,7 +296,7 @@ def _placed_apart(kinds: list[str]) -> bool:
 
 def getitem(x: Any, index: Any) -> Tensor:
     """``x[index]``: differentiable basic and advanced indexing, with PyTorch's placement of dimensions."""
-    data = getattr(x, "data", x)
+    data = x.data if isinstance(x, Tensor) else x
     for step in parse_index(index, shape_of(x), backend.namespace(data)):
         x = _getitem(x, index=step)
     return x

@@ -198,7 +198,7 @@ def _einsum_diagonal(x: Any, letters: str) -> tuple[Any, str]:
         n = shape_of(x)[a]
         if shape_of(x)[b] != n:
             raise ValueError(f"einsum: subscript {c!r} is repeated with sizes {n} and {shape_of(x)[b]}")
-        eye = backend.namespace(getattr(x, "data", x)).eye(n, dtype=x.dtype)
+        eye = backend.namespace(x.data if isinstance(x, Tensor) else x).eye(n, dtype=x.dtype)
         shape = [1] * len(letters)
         shape[a] = shape[b] = n
         x = rd.sum(ew.multiply(x, Tensor._wrap(eye.reshape(shape))), axis=b)
@@ -305,8 +305,9 @@ def norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> T
         return rd.max(a, axis=axes, keepdims=keepdims)
     if ord == float("-inf"):
         return rd.min(a, axis=axes, keepdims=keepdims)
-    if ord == 0:
-        return rd.sum(ew.not_equal(x, 0), axis=axes, keepdims=keepdims)
+    if ord == 0:                                # a count, in the input's float dtype (NumPy, PyTorch)
+        count = rd.sum(ew.not_equal(x, 0), axis=axes, keepdims=keepdims)
+        return count.astype(x.dtype if x.dtype.kind == "f" else dtypes.default_float)
     if ord == 1:
         return rd.sum(a, axis=axes, keepdims=keepdims)
     if isinstance(ord, (int, float)) and not isinstance(ord, bool):

@@ -372,8 +372,8 @@ def _constant(op_name: str, position: int, value: Any) -> Any:
 
 def _as_graph_tensor(saved: Any, parent: Any) -> Any:
     """A saved input as a Tensor that leads back to where it came from in the graph."""
-    if saved is None or not hasattr(saved, "dtype"):
-        return saved                        # not saved, or a Python scalar constant
+    if saved is None or not hasattr(saved, "dtype") or isinstance(saved, np.generic):
+        return saved                        # not saved, or a Python or NumPy scalar constant (no device)
     if parent is None:
         return Tensor._wrap(saved)          # a constant
     if type(parent) is Node:

@@ -145,8 +145,8 @@ def take_along(x: Any, indices: Any, axis: int) -> Tensor:
     from .index import getitem  # noqa: PLC0415
 
     if type(indices) is not BatchedTensor:           # under vmap, indices per entry stay a tensor
-        indices = getattr(indices, "data", indices)
-    xp = backend.namespace(getattr(indices, "data", indices))
+        indices = indices.data if isinstance(indices, Tensor) else indices
+    xp = backend.namespace(indices.data if isinstance(indices, Tensor) else indices)
     index = []
     for d in range(indices.ndim):
         if d == axis:

@@ -9,13 +9,11 @@ import numpy as np
 
 
 def ndim_of(x: Any) -> int:
-    data = getattr(x, "data", x)
-    return getattr(data, "ndim", 0)
+    return getattr(x, "ndim", 0)            # Tensors and arrays alike (a CuPy array's .data is a pointer)
 
 
 def shape_of(x: Any) -> tuple[int, ...]:
-    data = getattr(x, "data", x)
-    return tuple(getattr(data, "shape", ()))
+    return tuple(getattr(x, "shape", ()))
 
 
 def normalize_axis(op: str, axis: int, ndim: int) -> int:

@@ -23,10 +23,12 @@ not write shows it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sys
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -257,7 +259,59 @@ def _index(a: np.ndarray, key: Any) -> tuple:
 # ----------------------------------------------------------------------------- the array
 
 _HOST_ONLY = {"ctypes", "__array_interface__", "__array_struct__", "tofile", "tobytes", "dump", "dumps",
-              "__buffer__", "__dlpack__", "__dlpack_device__"}
+              "__buffer__"}
+KDL_CUDA = 2                          # DLPack's device type for CUDA memory (dlpack.h: DLDeviceType)
+
+
+class DeviceCapsule:
+    """What an emulated array's ``__dlpack__`` gives: a stand-in for a DLPack capsule of device memory.
+
+    Only the emulator's ``cupy.from_dlpack`` reads it. It is not a PyCapsule: NumPy or PyTorch
+    would take a real capsule of the host buffer for host (or real GPU) memory and read the
+    device data unseen, so they refuse this, as they cannot read a real GPU's memory either.
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: ndarray) -> None:
+        self.array = array
+
+
+class _Allocations:
+    """The device memory whose address left the emulator (``a.data.ptr``), so that code handed only a
+    pointer (the NCCL stand-in) can check it, as the GPU would fault on a bad one."""
+
+    def __init__(self) -> None:
+        self._live: dict[int, tuple[weakref.ref, int, int, int]] = {}   # id -> (owner, start, nbytes, dev)
+
+    def note(self, a: np.ndarray, dev: int) -> None:
+        owner = a
+        while isinstance(owner.base, np.ndarray):
+            owner = owner.base
+        key = id(owner)
+        if key not in self._live:
+            self._live[key] = (weakref.ref(owner, lambda _, key=key: self._live.pop(key, None)),
+                               owner.ctypes.data, owner.nbytes, dev)
+
+    def find(self, ptr: int, nbytes: int) -> int | None:
+        """The device of the live allocation holding bytes [ptr, ptr + nbytes), or None."""
+        for _, start, size, dev in list(self._live.values()):
+            if start <= ptr and ptr + nbytes <= start + size:
+                return dev
+        return None
+
+
+_allocations = _Allocations()
+
+
+def device_memory(ptr: int, nbytes: int, dtype: Any) -> tuple[int, np.ndarray] | None:
+    """(device, the memory at ``ptr`` as ``nbytes // itemsize`` elements of ``dtype``) if those bytes lie
+    in one emulated device array whose address was taken; None if they do not."""
+    dev = _allocations.find(ptr, nbytes)
+    if dev is None:
+        return None
+    buffer = (ctypes.c_char * nbytes).from_address(ptr)
+    return dev, np.frombuffer(buffer, dtype=dtype)
 
 
 class MemoryPointer:
@@ -312,6 +366,7 @@ class ndarray:  # noqa: N801 - CuPy's name
 
     @property
     def data(self) -> MemoryPointer:
+        _allocations.note(self._a, self._dev)
         return MemoryPointer(self._a.ctypes.data, self._dev)
 
     @property
@@ -373,6 +428,18 @@ class ndarray:  # noqa: N801 - CuPy's name
 
     def __reduce__(self) -> tuple:
         return _rebuild, (self.get(), self._dev)
+
+    # -- DLPack, as CuPy's: the array is on a CUDA device; the emulator's cupy.from_dlpack shares it
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (KDL_CUDA, self._dev)
+
+    def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
+                   copy: bool | None = None) -> DeviceCapsule:
+        if dl_device is not None and tuple(dl_device) != (KDL_CUDA, self._dev):
+            raise BufferError(f"__dlpack__: the array is on CUDA device {self._dev} (DLPack device "
+                              f"{(KDL_CUDA, self._dev)}); the CUDA emulator exports no copy to "
+                              f"{tuple(dl_device)}: copy it with .get()")
+        return DeviceCapsule(wrap(self._a.copy(), self._dev) if copy else self)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         raise TypeError("Implicit conversion to a NumPy array is not allowed. "

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import array, runtime
+from . import array, nccl, runtime
 from .array import ndarray, unwrap, wrap
 
 # NumPy functions that CuPy runs with a device-to-host read of a size or a count
@@ -97,6 +97,30 @@ def asnumpy(a: Any, stream: Any = None, order: str = "C", out: Any = None, block
     if type(a) is ndarray:
         return a._host_copy("cupy.asnumpy", order, out)
     return np.asarray(a, order=order)
+
+
+def from_dlpack(x: Any, *, device: Any = None, copy: bool | None = None) -> ndarray:
+    """cupy.from_dlpack: an emulated array, or a producer that exports one (a gpugrad tensor), shared.
+
+    Other producers' capsules hold memory the emulator does not own (the host's, or a real
+    GPU's), so they are refused rather than read as device memory.
+    """
+    if type(x) is ndarray:
+        source = x.__dlpack__(copy=copy).array
+    elif hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        capsule = x.__dlpack__() if copy is None else x.__dlpack__(copy=copy)
+        if type(capsule) is not array.DeviceCapsule:
+            raise TypeError(f"cupy.from_dlpack: the CUDA emulator cannot import a {type(x).__module__}."
+                            f"{type(x).__qualname__} (DLPack device {x.__dlpack_device__()}): its memory is "
+                            "not the emulator's; copy host data to the device with cupy.asarray")
+        source = capsule.array
+    else:
+        raise TypeError(f"cupy.from_dlpack: a {type(x).__name__} does not implement __dlpack__ / "
+                        "__dlpack_device__")
+    if device is not None and tuple(device) != source.__dlpack_device__():
+        raise BufferError(f"cupy.from_dlpack: the array is on DLPack device {source.__dlpack_device__()}, "
+                          f"not {tuple(device)}; the CUDA emulator copies between devices with cupy.asarray")
+    return wrap(source._a, source._dev)
 
 
 def get_array_module(*args: Any) -> Any:
@@ -185,19 +209,29 @@ class _Random(types.ModuleType):
 
 # ----------------------------------------------------------------------------- cupyx
 
-def _scatter(uf: np.ufunc) -> Callable:
+def _scatter(uf: np.ufunc, dtypes: str) -> Callable:
+    """cupyx.scatter_<op>: with an integer index array, only the dtypes CUDA has atomics for (CuPy's
+    rule: no int64, int8, int16, bool; scatter_max and scatter_min no float16 either)."""
+    allowed = [np.dtype(c) for c in dtypes]
+
     def scatter(a: ndarray, slices: Any, value: Any) -> None:
         target = unwrap(a)
-        uf.at(target, array._index(target, slices), unwrap(value))
+        index = array._index(target, slices)
+        items = index if type(index) is tuple else (index,)
+        arrays = [k for k in items if isinstance(k, np.ndarray)]
+        if arrays and not (len(items) == 1 and arrays[0].dtype == np.bool_) and target.dtype not in allowed:
+            raise TypeError(f"cupy.{uf.__name__}.at only supports {', '.join(str(d) for d in allowed)}, as "
+                            "data type")
+        uf.at(target, index, unwrap(value))
     scatter.__name__ = f"scatter_{uf.__name__}"
     return scatter
 
 
 cupyx = types.ModuleType("cupyx")
 cupyx.__doc__ = "The emulated cupyx: the scatter functions gpugrad uses."
-cupyx.scatter_add = _scatter(np.add)  # type: ignore[attr-defined]
-cupyx.scatter_max = _scatter(np.maximum)  # type: ignore[attr-defined]
-cupyx.scatter_min = _scatter(np.minimum)  # type: ignore[attr-defined]
+cupyx.scatter_add = _scatter(np.add, "iefdIQ")  # type: ignore[attr-defined]
+cupyx.scatter_max = _scatter(np.maximum, "ifdIQ")  # type: ignore[attr-defined]
+cupyx.scatter_min = _scatter(np.minimum, "ifdIQ")  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- cupy
@@ -209,12 +243,13 @@ for _name in ("Device", "Stream", "Event", "MemoryPool", "get_current_stream", "
               "is_available", "compiler"):
     setattr(_cuda, _name, getattr(runtime, _name))
 _cuda.MemoryPointer = array.MemoryPointer  # type: ignore[attr-defined]
+_cuda.nccl = nccl  # type: ignore[attr-defined]
 _POOL = runtime.MemoryPool()
 
 cupy.__dict__.update({
     "__version__": f"emulated (NumPy {np.__version__})",
     "ndarray": ndarray, "asarray": asarray, "array": array_, "asanyarray": asarray, "asnumpy": asnumpy,
-    "get_array_module": get_array_module, "empty": _uninitialised(np.empty),
+    "get_array_module": get_array_module, "from_dlpack": from_dlpack, "empty": _uninitialised(np.empty),
     "empty_like": _uninitialised(np.empty_like), "cuda": _cuda, "random": _Random(),
     "RawModule": runtime.RawModule, "RawKernel": runtime.RawKernel,
     "get_default_memory_pool": lambda: _POOL, "get_default_pinned_memory_pool": lambda: _POOL,
