@@ -7,6 +7,7 @@ import numpy as np
 import optional
 
 from benchmarks import transforms as tr
+from gpugrad.testing import assert_close
 
 
 def test_the_loss_has_1994_parameters_and_gpugrad_agrees_with_itself():
@@ -15,8 +16,8 @@ def test_the_loss_has_1994_parameters_and_gpugrad_agrees_with_itself():
     hessian = tr.BUILDERS["gpugrad"]("hessian")()
     hvp = tr.BUILDERS["gpugrad"]("hvp")()
     assert hessian.shape == (1994, 1994) and hessian.dtype == np.float32 and hvp.shape == (1994,)
-    np.testing.assert_allclose(hessian, hessian.T, atol=1e-6)
-    np.testing.assert_allclose(hessian @ v, hvp, rtol=1e-4, atol=1e-5)
+    assert_close(hessian, hessian.T, atol=1e-6)
+    assert_close(hessian @ v, hvp, rtol=1e-4, atol=1e-5)
 
 
 def test_per_example_gradients_match_the_floor_and_the_loop():
@@ -25,16 +26,16 @@ def test_per_example_gradients_match_the_floor_and_the_loop():
     shapes = [(128, 256, 784), (128, 256), (128, 10, 256), (128, 10)]
     assert [g.shape for g in vmapped] == shapes and all(g.dtype == np.float32 for g in vmapped)
     for ours, hand in zip(vmapped, floor):
-        np.testing.assert_allclose(ours, hand, rtol=1e-4, atol=1e-6)
+        assert_close(ours, hand, rtol=1e-4, atol=1e-6)
     assert tr.fingerprint(floor) == tr.fingerprint(floor)
-    assert np.allclose(tr.fingerprint(vmapped), tr.fingerprint(floor), rtol=tr.FINGERPRINT_RTOL, atol=1e-4)
+    assert_close(tr.fingerprint(vmapped), tr.fingerprint(floor), rtol=tr.FINGERPRINT_RTOL, atol=1e-4)
 
 
 @optional.needs("torch")
 def test_torch_func_runs_the_same_workloads():
     ours = tr.fingerprint(tr.BUILDERS["gpugrad"]("hvp")())
     theirs = tr.fingerprint(tr.BUILDERS["torch"]("hvp")())
-    assert np.allclose(ours, theirs, rtol=tr.FINGERPRINT_RTOL)
+    assert_close(ours, theirs, rtol=tr.FINGERPRINT_RTOL)
 
 
 def test_the_report_checks_every_runner_against_gpugrad():

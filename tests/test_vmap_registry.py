@@ -22,6 +22,7 @@ import pytest
 import gpugrad as gg
 from gpugrad.ops.registry import REGISTRY
 from gpugrad.ops.samples import Const, Sample, binary, samples, unary, uniform
+from gpugrad.testing import assert_close
 
 BATCH = 3
 
@@ -157,13 +158,10 @@ def _loop_inputs(entries, positions):
 
 
 def _same(actual, expected, what):
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
-    a, e = actual.numpy(), expected.numpy()
-    if a.dtype.kind == "f":
-        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12, err_msg=what)
-    else:
-        np.testing.assert_array_equal(a, e, err_msg=what)
+    """Shape, dtype, device and values (floats to float64 rounding, the rest exactly; nan where the loop's is:
+    a mean over only ignored targets is 0/0, as in PyTorch)."""
+    tolerances = {"rtol": 1e-10, "atol": 1e-12} if actual.dtype.kind == "f" else {}
+    assert_close(actual, expected, msg=what, equal_nan=True, **tolerances)
 
 
 def _variants(n_args, tensor_positions):
