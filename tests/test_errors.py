@@ -230,3 +230,11 @@ def test_arange_of_an_infinite_range(args):
     with pytest.raises(ValueError, match=r"^arange: cannot make a range from .* give finite numbers"):
         gg.arange(*args)
     assert gg.arange(0, 1, float("inf")).tolist() == [0.0]          # one step past the end, as NumPy
+
+
+def test_transform_errors_name_a_registry_op_by_its_name():
+    with pytest.raises(ValueError, match=r"^jvp\(exp\): tangent 0 has shape \(2,\)"):
+        gg.jvp(gg.exp, (gg.ones(3),), (gg.ones(2),))
+    with pytest.raises(TypeError, match=r"^value_and_grad\(tanh\): gradients are defined only for scalar"):
+        gg.grad(gg.tanh)(gg.ones(3))
+    assert gg.grad(gg.exp).__name__ == "grad(exp)"

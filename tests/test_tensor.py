@@ -233,3 +233,26 @@ def test_to_accepts_dtype_names_and_device_strings():
     t = gg.ones(2)
     assert t.to("float64").dtype == gg.float64 and t.to("cpu").device == "cpu"
     assert t.to("cpu", "float16").dtype == gg.float16
+
+
+@pytest.mark.parametrize("name", ["sum", "mean", "max", "min", "prod", "argmax", "std"])
+@pytest.mark.parametrize("operand", [[[1.0, 2.0], [3.0, 5.0]], [4.0, 1.0], [[2.0, 7.0]], (1, 2, 3)])
+def test_reductions_of_python_sequences_read_them_as_numpy_does(name, operand):
+    ours, numpys = getattr(gg, name), getattr(np, name)
+    # the mean of integers is in the default float (float32, as jax.numpy's), NumPy's in float64
+    floats = name in ("mean", "std") and isinstance(operand, tuple)
+    for kwargs in ({}, {"axis": 0}, {"axis": -1, "keepdims": name != "argmax"}):
+        result, expected = ours(operand, **kwargs), numpys(operand, **kwargs)
+        assert_close(result, expected.astype(np.float32) if floats else expected)
+
+
+def test_empty_list_reductions_and_norms_as_numpy():
+    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.mean([])
+    mean = gg.mean([])
+    assert mean.shape == () and np.isnan(mean.item())
+    assert_close(gg.sum([]), np.sum([]))
+    assert_close(gg.linalg.norm([], 0), np.linalg.norm([], 0))
+    assert_close(gg.linalg.norm([3, 4]), np.linalg.norm([3, 4]))
+    assert_close(gg.linalg.norm([[1.0, -2.0], [3.0, 4.0]], 1), np.linalg.norm([[1.0, -2.0], [3.0, 4.0]], 1))
+    assert np.isnan(expected)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from .. import dtypes
 from ..tensor import Tensor
 from . import batching
@@ -273,6 +275,8 @@ def norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> T
     from . import elementwise as ew  # noqa: PLC0415
     from . import reduce as rd  # noqa: PLC0415
 
+    if isinstance(x, (list, tuple)):           # a sequence reads as NumPy reads it (ord=0 needs its dtype)
+        x = Tensor(np.asarray(x))
     ndim = len(shape_of(x))
     if axis is None:
         axes = tuple(range(ndim))

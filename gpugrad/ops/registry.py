@@ -78,6 +78,10 @@ class OpDef:
         self.batch_rule: Callable | None = (None if family is None else
                                             batching.family(self.name, family, self))
 
+    @property
+    def __name__(self) -> str:      # read like a function's: gg.grad(gg.exp) is named "grad(exp)"
+        return self.name
+
     def vjp(self, rule: Callable) -> Callable:
         """Decorator: register the VJP rule, ``rule(xp, g, out, *inputs, **params) -> tuple``."""
         self.vjp_rule = rule

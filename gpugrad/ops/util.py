@@ -9,11 +9,15 @@ import numpy as np
 
 
 def ndim_of(x: Any) -> int:
-    return getattr(x, "ndim", 0)            # Tensors and arrays alike (a CuPy array's .data is a pointer)
+    """Tensors and arrays by their attribute (a CuPy array's .data is a pointer); lists as NumPy does."""
+    return len(shape_of(x))
 
 
 def shape_of(x: Any) -> tuple[int, ...]:
-    return tuple(getattr(x, "shape", ()))
+    shape = getattr(x, "shape", None)
+    if shape is not None:
+        return tuple(shape)
+    return np.shape(x) if isinstance(x, (list, tuple)) else ()
 
 
 def normalize_axis(op: str, axis: int, ndim: int) -> int:
