@@ -634,11 +634,11 @@ def clip(x: Any, min: Any = None, max: Any = None, *, a_min: Any = None, a_max: 
     if lo is None and hi is None:
         raise ValueError("clip: give at least one of min and max")
     if hasattr(lo, "shape") or hasattr(hi, "shape"):       # tensor bounds: elementwise, broadcast
-        out = x
+        out = x                                             # a nan bound wins, as in NumPy and PyTorch
         if lo is not None:
-            out = _where(less(out, lo), lo, out)
+            out = _where(logical_or(less(out, lo), isnan(lo)), lo, out)
         if hi is not None:
-            out = _where(greater(out, hi), hi, out)
+            out = _where(logical_or(greater(out, hi), isnan(hi)), hi, out)
         return out
     data = x.data if isinstance(x, Tensor) else x
     if getattr(data, "dtype", None) is not None and data.dtype.kind in "biu" and \
