@@ -544,6 +544,7 @@ def test_vmap_leaves_no_reference_cycles_and_no_state():
     assert registry.vmapping == 0 and not gg.batched.state.levels
 
 
+@pytest.mark.cuda
 def test_vmap_on_cuda_matches_the_cpu():
     reason = gg.cuda.unavailable_reason()
     if reason is not None:
