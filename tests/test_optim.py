@@ -233,8 +233,12 @@ def test_constructor_errors():
         optim.SGD([p], lr=-1.0)
     with pytest.raises(ValueError, match="Nesterov"):
         optim.SGD([p], lr=0.1, nesterov=True)
-    with pytest.raises(ValueError, match="betas"):
-        optim.Adam([p], betas=(0.9, 1.5))
+    for betas in ((0.9, 1.5), (1.0, 0.9), (0.9, 1.0), (-0.1, 0.9), (0.9,), (0.9, 0.99, 0.999)):
+        with pytest.raises(ValueError, match=r"invalid betas=.* in param group 0"):
+            optim.Adam([p], betas=betas)
+    with pytest.raises(ValueError, match=r"invalid eps=-1e-08 in param group 0; use a value >= 0"):
+        optim.AdamW([p], eps=-1e-8)
+    optim.Adam([p], betas=(0.0, 0.0), eps=0.0)          # the boundaries PyTorch accepts
     with pytest.raises(ValueError, match="more than once"):
         optim.SGD([{"params": [p]}, {"params": [p]}], lr=0.1)
     with pytest.raises(ValueError, match="not a leaf"):

@@ -130,10 +130,10 @@ def test_unsupported_values_name_their_path(tmp_path):
     with pytest.raises(ValueError, match="contains itself"):
         save(cyclic, path)
     deep = []
-    for _ in range(serialization.MAX_DEPTH + 1):
+    for _ in range(serialization.MAX_DEPTH):
         deep = [deep]
     with pytest.raises(ValueError, match="nested 64 containers deep"):
-        save(deep, path)
+        save(deep, path)                                 # 65 levels, the empty list innermost
     assert os.listdir(tmp_path) == []                # nothing was written
 
 
@@ -457,3 +457,15 @@ def test_load_state_dict_is_an_in_place_change_that_backward_notices():
     model.load_state_dict(gg.nn.Linear(2, 1).state_dict())
     with pytest.raises(RuntimeError, match="changed in place.*load_state_dict"):
         loss.backward()
+
+
+def test_the_deepest_structure_allowed_round_trips(tmp_path):
+    deep = []
+    for _ in range(serialization.MAX_DEPTH - 1):       # 64 containers: the limit, not past it
+        deep = [deep]
+    save(deep, tmp_path / "deep.gg")
+    loaded = load(tmp_path / "deep.gg")
+    for _ in range(serialization.MAX_DEPTH - 1):
+        assert isinstance(loaded, list) and len(loaded) == 1
+        loaded = loaded[0]
+    assert loaded == []
