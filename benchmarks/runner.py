@@ -38,7 +38,15 @@ def time_workload(lib: str, wid: str, samples: int = 5, target_s: float = 0.2) -
         raise ValueError(f"time_workload: samples must be >= 1, got {samples}")
     step = wl.make_step(lib, wid)
     first_loss = wl.to_float(step())               # the first unit, from the shared initial state
-    reps = _calibrate(step, target_s, warmup=2)
+    reps, times, load = timed(step, samples, target_s, wl.SCALE[wid])
+    return {"workload": wid, "lib": lib, "first_loss": first_loss, "reps": reps, "samples": times,
+            "median": statistics.median(times), "load": load}
+
+
+def timed(step: Any, samples: int, target_s: float, scale: float, warmup: int = 2) -> tuple[int, list, Any]:
+    """(repetitions per sample, ``samples`` times per call in the unit ``scale`` gives, other processes'
+    share of the machine): batches calibrated to ``target_s``, a full collection before each."""
+    reps = _calibrate(step, target_s, warmup=warmup)
     load = machine.CpuLoad()
     load.start()
     times = []
@@ -47,9 +55,8 @@ def time_workload(lib: str, wid: str, samples: int = 5, target_s: float = 0.2) -
         t0 = time.perf_counter()
         for _ in range(reps):
             step()
-        times.append((time.perf_counter() - t0) / reps * wl.SCALE[wid])
-    return {"workload": wid, "lib": lib, "first_loss": first_loss, "reps": reps, "samples": times,
-            "median": statistics.median(times), "load": load.stop()}
+        times.append((time.perf_counter() - t0) / reps * scale)
+    return reps, times, load.stop()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import backend, ops
+from .batched import BatchedTensor
 from .engine import (
     Node,
     detect_anomaly,
@@ -22,6 +23,7 @@ from .engine import (
     run_backward,
     set_grad_enabled,
 )
+from .ops.batching import loop_function
 from .ops.util import sum_to_shape
 from .tensor import Tensor, _root_gradient
 
@@ -215,6 +217,8 @@ class Function:
 
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
+        if any(type(a) is BatchedTensor for a in args):
+            return loop_function(cls, args, kwargs)
         needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         ctx = FunctionCtx(needs, tuple(a.shape if isinstance(a, Tensor) else None for a in args))
         with no_grad():

@@ -23,6 +23,7 @@ pending_device_checks: Any = None
 cuda_active = False        # True once CuPy is loaded: until then every array is a NumPy array
 multi_gpu = False          # more than one CUDA device: each op must make its operands' GPU current
 _NO_SCOPE = contextlib.nullcontext()
+logical_array_type: Any = None   # gpugrad.batched.LogicalArray: a batched tensor's data (shape, no values)
 
 
 class Device:
@@ -130,8 +131,11 @@ def cuda_unavailable_reason() -> str | None:
 
 def namespace(data: Any) -> Any:
     """The array module (numpy or cupy) that owns ``data``."""
-    if _cupy is not None and isinstance(data, _cupy.ndarray):
-        return _cupy
+    if _cupy is not None:
+        if isinstance(data, _cupy.ndarray):
+            return _cupy
+        if type(data) is logical_array_type:     # a batched tensor's data names the module of its batch
+            return data.xp
     return np
 
 

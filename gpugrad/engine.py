@@ -267,13 +267,16 @@ def run_backward(
     retain_graph: bool = False,
     capture: Sequence[Tensor] | None = None,
     create_graph: bool = False,
+    tensors: bool = False,
 ) -> list[Any] | None:
     """Propagate ``root_grads`` from ``roots`` back through the tape.
 
     First-order (the default), gradients are arrays and rules run on arrays. With
     ``create_graph`` they are Tensors and every rule runs on Tensors through
     gpugrad's own namespace, so the backward pass is itself recorded and can be
-    differentiated again (``root_grads`` must then be Tensors).
+    differentiated again (``root_grads`` must then be Tensors). With ``tensors`` the gradients
+    are Tensors too, but nothing is recorded: inside ``gg.vmap`` they may be batched, and every
+    rule's ops then run batched.
 
     With ``capture=None`` gradients accumulate into the ``.grad`` of leaf tensors.
     Otherwise nothing is accumulated and the gradient arriving at each tensor of
@@ -285,6 +288,9 @@ def run_backward(
     try:
         if create_graph:
             with enable_grad():
+                result = _walk(roots, root_grads, retain_graph, capture, True)
+        elif tensors:
+            with no_grad():
                 result = _walk(roots, root_grads, retain_graph, capture, True)
         else:
             result = _walk(roots, root_grads, retain_graph, capture, False)

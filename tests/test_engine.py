@@ -438,3 +438,85 @@ def test_clone_and_detach_clone():
     d = c.clone()
     (d * d).sum().backward()
     assert c.grad.tolist() == [2.0, 2.0]
+
+
+# ----------------------------------------------------------------------------- the walk on tangled graphs
+
+def _tangled(x, seed, size=30, override=None):
+    """A random DAG over ``x``: every value feeds later ones at random, so the walk's heap (not its
+    chain shortcut) decides the order. ``override=(k, z)`` puts z in place of value k."""
+    rng = np.random.default_rng(seed)
+    values = [x, gg.sin(x), x * 0.5]
+    for k in range(size):
+        i, j = (int(v) for v in rng.integers(0, len(values), 2))
+        a, b = values[i], values[j]
+        kind = int(rng.integers(0, 3))
+        value = a + b if kind == 0 else a * b * 0.5 if kind == 1 else gg.tanh(a) - b
+        values.append(override[1] if override is not None and override[0] == k else value)
+    picked = [int(i) for i in rng.choice(len(values), 6, replace=False)]
+    return sum(values[i].sum() for i in picked), values
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gradients_and_second_derivatives_of_tangled_graphs(seed):
+    x = gg.tensor(np.random.default_rng(seed).uniform(-1, 1, (3,)), requires_grad=True)
+    assert gg.testing.gradcheck(lambda t: _tangled(t, seed)[0], x)
+    assert gg.testing.gradgradcheck(lambda t: _tangled(t, seed)[0], x)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_gradient_reaching_an_inner_value_is_its_gradient_as_a_leaf(seed):
+    x = gg.tensor(np.random.default_rng(seed).uniform(-1, 1, (3,)), requires_grad=True)
+    out, values = _tangled(x, seed)
+    compared = 0
+    for k in range(0, 30, 3):
+        (captured,) = gg.autograd.grad(out, [values[3 + k]], retain_graph=True, allow_unused=True)
+        z = values[3 + k].detach().requires_grad_()
+        rebuilt = _tangled(x.detach(), seed, override=(k, z))[0]
+        if captured is None:                    # value k does not reach the output
+            assert not rebuilt.requires_grad
+            continue
+        rebuilt.backward()
+        assert_close(captured, z.grad)
+        compared += 1
+    assert compared >= 3
+
+
+def test_one_root_given_twice_sums_its_seeds():
+    x = gg.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 3.0
+    gg.autograd.backward([y, y], [gg.tensor([1.0, 10.0]), gg.tensor([2.0, 20.0])])
+    assert_close(x.grad, gg.tensor([9.0, 90.0]))
+    leaf = gg.tensor([1.0, 2.0], requires_grad=True)
+    gg.autograd.backward([leaf, leaf], [gg.tensor([1.0, 1.0]), gg.tensor([2.0, 3.0])])
+    assert_close(leaf.grad, gg.tensor([3.0, 4.0]))
+
+
+def test_post_accumulate_hooks_run_once_when_a_leafs_gradient_is_final():
+    """A leaf is final, and its hook runs, as soon as the walk passes its oldest reader (DDP starts
+    its reduction then, while the older ops run); each hook sees the whole gradient, once."""
+    early = gg.tensor([1.0, 2.0], requires_grad=True)       # read by the first op only
+    late = gg.tensor([3.0, 4.0], requires_grad=True)        # read by the last op only
+    events = []
+    early.register_post_accumulate_grad_hook(lambda t: events.append(("early", t.grad.numpy().copy())))
+    late.register_post_accumulate_grad_hook(lambda t: events.append(("late", t.grad.numpy().copy())))
+    h = early * 2.0
+    h.register_hook(lambda g: events.append(("h", None)))
+    m = gg.tanh(h) + h
+    m.register_hook(lambda g: events.append(("m", None)))
+    out = (m * late).sum() + (late * 5.0).sum()
+    out.backward()
+    assert [name for name, _ in events] == ["late", "m", "h", "early"]
+    expected_late = np.tanh([2.0, 4.0]) + [2.0, 4.0] + 5.0
+    assert_close(events[0][1], expected_late.astype(np.float32))
+    dm = np.array([3.0, 4.0]) * (1 - np.tanh([2.0, 4.0]) ** 2 + 1)
+    assert_close(events[3][1], (2 * dm).astype(np.float32))
+    assert_close(early.grad, gg.tensor(2 * dm, dtype=gg.float32))
+
+
+def test_a_hook_on_an_inner_value_changes_what_flows_on():
+    x = gg.tensor([1.0, -2.0], requires_grad=True)
+    h = x * x
+    h.register_hook(lambda g: g * 10.0)
+    (h + x).sum().backward()
+    assert_close(x.grad, gg.tensor([21.0, -39.0]))

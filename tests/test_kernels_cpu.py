@@ -74,6 +74,11 @@ NOT_OP_KERNELS = {
     "sgd_step_multi": "SGD over many parameters at once: FUSED_MULTI['sgd'] = kernels.sgd_step_multi",
     "adam_step_multi": "Adam over many parameters at once: FUSED_MULTI['adam'] = kernels.adam_step_multi",
     "adamw_step_multi": "the same with decoupled weight decay",
+    "threefry_split": "gg.random.split's forward on CUDA (ops/random.py; tests/test_random_keys.py)",
+    "threefry_fold_in": "gg.random.fold_in's forward on CUDA",
+    "random_bits": "gg.random.bits' forward on CUDA (and randint's, permutation's bits)",
+    "random_uniform": "gg.random.uniform's forward on CUDA",
+    "random_normal": "gg.random.normal's forward on CUDA",
 }
 
 KERNEL_FILES = sorted({spec.file for spec in kernels.KERNELS.values()})
@@ -1089,7 +1094,7 @@ def test_every_kernel_file_exists_and_every_cu_file_is_registered():
     on_disk = sorted(p.name for p in kernels.kernels_dir().glob("*.cu"))
     assert on_disk == KERNEL_FILES
     for name, spec in kernels.KERNELS.items():
-        assert spec.entries == tuple(f"{name}_{s}" for s in ("f32", "f64", "f16")[:len(spec.dtypes)])
+        assert spec.entries == tuple(f"{name}_{kernels._SUFFIX[d]}" for d in spec.dtypes)
 
 
 def test_compiled_entry_points_are_exactly_the_registry(host_libs):

@@ -493,6 +493,10 @@ def test_edges_without_torch():
     x = gg.tensor([1.0, math.nan, 3.0], requires_grad=True)
     x.max().backward()
     assert x.grad.tolist() == [0.0, 1.0, 0.0]
+    # a nan tensor bound gives nan, as NumPy and PyTorch (it once compared False and let x through)
+    x, lo, hi = gg.tensor([2.0, 2.0, 0.5]), gg.tensor([math.nan, 0.0, 0.0]), gg.tensor([3.0, math.nan, 1.0])
+    assert_close(gg.clip(x, lo, hi), np.clip(x.numpy(), lo.numpy(), hi.numpy()), equal_nan=True)
+    assert_close(x.clamp(min=lo), np.array([math.nan, 2.0, 0.5], np.float32), equal_nan=True)
 
 
 # ----------------------------------------------------------------------------- return types and spellings

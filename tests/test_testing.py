@@ -6,6 +6,8 @@ no global state changes) and shows the checker failing on it, beside the correct
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -64,6 +66,45 @@ def test_the_default_tolerance_is_strict():
 def test_raise_exception_false_returns_false():
     assert gradcheck(_sin_op(_scaled(1.001)), _input(), raise_exception=False) is False
     assert gradcheck(_sin_op(_right), _input(), raise_exception=False) is True
+    flat = _sin_op(lambda xp, g, x: xp.reshape(g * xp.cos(x), (1,)), name="flat")
+    assert gradcheck(lambda t: flat(t) * 2.0, _input(()), raise_exception=False) is False
+    narrow = _sin_op(lambda xp, g, x: (g * xp.cos(x)).astype(np.float32), name="narrow")
+    assert gradcheck(narrow, _input(), raise_exception=False) is False
+    assert gradgradcheck(_sin_op(_second_order_scaled(1.001)), _input(), raise_exception=False) is False
+    assert gradgradcheck(_sin_op(_right), _input(), raise_exception=False) is True
+
+
+def _second_derivative_off_by(delta):
+    """The rule's values are right on both paths; on Tensors its own derivative is off by ``delta``."""
+    def rule(xp, g, x):
+        if xp is np:
+            return g * np.cos(x)
+        return g * (gg.cos(x) + delta * (x - gg.stop_gradient(x)))
+    return rule
+
+
+def test_gradcheck_tolerances_are_the_ones_given():
+    assert gradcheck(_sin_op(_scaled(1.001)), _input(), rtol=1e-2) is True
+    op = _sin_op(_second_derivative_off_by(1e-3))
+    assert gradcheck(op, _input()) is True
+    with pytest.raises(GradcheckError):
+        gradgradcheck(op, _input())
+    assert gradgradcheck(op, _input(), rtol=1e-2, atol=1e-2) is True
+
+
+def _numbers_after(text, title):
+    block = text.split(title)[1].split("numeric Jacobian")[0]
+    return np.array([float(n) for n in re.findall(r"-?\d+\.\d*", block)])
+
+
+def test_a_small_mismatch_shows_both_jacobians():
+    x = gg.tensor([0.5, 1.0], dtype=gg.float64, requires_grad=True)
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(_sin_op(_scaled(2.0)), x)
+    text = str(info.value)
+    cos = np.cos([0.5, 1.0])
+    assert_close(_numbers_after(text, "analytic Jacobian:"), 2 * np.array([cos[0], 0, 0, cos[1]]), atol=1e-5)
+    assert_close(_numbers_after(text, "numeric Jacobian:"), np.array([cos[0], 0, 0, cos[1]]), atol=1e-5)
 
 
 def _one_wrong_element(index, factor):
@@ -223,9 +264,35 @@ def test_assert_close_default_tolerances_follow_the_dtype():
         assert_close(np.array([2 ** 53 + 1]), np.array([2 ** 53]))                 # exact, not via float64
 
 
-def test_assert_close_message_and_refusals(torch):
+def test_assert_close_puts_msg_first():
     with pytest.raises(AssertionError, match="^step 3: shapes differ"):
         assert_close(gg.ones(2), gg.ones(3), msg="step 3")
+    with pytest.raises(AssertionError, match=r"^shapes differ"):
+        assert_close(gg.ones(2), gg.ones(3))
+    with pytest.raises(AssertionError, match=r"^x: 1 of 2 elements differ .*\ngreatest absolute difference: "
+                                             r"1 at \(1,\).*\ngreatest relative difference: 0.5 at \(1,\)"):
+        assert_close(gg.tensor([1.0, 3.0]), np.array([1.0, 2.0], np.float32), msg="x")
+    with pytest.raises(AssertionError, match=r"absolute difference: 1 \(actual"):   # a 0-d pair: no index
+        assert_close(gg.tensor(3.0), np.float32(2.0))
+
+
+def test_assert_close_tolerances_and_nans():
+    assert_close(np.array([1.0]), np.array([1.0 + 1e-3]), atol=2e-3)           # giving atol alone...
+    with pytest.raises(AssertionError, match="rtol=0, atol=0.001"):
+        assert_close(np.array([100.0]), np.array([100.01]), atol=1e-3)         # ...makes rtol 0
+    with pytest.raises(AssertionError, match="rtol=0.0001, atol=0"):
+        assert_close(np.array([0.0]), np.array([1e-9]), rtol=1e-4)             # and rtol alone, atol 0
+    assert_close(np.array([3]), np.array([3.0 + 2e-7]), check_dtype=False)  # int beside float: a tolerance
+    with pytest.raises(AssertionError):
+        assert_close(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), equal_nan=True)  # NaN on one side only
+    with pytest.raises(AssertionError):
+        assert_close(np.array([0.0, 1.0]), np.array([np.nan, 1.0]), equal_nan=True)
+    assert_close(np.array([1 + 1j]), np.array([1 + 1j + 1e-9]))                # complex compared as complex
+    with pytest.raises(AssertionError):
+        assert_close(np.array([1 + 1j]), np.array([1 + 2j]))
+
+
+def test_assert_close_refuses_torch_tensors(torch):
     with pytest.raises(TypeError, match=r"torch.Tensor; convert it explicitly"):
         assert_close(gg.ones(2), torch.ones(2))
 

@@ -8,8 +8,9 @@
 # 2. warm:   nvidia-smi, Python/NumPy/CuPy/PyTorch/nvcc versions, `python3 -m gpugrad info` (which
 #            compiles every kernels/*.cu through CuPy), then a few small training steps, so NVRTC's
 #            and CuPy's own kernels are in CuPy's disk cache before anything is timed;
-# 3. tests:  pytest -m cuda on tests/test_cuda.py and tests/test_kernels_cpu.py, stopping at the
-#            first failure (-x); without pytest, benchmarks/gpu/run_without_pytest.py runs them. The
+# 3. tests:  pytest -m cuda on tests/test_cuda.py, tests/test_kernels_cpu.py, tests/test_random_keys.py
+#            (the same key's numbers as the CPU's) and tests/test_vmap.py, stopping at the first
+#            failure (-x); without pytest, benchmarks/gpu/run_without_pytest.py runs them. The
 #            step fails, loudly, when no CUDA test passed (all skipped is a failure, not a pass);
 # 4. graphs: what CUDA graph capture under CuPy accepts (a RawKernel launch, an elementwise op, a
 #            matmul, a memory-pool allocation, gpugrad's backward and Adam step): graph_capture.md;
@@ -101,7 +102,7 @@ EOF
 }
 
 run_tests() {
-    local files=(tests/test_cuda.py tests/test_kernels_cpu.py)
+    local files=(tests/test_cuda.py tests/test_kernels_cpu.py tests/test_random_keys.py tests/test_vmap.py)
     if "$PY" -c "import pytest" 2>/dev/null; then
         local extra=()
         if "$PY" -c "import pytest_timeout" 2>/dev/null; then

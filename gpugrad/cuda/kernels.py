@@ -31,7 +31,8 @@ import numpy as np
 from .. import backend
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
-_SUFFIX = {_F32: "f32", _F64: "f64", _F16: "f16"}
+_U32, _U64 = np.dtype(np.uint32), np.dtype(np.uint64)
+_SUFFIX = {_F32: "f32", _F64: "f64", _F16: "f16", _U32: "u32", _U64: "u64"}
 _FLOATS = (_F32, _F64, _F16)
 
 BLOCK = 256            # threads per block for the grid-stride kernels
@@ -74,6 +75,10 @@ KERNELS: dict[str, KernelSpec] = {
               "bias_grad_reduce"),
     **_family("optimizer.cu", "sgd_step", "adam_step", "adamw_step", "sgd_step_multi", "adam_step_multi",
               "adamw_step_multi"),
+    # the forwards of gg.random's primitives on CUDA (gpugrad/ops/random.py), not VJPs
+    **_family("random.cu", "threefry_split", "threefry_fold_in", dtypes=(_U32,)),
+    **_family("random.cu", "random_bits", dtypes=(_U32, _U64)),
+    **_family("random.cu", "random_uniform", "random_normal", dtypes=(_F32, _F64)),
 }
 
 

@@ -45,8 +45,8 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
     if x.dtype.kind != "f" or target.dtype != x.dtype:
         raise RuntimeError(f"binary_cross_entropy: input and target must be floating point tensors of one "
                            f"dtype, got {x.dtype} and {target.dtype}")
-    if backend.namespace(x.data) is np:      # on a GPU this check would wait for the device
-        data = x.data
+    data = F.all_entries(x)                  # under vmap: every entry's values
+    if backend.namespace(data) is np:        # on a GPU this check would wait for the device
         if data.size and not bool(((data >= 0) & (data <= 1)).all()):
             raise RuntimeError("binary_cross_entropy: all elements of input should be between 0 and 1 "
                                "(probabilities; for scores use binary_cross_entropy_with_logits)")

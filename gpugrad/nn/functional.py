@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from .. import backend, dtypes, ops, random, versions
+from ..batched import BatchedTensor, all_entries
+from ..batched import state as batched_state
 from ..ops import erf
 from ..ops.nn import check_class_indices
 from ..ops.util import normalize_axis
@@ -177,6 +179,9 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
         return x
     if p == 1.0:
         return x * 0.0
+    if batched_state.levels:           # inside vmap: the mask follows vmap's randomness policy
+        keep = random.uniform_like(x, "dropout") >= p
+        return x * (keep / (1.0 - p)).astype(x.dtype)
     # a Bernoulli(1 - p) mask, drawn where x lives (on a GPU by CuPy's generator: nothing is copied)
     with backend.device_scope(x.data):
         keep = random.uniform_on(backend.namespace(x.data), x.shape, np.float32) >= p
@@ -209,13 +214,16 @@ def one_hot(x: Tensor, num_classes: int = -1) -> Tensor:
     x = _tensor(x)
     if x.dtype.kind not in "iu":
         raise TypeError(f"one_hot: class indices must be an integer tensor, got {x.dtype}")
-    data = x.data
+    data = all_entries(x)                              # under vmap: the whole batch's indices
     xp = backend.namespace(data)
     if num_classes < 0:
         num_classes = int(data.max()) + 1 if data.size else 0
     if data.size and (int(data.min()) < 0 or int(data.max()) >= num_classes):
         raise ValueError(f"one_hot: class values must be in [0, {num_classes}), got values from "
                          f"{int(data.min())} to {int(data.max())}")
+    if type(x) is BatchedTensor:
+        classes = Tensor._wrap(xp.arange(num_classes))
+        return ops.astype(ops.equal(ops.expand_dims(x, -1), classes), np.int64)
     return Tensor._wrap((data[..., None] == xp.arange(num_classes)).astype(np.int64))
 
 
@@ -242,10 +250,12 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None, max_no
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be 2-d (num_embeddings, embedding_dim), got shape "
                          f"{weight.shape}")
-    idx = input.data if isinstance(input, Tensor) else np.asarray(input)
+    batched = type(input) is BatchedTensor            # under vmap: indices per batch entry
+    idx = input if batched else input.data if isinstance(input, Tensor) else np.asarray(input)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be an integer tensor (e.g. .long()), got {idx.dtype}")
-    if backend.namespace(idx) is not backend.namespace(weight.data):
+    every = all_entries(idx) if batched else idx       # checks read every example's indices under vmap
+    if backend.namespace(every) is not backend.namespace(weight.data):
         raise RuntimeError(f"embedding: the indices are on {backend.device_of(idx)} and the weight on "
                            f"{weight.device}; move them to one device with .to(...)")
     n = weight.shape[0]
@@ -253,15 +263,16 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None, max_no
         if not -n <= padding_idx < n:
             raise ValueError(f"embedding: padding_idx {padding_idx} must be within num_embeddings ({n})")
         padding_idx %= n
-    if idx.size and backend.namespace(idx) is np and (int(idx.min()) < 0 or int(idx.max()) >= n):
-        bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+    if every.size and backend.namespace(every) is np and (int(every.min()) < 0 or int(every.max()) >= n):
+        bad = int(every.min()) if int(every.min()) < 0 else int(every.max())
         raise IndexError(f"embedding: index {bad} is out of range for {n} embeddings (valid indices are "
                          f"0..{n - 1})")
-    if max_norm is not None:
-        _renorm_rows(weight, idx, float(max_norm), float(norm_type))
+    if max_norm is not None:                         # under vmap: every example's rows, as a loop would
+        _renorm_rows(weight, every, float(max_norm), float(norm_type))
     out = weight[idx]                                # gather; the VJP scatter-adds repeated rows
     if padding_idx is not None and out.requires_grad:
-        out = ops.where(Tensor._wrap((idx == padding_idx)[..., None]), out.detach(), out)
+        padding = ops.equal(idx, padding_idx) if batched else Tensor._wrap(idx == padding_idx)
+        out = ops.where(ops.expand_dims(padding, -1), out.detach(), out)
     return out
 
 
@@ -440,6 +451,11 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, i
     x, target = _tensor(input), _tensor(target)
     if x.ndim == 0:
         raise ValueError("cross_entropy: input must have a class dimension, got a 0-d tensor")
+    if x.ndim == 1 and weight is None and target.dtype.kind in "iu" and target.ndim == 0 \
+            and x.dtype.kind == "f":      # one example (and each one under vmap): the primitive on one row
+        one = cross_entropy(ops.reshape(x, (1, x.shape[0])), ops.reshape(target, (1,)), None, ignore_index,
+                            reduction, label_smoothing)
+        return ops.reshape(one, ()) if reduction == "none" else one
     if x.ndim == 2 and weight is None and target.dtype.kind in "iu" and target.shape == (x.shape[0],) \
             and x.dtype.kind == "f":
         # the common case as one primitive (a fused kernel on CUDA); the rest is composed below

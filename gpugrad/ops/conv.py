@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
+from . import batching
 from .registry import defop
 from .samples import Sample, samples, uniform
 
@@ -186,16 +187,37 @@ def max_pool2d(xp, x, *, windows):
 @max_pool2d.vjp
 def _(xp, g, out, x, *, windows):
     # each window's gradient goes to its first maximum; windows that overlap add up (col2im)
-    data = x.data if isinstance(x, Tensor) else x
-    ax = backend.namespace(data)
-    first = _first_max(ax, data, windows)
-    kh, kw = windows.kernel
-    hit = ax.arange(kh * kw).reshape(1, 1, kh * kw, 1, 1) == first[:, :, None]
-    n, c = data.shape[:2]
-    hit = hit.reshape((n, c, kh, kw) + windows.grid).astype(data.dtype)
-    if isinstance(g, Tensor):
+    if isinstance(g, Tensor):      # create_graph, or vmap (x may be batched): the mask from an op
+        hit = _first_max_hit(x, windows=windows)
         return (col2im(xp.expand_dims(xp.expand_dims(g, 2), 2) * hit, windows=windows),)
-    return (unpatch(xp, g[:, :, None, None] * hit, windows),)
+    return (unpatch(xp, g[:, :, None, None] * _first_max_hit.forward(xp, x, windows=windows), windows),)
+
+
+@defop(differentiable=False)
+def _first_max_hit(xp, x, *, windows):
+    """1 at each window's first maximum, 0 elsewhere, in x's dtype: (N, C, kh, kw, oh, ow)."""
+    first = _first_max(xp, x, windows)
+    kh, kw = windows.kernel
+    hit = xp.arange(kh * kw).reshape(1, 1, kh * kw, 1, 1) == first[:, :, None]
+    n, c = x.shape[:2]
+    return hit.reshape((n, c, kh, kw) + windows.grid).astype(x.dtype)
+
+
+def _image_batch(op: Any) -> Any:
+    """Under vmap, the batch of images (N, C, ...) per entry is one batch of B*N images."""
+    def rule(batch, x, *, windows):
+        from .shape import _reshape  # noqa: PLC0415
+        x = batching.to_front(x, batch[0])
+        b, n = x.shape[:2]
+        out = op(_reshape(x, shape=(b * n, *x.shape[2:])), windows=windows)
+        return _reshape(out, shape=(b, n, *out.shape[1:])), 0
+    return rule
+
+
+im2col.batch(_image_batch(im2col))
+col2im.batch(_image_batch(col2im))
+max_pool2d.batch(_image_batch(max_pool2d))
+_first_max_hit.batch(_image_batch(_first_max_hit))
 
 
 def max_pool2d_indices(x: Any, windows: Windows) -> Any:

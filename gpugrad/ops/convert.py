@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend
+from ..batched import BatchedTensor
 from ..dtypes import as_dtype, is_floating
 from ..tensor import Tensor
 from .registry import defop
@@ -13,7 +14,8 @@ from .samples import Sample, samples, uniform
 
 # NOTE: finite differences need float64 throughout, so the sample casts to float64;
 # casts between float widths are tested in tests/test_tensor.py.
-@defop(samples=samples(lambda rng: Sample([uniform(rng, -2, 2, (2, 3))], {"dtype": as_dtype("float64")})))
+@defop(samples=samples(lambda rng: Sample([uniform(rng, -2, 2, (2, 3))], {"dtype": as_dtype("float64")})),
+       batch="elementwise")
 def _astype(xp, x, *, dtype):
     return x.astype(dtype)
 
@@ -23,7 +25,7 @@ def _(xp, g, out, x, *, dtype):
     return (g,)        # the engine casts gradients to each input's own dtype
 
 
-@defop(samples=samples(lambda rng: Sample([uniform(rng, -2, 2, (2, 3))])))
+@defop(samples=samples(lambda rng: Sample([uniform(rng, -2, 2, (2, 3))])), batch="elementwise")
 def alias(xp, x):
     """The same array as a new graph node (no copy): how gg.grad stays attached to an outer graph."""
     return x
@@ -34,7 +36,7 @@ def _(xp, g, out, x):
     return (g,)
 
 
-@defop(samples=samples(lambda rng: Sample([uniform(rng, -2, 2, (2, 3))])))
+@defop(samples=samples(lambda rng: Sample([uniform(rng, -2, 2, (2, 3))])), batch="elementwise")
 def clone(xp, x):
     return x.copy()
 
@@ -47,7 +49,7 @@ def _(xp, g, out, x):
 copy = clone
 
 
-@defop()
+@defop(batch="elementwise")
 def _to_device(xp, x, *, device, source):
     return backend.to_device(x, device)
 
@@ -69,6 +71,8 @@ def astype(x: Any, dtype: Any) -> Tensor:
     if x.data.dtype == dtype:
         return x
     if not is_floating(dtype):
+        if type(x) is BatchedTensor:           # under vmap: the whole batch cast (no gradient either way)
+            return BatchedTensor.of(astype(x.value, dtype), x.bdim, x.level)
         return Tensor._wrap(x.data.astype(dtype))
     return _astype(x, dtype=dtype)
 

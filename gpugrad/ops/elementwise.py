@@ -110,7 +110,7 @@ def _is_number(v: Any) -> bool:
     return not hasattr(v, "shape") or isinstance(v, np.generic)
 
 
-@defop(samples=unary())
+@defop(batch="elementwise", samples=unary())
 def negative(xp, x):
     return xp.negative(x)
 
@@ -130,7 +130,7 @@ def _rounding(name: str, fn: Any, **params: Any) -> Any:
             return x.copy()                       # NumPy would turn integers into float64
         return fn(xp)(x, **kw)
     forward.__name__ = name
-    op = defop(samples=unary(-2.7, 2.7, **params))(forward)
+    op = defop(batch="elementwise", samples=unary(-2.7, 2.7, **params))(forward)
 
     @op.vjp
     def _(xp, g, out, x, **kw):
@@ -195,7 +195,7 @@ def _(xp, g, out, x, y, *, mode):
 # ----------------------------------------------------------------------------- math functions
 
 
-@defop(save=("out",), float_inputs=True, samples=unary())
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary())
 def exp(xp, x):
     return xp.exp(x)
 
@@ -205,7 +205,7 @@ def _(xp, g, out, x):
     return (g * out,)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(0.3, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(0.3, 3.0))
 def log(xp, x):
     return xp.log(x)
 
@@ -215,7 +215,7 @@ def _(xp, g, out, x):
     return (g / x,)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-0.5, 2.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-0.5, 2.0))
 def log1p(xp, x):
     return xp.log1p(x)
 
@@ -225,7 +225,7 @@ def _(xp, g, out, x):
     return (g / (1 + x),)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary())
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary())
 def expm1(xp, x):
     return xp.expm1(x)
 
@@ -235,7 +235,7 @@ def _(xp, g, out, x):
     return (g * (out + 1),)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary(0.3, 3.0))
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary(0.3, 3.0))
 def sqrt(xp, x):
     return xp.sqrt(x)
 
@@ -245,7 +245,7 @@ def _(xp, g, out, x):
     return (g / (2 * out),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
 def sin(xp, x):
     return xp.sin(x)
 
@@ -255,7 +255,7 @@ def _(xp, g, out, x):
     return (g * xp.cos(x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
 def cos(xp, x):
     return xp.cos(x)
 
@@ -265,7 +265,7 @@ def _(xp, g, out, x):
     return (-g * xp.sin(x),)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary(-1.2, 1.2))
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary(-1.2, 1.2))
 def tan(xp, x):
     return xp.tan(x)
 
@@ -275,7 +275,7 @@ def _(xp, g, out, x):
     return (g + g * out * out,)              # 1 + tan^2
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-0.9, 0.9))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-0.9, 0.9))
 def arcsin(xp, x):
     return xp.arcsin(x)
 
@@ -285,7 +285,7 @@ def _(xp, g, out, x):
     return (g / xp.sqrt(1 - x * x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-0.9, 0.9))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-0.9, 0.9))
 def arccos(xp, x):
     return xp.arccos(x)
 
@@ -295,7 +295,7 @@ def _(xp, g, out, x):
     return (-g / xp.sqrt(1 - x * x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
 def arctan(xp, x):
     return xp.arctan(x)
 
@@ -305,7 +305,7 @@ def _(xp, g, out, x):
     return (g / (1 + x * x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
 def sinh(xp, x):
     return xp.sinh(x)
 
@@ -315,7 +315,7 @@ def _(xp, g, out, x):
     return (g * xp.cosh(x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
 def cosh(xp, x):
     return xp.cosh(x)
 
@@ -325,7 +325,7 @@ def _(xp, g, out, x):
     return (g * xp.sinh(x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-3.0, 3.0))
 def arcsinh(xp, x):
     return xp.arcsinh(x)
 
@@ -335,7 +335,7 @@ def _(xp, g, out, x):
     return (g / xp.sqrt(x * x + 1),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(1.2, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(1.2, 3.0))
 def arccosh(xp, x):
     return xp.arccosh(x)
 
@@ -345,7 +345,7 @@ def _(xp, g, out, x):
     return (g / xp.sqrt((x - 1) * (x + 1)),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(-0.9, 0.9))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(-0.9, 0.9))
 def arctanh(xp, x):
     return xp.arctanh(x)
 
@@ -355,7 +355,7 @@ def _(xp, g, out, x):
     return (g / (1 - x * x),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(0.3, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(0.3, 3.0))
 def log2(xp, x):
     return xp.log2(x)
 
@@ -365,7 +365,7 @@ def _(xp, g, out, x):
     return (g / (x * _LN2),)
 
 
-@defop(save=("x",), float_inputs=True, samples=unary(0.3, 3.0))
+@defop(batch="elementwise", save=("x",), float_inputs=True, samples=unary(0.3, 3.0))
 def log10(xp, x):
     return xp.log10(x)
 
@@ -375,7 +375,7 @@ def _(xp, g, out, x):
     return (g / (x * _LN10),)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary())
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary())
 def exp2(xp, x):
     return xp.exp2(x)
 
@@ -385,7 +385,7 @@ def _(xp, g, out, x):
     return (g * out * _LN2,)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary(0.3, 3.0))
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary(0.3, 3.0))
 def rsqrt(xp, x):
     return 1 / xp.sqrt(x)
 
@@ -399,7 +399,7 @@ _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary(-3.0, 3.0), fused="tanh_backward")
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary(-3.0, 3.0), fused="tanh_backward")
 def tanh(xp, x):
     return xp.tanh(x)
 
@@ -420,7 +420,8 @@ def stable_sigmoid(xp: Any, x: Any) -> Any:
     return xp.where(x >= 0, r, e * r)
 
 
-@defop(save=("out",), float_inputs=True, samples=unary(-5.0, 5.0), fused="sigmoid_backward")
+@defop(batch="elementwise", save=("out",), float_inputs=True, samples=unary(-5.0, 5.0),
+       fused="sigmoid_backward")
 def sigmoid(xp, x):
     return stable_sigmoid(xp, x)
 
@@ -430,7 +431,7 @@ def _(xp, g, out, x):
     return (g * (out - out * out),)      # g out (1 - out), without a scalar operand (see tanh)
 
 
-@defop(save=("out",), samples=unary(), fused="relu_backward")
+@defop(batch="elementwise", save=("out",), samples=unary(), fused="relu_backward")
 def relu(xp, x):
     return xp.maximum(x, 0)
 
@@ -442,7 +443,7 @@ def _(xp, g, out, x):
     return (g * (out > 0),)
 
 
-@defop(save=("x",), samples=unary())
+@defop(batch="elementwise", save=("x",), samples=unary())
 def absolute(xp, x):
     return xp.abs(x)
 
@@ -452,7 +453,7 @@ def _(xp, g, out, x):
     return (g * xp.sign(x),)
 
 
-@defop(samples=unary())
+@defop(batch="elementwise", samples=unary())
 def sign(xp, x):
     return xp.sign(x)
 
@@ -462,7 +463,7 @@ def _(xp, g, out, x):
     return (xp.zeros_like(g),)            # piecewise constant
 
 
-@defop(save=("x",), samples=unary())
+@defop(batch="elementwise", save=("x",), samples=unary())
 def square(xp, x):
     return xp.square(x)
 
@@ -472,7 +473,7 @@ def _(xp, g, out, x):
     return (2 * g * x,)
 
 
-@defop(save=("x",), samples=unary(-3.0, 3.0, lo=-1.0, hi=1.5))
+@defop(batch="elementwise", save=("x",), samples=unary(-3.0, 3.0, lo=-1.0, hi=1.5))
 def _clip(xp, x, *, lo, hi):
     return xp.clip(x, lo, hi)
 
@@ -578,7 +579,7 @@ def _nondiff(name: str, fn: Any, dtype_rule: str | None = None) -> Any:
     def forward(xp, *args):
         return fn(xp)(*args)
     forward.__name__ = name
-    return defop(differentiable=False, dtype_rule=dtype_rule)(forward)
+    return defop(differentiable=False, dtype_rule=dtype_rule, batch="elementwise")(forward)
 
 
 equal = _nondiff("equal", lambda xp: xp.equal)
@@ -604,7 +605,7 @@ left_shift = _nondiff("left_shift", lambda xp: xp.left_shift, "promote")
 right_shift = _nondiff("right_shift", lambda xp: xp.right_shift, "promote")
 
 
-@defop(differentiable=False)
+@defop(batch="elementwise", differentiable=False)
 def _isclose(xp, x, y, *, rtol, atol, equal_nan):
     return xp.isclose(x, y, rtol=rtol, atol=atol, equal_nan=equal_nan)
 
@@ -633,11 +634,11 @@ def clip(x: Any, min: Any = None, max: Any = None, *, a_min: Any = None, a_max: 
     if lo is None and hi is None:
         raise ValueError("clip: give at least one of min and max")
     if hasattr(lo, "shape") or hasattr(hi, "shape"):       # tensor bounds: elementwise, broadcast
-        out = x
+        out = x                                             # a nan bound wins, as in NumPy and PyTorch
         if lo is not None:
-            out = _where(less(out, lo), lo, out)
+            out = _where(logical_or(less(out, lo), isnan(lo)), lo, out)
         if hi is not None:
-            out = _where(greater(out, hi), hi, out)
+            out = _where(logical_or(greater(out, hi), isnan(hi)), hi, out)
         return out
     data = x.data if isinstance(x, Tensor) else x
     if getattr(data, "dtype", None) is not None and data.dtype.kind in "biu" and \

@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 
 from .. import backend
+from ..batched import BatchedTensor, all_entries
 from ..tensor import Tensor
+from . import batching
 from .convert import clone
 from .elementwise import where
-from .index import _getitem, _unindex, scatter_sum, take
+from .index import _getitem, _per_entry_index, _unindex, scatter_sum, take
 from .registry import defop
 from .samples import Sample, samples, uniform
 from .shape import concatenate, reshape
@@ -35,10 +37,13 @@ REDUCTIONS = ("sum", "prod", "mean", "amax", "amin")
 
 
 def _index_data(op: str, x: Tensor, index: Any) -> Any:
-    """The index's integer array, on the tensor's device."""
-    idx = index.data if isinstance(index, Tensor) else np.asarray(index)
+    """The index's integer array, on the tensor's device (under vmap, a batched index stays a tensor)."""
+    idx = index if type(index) is BatchedTensor else index.data if isinstance(index, Tensor) else \
+        np.asarray(index)
     if idx.dtype.kind not in "iu":
         raise RuntimeError(f"{op}: expected an integer index tensor (int64 or int32), got {idx.dtype}")
+    if type(idx) is BatchedTensor:
+        return idx
     xp = backend.namespace(x.data)
     if backend.namespace(idx) is not xp:
         if xp is np:
@@ -48,8 +53,14 @@ def _index_data(op: str, x: Tensor, index: Any) -> Any:
     return idx
 
 
+def _xp_of(idx: Any) -> Any:
+    """The array module of an index array (or of a batched index's batch)."""
+    return backend.namespace(idx.data if type(idx) is BatchedTensor else idx)
+
+
 def _check_range(op: str, idx: Any, n: int, dim: int, negative: bool = False) -> None:
     """Raise if an index is outside [0, n) (or [-n, n) with ``negative``); CPU only (see the NOTE above)."""
+    idx = all_entries(idx)
     if not idx.size or backend.namespace(idx) is not np:
         return
     lo, hi = int(idx.min()), int(idx.max())
@@ -123,7 +134,7 @@ def gather(x: Any, dim: int, index: Any) -> Tensor:
     dim = _dim_of("gather", x, idx, dim)
     _check_fits("gather", idx, x.shape, dim, "input")
     _check_range("gather", idx, x.shape[dim], dim)
-    out = _getitem(x, index=coordinates(backend.namespace(idx), idx, dim, tuple(idx.shape)))
+    out = _getitem(x, index=coordinates(_xp_of(idx), idx, dim, tuple(idx.shape)))
     return reshape(out, ()) if scalar else out
 
 
@@ -151,7 +162,7 @@ def _take_along(op: str, x: Any, indices: Any, axis: int | None, error: type) ->
             raise error(f"{op}: indices of shape {tuple(idx.shape)} and input of shape {x.shape} do not "
                         f"broadcast in dimension {d}")
     _check_range(op, idx, x.shape[axis], axis, negative=True)
-    return _getitem(x, index=coordinates(backend.namespace(idx), idx, axis, x.shape))
+    return _getitem(x, index=coordinates(_xp_of(idx), idx, axis, x.shape))
 
 
 # ----------------------------------------------------------------------------- scatter (assignment)
@@ -172,11 +183,23 @@ def _scatter(xp, x, src, *, index):
 
 @_scatter.vjp
 def _(xp, g, out, x, src, *, index, needs):
-    on = backend.namespace(g.data if isinstance(g, Tensor) else g)   # the mask lives with the gradient
-    kept = ~_hit(on, on.asarray(_flat_positions(backend.namespace(index[0]), index, tuple(g.shape))),
-                 tuple(g.shape))
+    if any(type(i) is BatchedTensor for i in index):          # under vmap, an index per entry: the
+        written = np.broadcast_shapes(*(tuple(i.shape) for i in index))   # written places by the op
+        kept = _scatter(xp.zeros_like(g), xp.ones(written, dtype=g.dtype, device=g.device), index=index) == 0
+    else:
+        on = backend.namespace(g.data if isinstance(g, Tensor) else g)   # the mask lives with the gradient
+        kept = ~_hit(on, on.asarray(_flat_positions(backend.namespace(index[0]), index, tuple(g.shape))),
+                     tuple(g.shape))
     gx = xp.where(kept, g, 0) if needs[0] else None           # overwritten entries get nothing
     return (gx, take(g, index) if needs[1] else None)         # as PyTorch: src gets g.gather(dim, index)
+
+
+@_scatter.batch
+def _(batch, x, src, *, index):
+    # the index is a full coordinate tuple (its rule needs one): arange(B) leads it for the batch axis
+    x = batching.materialize(x, batch[0], batch.size)
+    src = batching.materialize(src, batch[1], batch.size)
+    return _scatter(x, src, index=_per_entry_index(batch, index, x, x.ndim - 1)[0]), 0
 
 
 def _source(op: str, x: Tensor, idx: Any, dim: int, src: Any) -> Any:
@@ -203,7 +226,7 @@ def _prepare(op: str, x: Any, dim: int, index: Any) -> tuple[Tensor, Any, int, t
     dim = _dim_of(op, x, idx, dim)
     _check_fits(op, idx, x.shape, dim, "input")
     _check_range(op, idx, x.shape[dim], dim)
-    return x, idx, dim, coordinates(backend.namespace(idx), idx, dim, tuple(idx.shape))
+    return x, idx, dim, coordinates(_xp_of(idx), idx, dim, tuple(idx.shape))
 
 
 def scatter(x: Any, dim: int, index: Any, src: Any = None, *, value: Any = None,
@@ -318,6 +341,17 @@ def _segment_extreme(xp, values, *, positions, size, kind):
     last = xp.searchsorted(ordered, slots, side="right") - 1
     first = xp.searchsorted(ordered, slots, side="left")
     return xp.where(last >= first, scanned[xp.maximum(last, 0)], 0).astype(values.dtype)
+
+
+@_segment_extreme.batch
+def _(batch, values, *, positions, size, kind):
+    # each entry's positions offset by entry * size: one segmented reduction over all entries
+    values = batching.to_front(values, batch[0])
+    b, n = values.shape
+    xp = backend.namespace(positions)
+    shifted = (xp.asarray(positions)[None, :] + xp.arange(b)[:, None] * size).reshape(-1)
+    out = _segment_extreme(reshape(values, (b * n,)), positions=shifted, size=b * size, kind=kind)
+    return reshape(out, (b, size)), 0
 
 
 @_segment_extreme.vjp

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from .. import backend
+from ..batched import BatchedTensor
 from ..tensor import Tensor
+from . import batching
 from .convert import astype
 from .elementwise import where
 from .registry import defop
@@ -75,6 +77,82 @@ def _(xp, g, out, x, *, index, shape):
     return (take(g, index),)                  # gather is the adjoint of scatter-add
 
 
+# ----------------------------------------------------------------------------- batching (vmap)
+# An index that is the same for every entry is applied with one more slice in front, for the
+# batch axis. An index array that is itself batched selects per entry: the batch axis gets an
+# index array of its own, arange(B), broadcast against the others. NumPy places the result's
+# dimensions by where the index arrays sit (see _facts), and the rules follow it.
+
+
+class _Facts:
+    """Where NumPy puts the result dimensions of an index tuple on an array of ``ndim`` dimensions."""
+
+    def __init__(self, index: tuple, ndim: int) -> None:
+        arrays = any(hasattr(i, "shape") for i in index)
+        advanced = [k for k, i in enumerate(index) if hasattr(i, "shape") or (arrays and isinstance(i, int))]
+        used = sum(1 for i in index if i is not None and i is not Ellipsis)
+        self.rank = max((len(index[k].shape) if hasattr(index[k], "shape") else 0 for k in advanced),
+                        default=0)
+        self.adjacent = not advanced or advanced[-1] - advanced[0] + 1 == len(advanced)
+        # result dimensions before the advanced block (when it stays in place)
+        self.before = sum(ndim - used if i is Ellipsis else 1
+                          for i in index[:advanced[0]]) if advanced and self.adjacent else 0
+        kept = sum(1 for i in index if i is None or isinstance(i, slice)) + ndim - used
+        self.result_rank = kept + (self.rank if advanced else 0)
+        self.first = bool(advanced) and not self.adjacent      # NumPy moves the advanced dims first
+
+
+def _batched_items(index: tuple, level: int) -> bool:
+    return any(type(i) is BatchedTensor and i.level == level for i in index)
+
+
+def _per_entry_index(batch: Any, index: tuple, like: Any, ndim: int) -> tuple[tuple, int, int]:
+    """The index with arange(B) in front for the batch axis and this level's index arrays unwrapped;
+    also the advanced rank and how many result dims sit before the advanced block."""
+    facts = _Facts(index, ndim)
+    rank = facts.rank
+    xp = backend.namespace(like.data)
+    full: list[Any] = [xp.arange(batch.size).reshape((batch.size,) + (1,) * rank)]
+    for i in index:
+        if type(i) is BatchedTensor and i.level == batch.level:
+            i = batching.padded_front(i.value, i.bdim, rank)
+        full.append(i.data if isinstance(i, Tensor) and type(i) is not BatchedTensor else i)
+    return tuple(full), rank, facts.before
+
+
+def _around(x: Tensor, rank: int, before: int, forward: bool) -> Tensor:
+    """Reorder (B, R, before...) <-> (B, before..., R) (R: the advanced block's result dims)."""
+    if not before:
+        return x
+    from .shape import _transpose  # noqa: PLC0415
+    rest = list(range(1 + rank + before, x.ndim))
+    order = [0, *range(1 + rank, 1 + rank + before), *range(1, 1 + rank), *rest] if forward else \
+        [0, *range(1 + before, 1 + before + rank), *range(1, 1 + before), *rest]
+    return _transpose(x, axes=tuple(order))
+
+
+@_getitem.batch
+def _(batch, x, *, index):
+    if not _batched_items(index, batch.level):
+        x = batching.to_front(x, batch[0])
+        facts = _Facts(index, x.ndim - 1)
+        return _getitem(x, index=(slice(None),) + index), facts.rank if facts.first else 0
+    x = batching.materialize(x, batch[0], batch.size)
+    full, rank, before = _per_entry_index(batch, index, x, x.ndim - 1)
+    return _around(_getitem(x, index=full), rank, before, True), 0
+
+
+@_unindex.batch
+def _(batch, g, *, index, shape):
+    if not _batched_items(index, batch.level):
+        facts = _Facts(index, len(shape))
+        g = batching.move(g, batch[0], facts.rank if facts.first else 0)
+        return _unindex(g, index=(slice(None),) + index, shape=(batch.size, *shape)), 0
+    g = batching.materialize(g, batch[0], batch.size)
+    full, rank, before = _per_entry_index(batch, index, g, len(shape))
+    return _unindex(_around(g, rank, before, False), index=full, shape=(batch.size, *shape)), 0
+
+
 def take(x: Any, index: tuple) -> Any:
     """``x[index]`` for a NumPy index tuple: recorded for a Tensor, plain for an array (rules use it)."""
     return _getitem(x, index=index) if isinstance(x, Tensor) else x[index]
@@ -92,6 +170,12 @@ def scatter_sum(g: Any, index: tuple, shape: tuple) -> Any:
 
 def _index_item(op: str, item: Any, xp: Any) -> Any:
     """One entry of an index as an int, slice, None, Ellipsis, bool, or an integer/bool array on ``xp``."""
+    if type(item) is BatchedTensor:                # under vmap: an index array per batch entry
+        if item.dtype.kind not in "iu":
+            raise IndexError(f"{op}: under vmap a batched index must be an integer tensor, got {item.dtype}; "
+                             "a boolean mask would select a different number of elements in each entry "
+                             "(use gg.where)")
+        return item
     if isinstance(item, Tensor):
         item = item.data
     elif isinstance(item, (list, tuple)):             # a sequence inside an index is an index array
@@ -261,6 +345,28 @@ def _(xp, g, out, x, v, *, steps, value_shape, in_place=False, needs):
     return (gx, gv)
 
 
+@_put.batch
+def _(batch, x, v, *, steps, value_shape, in_place=False):
+    if any(_batched_items(step, batch.level) for step in steps):
+        raise NotImplementedError("put (x[index] = value): an index that differs per batch entry is not "
+                                  "supported under vmap; use gg.where or scatter")
+    if in_place:
+        raise RuntimeError("__setitem__: writing a batched value into a tensor in place inside vmap; build a "
+                           "new tensor instead (gg.where, or x.scatter)")
+    ndim = batching.ndim_of(x, batch[0])
+    for step in steps[:-1]:
+        ndim = _Facts(step, ndim).result_rank
+    last = _Facts(steps[-1], ndim)
+    at = last.rank if last.first else 0                  # the batch axis of the selection
+    x = batching.materialize(x, batch[0], batch.size)
+    if batch[1] is not None or getattr(v, "shape", ()):     # a shared number broadcasts as it is
+        v = batching.padded_front(batching.materialize(v, batch[1], batch.size), 0, last.result_rank)
+        v = batching.move(v, 0, at)
+        value_shape = tuple(v.shape)
+    steps = tuple((slice(None),) + step for step in steps)
+    return _put(x, v, steps=steps, value_shape=value_shape), 0
+
+
 def put_(x: Tensor, index: Any, value: Any) -> Tensor:
     """``x[index] = value`` written into ``x``'s memory and recorded: the result to rebind ``x`` to."""
     steps = parse_index(index, x.shape, backend.namespace(x.data), "__setitem__")
@@ -297,7 +403,7 @@ def masked_fill(x: Any, mask: Any, value: Any) -> Tensor:
     The result keeps ``x``'s dtype; a 0-d tensor ``value`` receives the gradient of the filled places.
     """
     x = _tensor(x)
-    mask = _mask("masked_fill", x, mask)
+    mask = mask if type(mask) is BatchedTensor else _mask("masked_fill", x, mask)
     if isinstance(value, Tensor):
         if value.ndim:
             raise RuntimeError(f"masked_fill: value must be a number or a 0-d tensor, got shape "

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import dtypes
 from ..tensor import Tensor
+from . import batching
 from .registry import defop
 from .samples import Sample, samples, uniform
 from .util import expand_reduced, normalize_axes, shape_of, sum_to_shape
@@ -49,6 +50,45 @@ def _(xp, g, out, x, y, needs):
     return (gx, gy)
 
 
+@matmul.batch
+def _(batch, x, y):
+    from .shape import _reshape  # noqa: PLC0415
+
+    bx, by = batch
+    nx, ny = batching.ndim_of(x, bx), batching.ndim_of(y, by)
+    if nx == 0 or ny == 0:
+        raise ValueError("matmul: 0-d operands are not matrices; use multiply (*) to scale")
+    if by is None and ny <= 2 and nx == 1:        # vectors times a shared matrix: one matrix product
+        return matmul(batching.to_front(x, bx), y), 0
+    # NumPy's 1-D rules made explicit (a row on the left, a column on the right), batch dims padded
+    x = _as_matrix(x, bx, nx == 1, -2)
+    y = _as_matrix(y, by, ny == 1, -1)
+    rank = max(batching.ndim_of(x, None if bx is None else 0), batching.ndim_of(y, None if by is None else 0))
+    x = x if bx is None else batching.padded_front(x, 0, rank)
+    y = y if by is None else batching.padded_front(y, 0, rank)
+    if x.shape[-1] == 1:           # outer products (per-example weight gradients): a broadcast multiply
+        from .elementwise import multiply  # noqa: PLC0415    is several times faster than a stacked matmul
+        out = multiply(x, y)
+    else:
+        out = matmul(x, y)
+    drop = [out.ndim - 2] if nx == 1 else []
+    drop += [out.ndim - 1] if ny == 1 else []
+    if drop:
+        out = _reshape(out, shape=tuple(n for d, n in enumerate(out.shape) if d not in drop))
+    return out, 0
+
+
+def _as_matrix(v: Any, axis: int | None, vector: bool, new: int) -> Any:
+    """An operand batched first (or unbatched), a vector given a size-1 axis at ``new`` (-2 or -1)."""
+    from .shape import _reshape  # noqa: PLC0415
+
+    v = batching.to_front(v, axis)
+    if not vector:
+        return v
+    shape = tuple(v.shape)
+    return _reshape(v, shape=shape[:-1] + (1,) + shape[-1:] if new == -2 else shape + (1,))
+
+
 def _norm_case(shape: tuple, axis: Any, keepdims: bool, zero: bool = False, **params: Any):
     def make(rng):
         x = uniform(rng, -2, 2, shape)
@@ -60,7 +100,7 @@ def _norm_case(shape: tuple, axis: Any, keepdims: bool, zero: bool = False, **pa
 
 @defop(save=("x", "out"), samples=samples(
     _norm_case((5,), (0,), False), _norm_case((2, 3), (0, 1), False), _norm_case((2, 3), (1,), True),
-    _norm_case((2, 3), (1,), False, True)))
+    _norm_case((2, 3), (1,), False, True)), batch="reduction")
 def _norm2(xp, x, *, axis, keepdims):
     return xp.sqrt(xp.sum(x * x, axis=axis, keepdims=keepdims))
 
@@ -75,7 +115,8 @@ def _(xp, g, out, x, *, axis, keepdims):
 
 @defop(save=("x", "out"), samples=samples(
     _norm_case((5,), (0,), False, ord=3.0), _norm_case((2, 3), (1,), True, ord=1.5),
-    _norm_case((2, 3), (0, 1), False, ord=-2.0), _norm_case((2, 3), (1,), False, True, ord=3.0)))
+    _norm_case((2, 3), (0, 1), False, ord=-2.0), _norm_case((2, 3), (1,), False, True, ord=3.0)),
+       batch="reduction")
 def _pnorm(xp, x, *, ord, axis, keepdims):
     return xp.sum(xp.abs(x) ** ord, axis=axis, keepdims=keepdims) ** (1.0 / ord)
 

@@ -22,7 +22,8 @@ def _bce_case(shape: tuple):
                               name=str(shape))
 
 
-@defop(save=("x", "target"), samples=samples(_bce_case(()), _bce_case((5,)), _bce_case((2, 3))))
+@defop(save=("x", "target"), samples=samples(_bce_case(()), _bce_case((5,)), _bce_case((2, 3))),
+       batch="elementwise")
 def binary_cross_entropy(xp, x, target):
     """-(t log x + (1 - t) log(1 - x)) elementwise, each log clamped at -100 as PyTorch does."""
     with np.errstate(divide="ignore"):        # log(0) = -inf is expected here: it is clamped

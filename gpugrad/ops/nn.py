@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import Tensor
+from . import batching
 from .elementwise import stable_sigmoid
 from .registry import defop
 from .samples import Const, Sample, samples, uniform
@@ -49,6 +50,23 @@ def _(xp, g, out, x, weight, bias, needs):
         if needs[2]:
             gb = g.sum(axis=0)                                      # dL/db = column sums of G
     return (gx, gw, gb)
+
+
+@linear.batch
+def _(batch, x, weight, bias):
+    if batch[1] is None and batch[2] is None:    # shared parameters: the entries are more rows of x
+        return linear(batching.to_front(x, batch[0]), weight, bias), 0
+    return batching.decompose(batch, _linear_composite, x, weight, bias)
+
+
+def _linear_composite(x, weight, bias, activation=None):
+    """x Wᵀ + b (and its activation) from matmul and add: per-entry parameters under vmap."""
+    from .elementwise import add, relu, sigmoid, tanh  # noqa: PLC0415
+    from .linalg import matmul  # noqa: PLC0415
+    from .shape import swapaxes  # noqa: PLC0415
+
+    out = add(matmul(x, swapaxes(weight, 0, 1)), bias)
+    return out if activation is None else {"relu": relu, "tanh": tanh, "sigmoid": sigmoid}[activation](out)
 
 
 # ----------------------------------------------------------------------------- linear + activation
@@ -101,6 +119,13 @@ def _(xp, g, out, x, weight, bias, *, activation, needs):
     else:
         g = g * (out - out * out)
     return linear.vjp_rule(xp, g, None, x, weight, bias, needs=needs)
+
+
+@linear_activation.batch
+def _(batch, x, weight, bias, *, activation):
+    if batch[1] is None and batch[2] is None:
+        return linear_activation(batching.to_front(x, batch[0]), weight, bias, activation=activation), 0
+    return batching.decompose(batch, lambda x, w, b: _linear_composite(x, w, b, activation), x, weight, bias)
 
 
 # ----------------------------------------------------------------------------- softmax cross-entropy
@@ -204,3 +229,26 @@ def _(xp, g, out, x, target, *, ignore_index, label_smoothing, reduction):
     if reduction == "mean":
         g = g / xp.sum(valid).astype(x.dtype)
     return (grad * g, None)
+
+
+@softmax_cross_entropy.batch
+def _(batch, x, target, *, ignore_index, label_smoothing, reduction):
+    # every entry's rows as one (B*N, C) batch, reduced per entry after ("mean": over its counted rows)
+    from .convert import astype  # noqa: PLC0415
+    from .elementwise import divide, not_equal  # noqa: PLC0415
+    from .reduce import _sum  # noqa: PLC0415
+    from .shape import _reshape  # noqa: PLC0415
+
+    x = batching.materialize(x, batch[0], batch.size)
+    target = batching.materialize(target, batch[1], batch.size)
+    b, n, c = x.shape
+    rows = softmax_cross_entropy(_reshape(x, shape=(b * n, c)), _reshape(target, shape=(b * n,)),
+                                 ignore_index=ignore_index, label_smoothing=label_smoothing, reduction="none")
+    losses = _reshape(rows, shape=(b, n))
+    if reduction == "none":
+        return losses, 0
+    total = _sum(losses, axis=(1,), keepdims=False)
+    if reduction == "sum":
+        return total, 0
+    counted = _sum(not_equal(target, ignore_index), axis=(1,), keepdims=False)
+    return divide(total, astype(counted, x.dtype)), 0

@@ -8,6 +8,7 @@ import warnings
 from typing import Any
 
 from ..tensor import Tensor
+from . import batching
 from .registry import defop
 from .samples import Sample, samples, uniform
 from .util import expand_reduced, ndim_of, reduction_args, shape_of
@@ -41,7 +42,7 @@ def _reduce_samples(lo: float = -2.0, hi: float = 2.0):
 # ----------------------------------------------------------------------------- differentiable
 
 
-@defop(save=("x",), samples=_reduce_samples())
+@defop(save=("x",), samples=_reduce_samples(), batch="reduction")
 def _sum(xp, x, *, axis, keepdims):
     return xp.sum(x, axis=axis, keepdims=keepdims)
 
@@ -51,7 +52,7 @@ def _(xp, g, out, x, *, axis, keepdims):
     return (xp.broadcast_to(expand_reduced(xp, g, axis, keepdims), x.shape),)
 
 
-@defop(save=("x",), float_inputs=True, samples=_reduce_samples())
+@defop(save=("x",), float_inputs=True, samples=_reduce_samples(), batch="reduction")
 def _mean(xp, x, *, axis, keepdims):
     return xp.mean(x, axis=axis, keepdims=keepdims)
 
@@ -73,12 +74,12 @@ def _extreme_vjp(xp, g, out, x, *, axis, keepdims):
     return (xp.where(hit, g / count, 0),)
 
 
-@defop(save=("x", "out"), samples=_reduce_samples())
+@defop(save=("x", "out"), samples=_reduce_samples(), batch="reduction")
 def _max(xp, x, *, axis, keepdims):
     return xp.max(x, axis=axis, keepdims=keepdims)
 
 
-@defop(save=("x", "out"), samples=_reduce_samples())
+@defop(save=("x", "out"), samples=_reduce_samples(), batch="reduction")
 def _min(xp, x, *, axis, keepdims):
     return xp.min(x, axis=axis, keepdims=keepdims)
 
@@ -87,7 +88,7 @@ _max.vjp(_extreme_vjp)
 _min.vjp(_extreme_vjp)
 
 
-@defop(save=("x",), samples=_reduce_samples(0.5, 1.5))
+@defop(save=("x",), samples=_reduce_samples(0.5, 1.5), batch="reduction")
 def _prod(xp, x, *, axis, keepdims):
     return xp.prod(x, axis=axis, keepdims=keepdims)
 
@@ -298,12 +299,30 @@ def _argmin(xp, x, *, axis, keepdims):
     return xp.argmin(x, axis=axis, keepdims=keepdims)
 
 
-@defop(differentiable=False)
+def _index_of_extreme_batch(op: Any) -> Any:
+    """argmax/argmin under vmap: one axis renumbered, or each entry flattened when axis is None."""
+    def rule(batch, x, *, axis, keepdims):
+        bdim = batch[0]
+        if axis is not None:
+            out = op(x, axis=batching.physical_axis(axis, bdim), keepdims=keepdims)
+            return out, bdim if keepdims or axis >= bdim else bdim - 1
+        from .shape import _reshape  # noqa: PLC0415
+        x = batching.to_front(x, bdim)
+        out = op(_reshape(x, shape=(x.shape[0], math.prod(x.shape[1:]))), axis=1, keepdims=False)
+        return (_reshape(out, shape=(x.shape[0],) + (1,) * (x.ndim - 1)) if keepdims else out), 0
+    return rule
+
+
+_argmax.batch(_index_of_extreme_batch(_argmax))
+_argmin.batch(_index_of_extreme_batch(_argmin))
+
+
+@defop(differentiable=False, batch="reduction")
 def _all(xp, x, *, axis, keepdims):
     return xp.all(x, axis=axis, keepdims=keepdims)
 
 
-@defop(differentiable=False)
+@defop(differentiable=False, batch="reduction")
 def _any(xp, x, *, axis, keepdims):
     return xp.any(x, axis=axis, keepdims=keepdims)
 

@@ -13,6 +13,13 @@ cupy), so no op is written twice. ``save`` names what the VJP needs ("out" or
 input names); everything else reaches the rule as None, so the tape keeps
 only what backward reads. Calling the OpDef applies the op to tensors and
 records it on the tape.
+
+The batching rule (for ``gg.vmap``) is declared with the op too: ``batch="elementwise"`` (or
+another family of ``ops.batching``) in ``defop``, or ``@op.batch`` beside ``@op.vjp``:
+
+    @reshape.batch
+    def _(batch, x, *, shape):             # batch[i]: operand i's batch axis (None: unbatched)
+        return reshape(batching.to_front(x, batch[0]), shape=(batch.size, *shape)), 0
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from ..engine import Node, grad_mode
 from ..tensor import Tensor
 
 REGISTRY: dict[str, OpDef] = {}
+vmapping = 0        # how many gg.vmap calls are running, in any thread (0: an op pays one test for vmap)
 
 
 class OpDef:
@@ -35,11 +43,12 @@ class OpDef:
 
     __slots__ = ("name", "forward", "vjp_rule", "save_out", "save_inputs", "save_all_inputs",
                  "differentiable", "broadcast", "float_inputs", "samples", "vjp_takes_needs",
-                 "fused", "higher_order", "dtype_rule")
+                 "fused", "higher_order", "dtype_rule", "batch_rule")
 
     def __init__(self, forward: Callable, *, save: Sequence[str], samples: Callable | None,
                  differentiable: bool, broadcast: bool, float_inputs: bool,
-                 fused: str | None, higher_order: bool, dtype_rule: str | None = None) -> None:
+                 fused: str | None, higher_order: bool, dtype_rule: str | None = None,
+                 batch: str | None = None) -> None:
         self.name = forward.__name__.lstrip("_")
         self.forward = forward
         self.vjp_rule: Callable | None = None
@@ -65,6 +74,9 @@ class OpDef:
         self.save_inputs = tuple(i for i, n in enumerate(names) if n in save)
         self.save_all_inputs = (bool(varargs) and varargs[0].name in save) or (
             not varargs and bool(names) and len(self.save_inputs) == len(names))
+        family = batch if batch is not None else "elementwise" if broadcast else None
+        self.batch_rule: Callable | None = (None if family is None else
+                                            batching.family(self.name, family, self))
 
     @property
     def __name__(self) -> str:      # read like a function's: gg.grad(gg.exp) is named "grad(exp)"
@@ -76,6 +88,15 @@ class OpDef:
         self.vjp_takes_needs = "needs" in inspect.signature(rule).parameters
         return rule
 
+    def batch(self, rule: Callable) -> Callable:
+        """Decorator: register the batching rule for vmap, ``rule(batch, *inputs, **params) -> (out, axis)``.
+
+        ``batch`` holds each input's batch axis (None where it is not batched), ``batch.size`` the
+        batch size. The rule computes the whole batch with ops and says where its batch axis is.
+        """
+        self.batch_rule = rule
+        return rule
+
     def __call__(self, *args: Any, **params: Any) -> Tensor:
         """Run the op on ``args`` (tensors or constants); record it if a gradient is needed.
 
@@ -84,7 +105,10 @@ class OpDef:
         parameters (most ops) call their forward with plain arguments, because a
         CPython ``f(*args, **kw)`` call costs about 130 ns more than ``f(a, b)``. Binary
         ops with ``dtype_rule`` check dtypes with one identity test in the usual cases.
+        Inside ``gg.vmap`` (any thread), an op given a batched tensor runs its batching rule.
         """
+        if vmapping and (batching.any_batched(args) or params and batching.batched_params(params)):
+            return batching.apply(self, args, params)
         rule = self.dtype_rule
         n_args = len(args)
         # NOTE: each operand's unwrapping is written out in place (twice here, once for one operand,
@@ -364,7 +388,7 @@ def _as_graph_tensor(saved: Any, parent: Any) -> Any:
 def defop(*, save: Sequence[str] = (), samples: Callable | None = None,
           differentiable: bool = True, broadcast: bool = False, float_inputs: bool = False,
           fused: str | None = None, higher_order: bool = True,
-          dtype_rule: str | None = None) -> Callable[[Callable], OpDef]:
+          dtype_rule: str | None = None, batch: str | None = None) -> Callable[[Callable], OpDef]:
     """Declare a primitive op.
 
     broadcast: the op broadcasts its inputs like a NumPy ufunc; the engine records
@@ -377,11 +401,14 @@ def defop(*, save: Sequence[str] = (), samples: Callable | None = None,
     dtype_rule: "promote" casts the last two operands to PyTorch's result dtype (Python scalars
         weak, 0-d tensors below tensors with dimensions); "same" refuses operands of different
         dtypes, as PyTorch's matmul and linear do.
+    batch: the family of the op's batching rule for vmap (``ops.batching.FAMILIES``: "elementwise",
+        "reduction", "scan"); ``broadcast=True`` ops are "elementwise" unless told otherwise. An op
+        with its own rule declares it with ``@op.batch``; an op with neither cannot be vmapped.
     """
     def wrap(forward: Callable) -> OpDef:
         op = OpDef(forward, save=save, samples=samples, differentiable=differentiable,
                    broadcast=broadcast, float_inputs=float_inputs, fused=fused,
-                   higher_order=higher_order, dtype_rule=dtype_rule)
+                   higher_order=higher_order, dtype_rule=dtype_rule, batch=batch)
         if op.name in REGISTRY:
             raise ValueError(f"op {op.name!r} is defined twice")
         REGISTRY[op.name] = op
@@ -414,4 +441,5 @@ def op_error(op_name: str, args: Sequence[Any], err: Exception) -> Exception:
     return type(err)(f"{op_name}: {msg} (operands: {_describe(args)})")
 
 
+from . import batching  # noqa: E402 - the batching machinery applies OpDefs and reads this module
 from .shape import _broadcast_to  # noqa: E402 - shape ops are themselves defined with defop

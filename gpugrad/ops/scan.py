@@ -68,7 +68,7 @@ def log_step_scan(xp: Any, combine: Any, x: Any, axis: int) -> Any:
 # ----------------------------------------------------------------------------- primitives
 
 
-@defop(samples=_scan_samples())
+@defop(samples=_scan_samples(), batch="scan")
 def _cumsum(xp, x, *, axis):
     return xp.cumsum(x, axis=axis)
 
@@ -84,7 +84,8 @@ def _cumprod_zeros(rng):
     return Sample([x], {"axis": 1}, "zeros")
 
 
-@defop(save=("x", "out"), samples=lambda rng: _scan_samples(0.5, 1.5)(rng) + [_cumprod_zeros(rng)])
+@defop(save=("x", "out"), samples=lambda rng: _scan_samples(0.5, 1.5)(rng) + [_cumprod_zeros(rng)],
+       batch="scan")
 def _cumprod(xp, x, *, axis):
     return xp.cumprod(x, axis=axis)
 
@@ -115,7 +116,7 @@ def _(xp, g, out, x, *, axis):
 # ----------------------------------------------------------------------------- indices (no gradient)
 
 
-@defop(differentiable=False)
+@defop(differentiable=False, batch="scan")
 def _cum_extreme_indices(xp, x, *, axis, largest):
     """Where each running max (min) came from: the latest index on ties, a NaN once one appears."""
     running = log_step_scan(xp, xp.maximum if largest else xp.minimum, x, axis)
@@ -127,7 +128,7 @@ def _cum_extreme_indices(xp, x, *, axis, largest):
     return log_step_scan(xp, xp.maximum, marks, axis)
 
 
-@defop(differentiable=False)
+@defop(differentiable=False, batch="scan")
 def _argsort(xp, x, *, axis, descending):
     """Stable ascending order (NaN last); descending keeps ties in order and puts NaN first."""
     stable = {"kind": "stable"} if xp is np else {}        # CuPy's sort is always stable
@@ -140,10 +141,12 @@ def _argsort(xp, x, *, axis, descending):
 
 def take_along(x: Any, indices: Any, axis: int) -> Tensor:
     """x's values at ``indices`` along ``axis`` (an integer array shaped like x, except along axis)."""
+    from ..batched import BatchedTensor  # noqa: PLC0415
     from .index import getitem  # noqa: PLC0415
 
-    indices = indices.data if isinstance(indices, Tensor) else indices
-    xp = backend.namespace(indices)
+    if type(indices) is not BatchedTensor:           # under vmap, indices per entry stay a tensor
+        indices = indices.data if isinstance(indices, Tensor) else indices
+    xp = backend.namespace(indices.data if isinstance(indices, Tensor) else indices)
     index = []
     for d in range(indices.ndim):
         if d == axis:
@@ -282,5 +285,5 @@ def topk(x: Any, k: int, dim: int = -1, largest: bool = True, sorted: bool = Tru
     if axis is None:                               # PyTorch: a 0-d tensor is its own top-k
         return TopkResult(x.clone(), argsort(x))
     order = _argsort(x, axis=axis, descending=bool(largest))
-    indices = Tensor._wrap(order.data[_along(axis, slice(0, int(k)))])
+    indices = order[_along(axis, slice(0, int(k)))]
     return TopkResult(take_along(x, indices, axis), indices)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..tensor import Tensor
+from . import batching
 from .registry import defop
 from .samples import Sample, samples, uniform
 from .util import normalize_axes, normalize_axis, shape_of, sum_to_shape
@@ -32,6 +33,11 @@ def _(xp, g, out, x, *, shape):
     return (xp.reshape(g, x.shape),)
 
 
+@_reshape.batch
+def _(batch, x, *, shape):
+    return _reshape(batching.to_front(x, batch[0]), shape=(batch.size, *shape)), 0
+
+
 @defop(samples=samples(_case([(2, 3)], axes=(1, 0)), _case([(2, 3, 4)], axes=(2, 0, 1))))
 def _transpose(xp, x, *, axes):
     return xp.transpose(x, axes)
@@ -45,6 +51,14 @@ def _(xp, g, out, x, *, axes):
     return (xp.transpose(g, tuple(inverse)),)
 
 
+@_transpose.batch
+def _(batch, x, *, axes):
+    bdim = batch[0]                          # the batch axis stays where it is
+    order = [batching.physical_axis(a, bdim) for a in axes]
+    order.insert(bdim, bdim)
+    return _transpose(x, axes=tuple(order)), bdim
+
+
 @defop(save=("x",), samples=samples(_case([(3,)], shape=(2, 3)), _case([(2, 1)], shape=(2, 4)),
                                      _case([()], shape=(2, 2)), _case([(1, 3)], shape=(2, 2, 3))))
 def _broadcast_to(xp, x, *, shape):
@@ -54,6 +68,11 @@ def _broadcast_to(xp, x, *, shape):
 @_broadcast_to.vjp
 def _(xp, g, out, x, *, shape):
     return (sum_to_shape(xp, g, x.shape),)
+
+
+@_broadcast_to.batch
+def _(batch, x, *, shape):
+    return _broadcast_to(batching.padded_front(x, batch[0], len(shape)), shape=(batch.size, *shape)), 0
 
 
 @defop(samples=samples(_case([(2, 3), (1, 3)], axis=0, sizes=(2, 1)),
@@ -71,6 +90,12 @@ def _(xp, g, out, *xs, axis, sizes):
         grads.append(g[lead + (slice(start, start + n),)])
         start += n
     return tuple(grads)
+
+
+@_concatenate.batch
+def _(batch, *xs, axis, sizes):
+    xs = [batching.materialize(x, a, batch.size) for x, a in zip(xs, batch)]
+    return _concatenate(*xs, axis=axis + 1, sizes=sizes), 0
 
 
 # ----------------------------------------------------------------------------- public functions

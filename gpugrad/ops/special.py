@@ -92,7 +92,8 @@ def _sample(shape: tuple, lo: float, hi: float):
 
 
 @defop(save=("x",), float_inputs=True, samples=samples(
-    _sample((), -0.8, 0.8), _sample((5,), -4.0, 4.0), _sample((2, 3), -1.5, 1.5), _sample((3, 4), -6.5, 6.5)))
+    _sample((), -0.8, 0.8), _sample((5,), -4.0, 4.0), _sample((2, 3), -1.5, 1.5), _sample((3, 4), -6.5, 6.5)),
+       batch="elementwise")
 def _erf(xp, x):
     return erf_array(xp, x)
 

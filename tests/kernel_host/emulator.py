@@ -39,14 +39,15 @@ def build_library(cu_file: str) -> tuple[Path, tuple[str, ...]]:
 
 
 def exported_entries(lib_path: Path) -> set[str]:
-    """Every kernel entry point (NAME_f32/_f64/_f16) the compiled library defines, from nm."""
+    """Every kernel entry point (NAME_f32/_f64/_f16, NAME_u32/_u64) the compiled library defines, from nm."""
     nm = shutil.which("nm")
     if nm is None:
         raise RuntimeError("nm (binutils) is needed to list a library's symbols")
     out = subprocess.run([nm, "-D", "--defined-only", str(lib_path)], capture_output=True, text=True,
                          check=True).stdout
     names = {line.split()[-1] for line in out.splitlines() if line.strip()}
-    return {n for n in names if n.rsplit("_", 1)[-1] in ("f16", "f32", "f64") and not n.startswith("gg_")}
+    return {n for n in names if n.rsplit("_", 1)[-1] in ("f16", "f32", "f64", "u32", "u64")
+            and not n.startswith("gg_")}
 
 
 class HostLauncher:
