@@ -12,10 +12,10 @@ B1-B5 run by default; U1 and U2 when asked for (they measure the update rules ag
 ``p - lr * g`` into a fresh array costs its page faults on every step).
 
 The runners (``RUNNERS``, one column each in benchmarks/compare.py): gpugrad, PyTorch, HIPS
-autograd, the hand-written NumPy floor (benchmarks/floor.py: the same arithmetic with no tape)
-and jax.jit (benchmarks/jax_jit.py: the MLP steps compiled, the peer for gg.jit). A runner
-names the module it needs and a builder per workload kind it runs; a new variant (gg.jit) is
-one more entry.
+autograd, the hand-written NumPy floor (benchmarks/floor.py: the same arithmetic with no tape),
+jax.jit (benchmarks/jax_jit.py: the MLP steps compiled) and gg.jit (gpugrad's MLP step traced
+once and replayed; jax.jit is its peer). A runner names the module it needs and a builder per
+workload kind it runs.
 
 Every runner gets the same inputs, made by NumPy from one seed, all float32 (labels int64):
 
@@ -223,6 +223,36 @@ def _mlp_gpugrad(params: list[np.ndarray], batches: list, sizes: tuple[int, ...]
     return step
 
 
+def _mlp_gg_jit(params: list[np.ndarray], batches: list, sizes: tuple[int, ...]) -> Callable[[], Any]:
+    """gpugrad's step (the same model, loss and optimizer as ``_mlp_gpugrad``) under ``gg.jit``."""
+    eager = _mlp_gpugrad(params, batches, sizes)
+    model = eager.model                                            # type: ignore[attr-defined]
+    opt = gg.optim.SGD(list(model.parameters()), lr=LR)
+    cross_entropy = gg.nn.functional.cross_entropy
+
+    @gg.jit
+    def train_step(x: Any, y: Any) -> Any:
+        loss = cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    data = [(gg.tensor(x), gg.tensor(y)) for x, y in batches]
+    state = {"i": 0}
+
+    def step() -> Any:
+        i = state["i"]
+        state["i"] = (i + 1) % len(data)
+        return train_step(*data[i])
+
+    step.grads = eager.grads                                       # type: ignore[attr-defined]
+    step.params = eager.params                                     # type: ignore[attr-defined]
+    step.model = model                                             # type: ignore[attr-defined]
+    step.jitted = train_step                                       # type: ignore[attr-defined]
+    return step
+
+
 def _mlp_torch(params: list[np.ndarray], batches: list, sizes: tuple[int, ...]) -> Callable[[], Any]:
     import torch  # noqa: PLC0415 - optional peer
 
@@ -388,6 +418,8 @@ RUNNERS: dict[str, Runner] = {
     "jax-jit": Runner("jax.jit", "jax", {"mlp": _jax_mlp},
                       {"mlp": lambda *a: _jax_mlp(*a, keep_grads=True)},
                       note="the MLP step as one compiled program (benchmarks/jax_jit.py)"),
+    "gg-jit": Runner("gg.jit", None, {"mlp": _mlp_gg_jit},
+                     note="gpugrad's MLP step traced once and replayed (gg.jit)"),
 }
 LIBRARIES = tuple(RUNNERS)
 LIBRARY_NAMES = {name: r.label for name, r in RUNNERS.items()}

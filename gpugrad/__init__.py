@@ -50,6 +50,7 @@ from .engine import (
 )
 from .func import grad, hessian, jacfwd, jacobian, jacrev, jvp, stop_gradient, value_and_grad, vjp, vmap
 from .interop import from_dlpack
+from .jit import jit
 from .ops import *  # noqa: F403 - the NumPy-like op namespace
 from .ops import __all__ as _op_names
 from .random import manual_seed, rand, randn
@@ -76,6 +77,6 @@ __all__ = [
     "no_grad", "enable_grad", "inference_mode", "detect_anomaly", "is_anomaly_enabled",
     "set_grad_enabled", "is_grad_enabled", "float16", "float32", "float64", "int32", "int64",
     "bool", "autograd", "cuda", "data", "distributed", "linalg", "nn", "optim", "testing", "save", "load",
-    "from_dlpack",
+    "from_dlpack", "jit",
     *_op_names,
 ]

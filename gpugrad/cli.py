@@ -37,6 +37,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             given["hidden"] = parse_hidden(given["hidden"])
         if args.no_progress:
             given["progress"] = False
+        if args.jit:
+            given["jit"] = True
         cfg = None if args.resume else TrainConfig(**{**vars(DEFAULTS), **given})
         if args.nproc is not None and _starts_processes(args.nproc):
             check_job(args.nproc, cfg, args.resume, **(given if args.resume else {}))
@@ -259,6 +261,8 @@ def _add_train_parser(commands: Any) -> None:
                      "then metrics.json and curves.png (default: nothing is written)")
     run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (its --out) where it "
                      "stopped, with its settings; --epochs may extend it")
+    run.add_argument("--jit", action="store_true", help="trace the training step once with gg.jit and "
+                     "replay it (the same numbers, less time per step: docs/jit.md)")
     run.add_argument("--no-progress", action="store_true",
                      help="one line per epoch instead of a progress bar")
     run.add_argument("--nproc", type=int, metavar="N",

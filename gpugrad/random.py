@@ -34,6 +34,9 @@ from .tensor import Tensor
 
 _generator = np.random.default_rng()
 _device_states: dict[int, Any] = {}          # GPU index -> CuPy RandomState, seeded from _generator
+# gg.jit, while it traces a function: draw_hook(fn, *args) records the draw fn(*args) and returns
+# its traced result (None when this thread is not tracing), so every replay draws again
+draw_hook: Any = None
 
 
 def manual_seed(seed: int) -> None:
@@ -59,6 +62,8 @@ def uniform_on(xp: Any, shape: tuple, dtype: Any) -> Any:
 
 
 def _uniform_array(xp: Any, shape: tuple, dtype: Any) -> Any:
+    if draw_hook is not None and (traced := draw_hook(_uniform_array, xp, shape, dtype)) is not None:
+        return traced
     if xp is np:
         return _generator.random(shape, dtype=dtype)
     device = xp.cuda.Device().id
@@ -109,6 +114,8 @@ def _global_draw(name: str, shape: tuple, make: Any) -> Tensor:
 
 
 def _draw(kind: str, shape: tuple, dtype: Any) -> np.ndarray:
+    if draw_hook is not None and (traced := draw_hook(_draw, kind, shape, dtype)) is not None:
+        return traced
     dtype = as_dtype(dtype) or dtypes.default_float
     if dtype.kind != "f":
         raise TypeError(f"{kind}: random floats need a float dtype, got {dtype}")
@@ -144,9 +151,15 @@ def torch_randint(low: int, high: int | None = None, size: Any = (), *, dtype: A
 
     def make(s: tuple) -> Tensor:
         with allocating("randint", s, np.int64):
-            arr = np.asarray(_generator.integers(low, high, size=s)).astype(as_dtype(dtype) or np.int64)
+            arr = _integers(low, high, s, as_dtype(dtype) or np.int64)
         return _finish(arr, device, False)
     return _global_draw("randint", shape, make)
+
+
+def _integers(low: int, high: int, shape: tuple, dtype: Any) -> np.ndarray:
+    if draw_hook is not None and (traced := draw_hook(_integers, low, high, shape, dtype)) is not None:
+        return traced
+    return np.asarray(_generator.integers(low, high, size=shape)).astype(dtype)
 
 
 # ----------------------------------------------------------------------------- functional keys (JAX's)

@@ -47,6 +47,7 @@ from .distributed.launch import TERMINAL_VARIABLE
 from .distributed.mpi import INSTALL_HINT, load_mpi
 from .distributed.training import AnyRankFlag, reduce_metrics
 from .engine import no_grad
+from .jit import jit
 from .nn.layers import ACTIVATIONS
 from .nn.parallel import DistributedDataParallel
 from .random import generator as gg_generator
@@ -59,7 +60,7 @@ CHECKPOINT_FORMAT = 1          # the layout of a run's checkpoint (the keys belo
 OPTIMIZERS = ("sgd", "adam", "adamw")
 HISTORY = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 # what --resume may change: how long, where, how it is shown, on which device, where the data now is
-RESUMABLE = ("epochs", "out", "progress", "device", "data", "labels")
+RESUMABLE = ("epochs", "out", "progress", "device", "data", "labels", "jit")
 
 
 T = TypeVar("T")
@@ -87,6 +88,7 @@ class TrainConfig:
     labels: str | None = None
     out: str | None = None
     progress: bool = True
+    jit: bool = False              # train with gg.jit (the same numbers; the step traced once, replayed)
 
 
 DEFAULTS = TrainConfig()
@@ -397,6 +399,9 @@ def check_world(cfg: TrainConfig, world: World) -> str:
     device = resolve_device(cfg.device)
     if world.size == 1:
         return device
+    if cfg.jit:     # (gg.jit does not trace DistributedDataParallel's all-reduces)
+        raise UsageError(f"--jit: traces the step of one process; leave --jit out to train with "
+                         f"{world.size} processes")
     if cfg.batch_size < world.size:
         raise UsageError(f"--batch-size {cfg.batch_size}: each step's batch is shared among the {world.size} "
                          f"processes; give at least {world.size}")
@@ -538,6 +543,7 @@ class _Run:
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY}
         self.best = {"epoch": 0, "val_accuracy": 0.0, "val_loss": math.inf}
         self.best_weights: dict[str, Tensor] | None = None
+        self._train_step: Callable | None = None                      # made at the first step
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.seconds = 0.0                                            # of the sessions before this one
         self.resumed_at = time.perf_counter()                         # when this session started
@@ -594,6 +600,16 @@ class _Run:
 
     def _step(self, xb: Tensor, yb: Tensor, batch_rows: int) -> None:
         """One optimizer step on the batch of ``batch_rows`` rows, of which this rank has ``xb, yb``."""
+        if self._train_step is None:                        # --jit: traced once per batch shape, replayed
+            self._train_step = jit(self._eager_step) if self.cfg.jit else self._eager_step
+        total, correct = self._train_step(xb, yb, batch_rows)
+        with no_grad():                                     # accumulated on the device: no read per batch
+            self.sums[0] = self.sums[0] + total.astype("float64")
+            self.sums[1] = self.sums[1] + correct
+        self.seen += yb.shape[0]
+
+    def _eager_step(self, xb: Tensor, yb: Tensor, batch_rows: int) -> tuple[Tensor, Tensor]:
+        """One optimizer step: this rank's loss sum and its count of correct predictions."""
         logits = self.net(xb)
         total = nn.functional.cross_entropy(logits, yb, reduction="sum")
         # the mean over the whole batch: DDP averages the ranks' gradients, so each rank scales its sum
@@ -602,10 +618,7 @@ class _Run:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        with no_grad():                                     # accumulated on the device: no read per batch
-            self.sums[0] = self.sums[0] + total.detach().astype("float64")
-            self.sums[1] = self.sums[1] + (logits.argmax(axis=1) == yb).sum()
-        self.seen += yb.shape[0]
+        return total.detach(), (logits.argmax(axis=1) == yb).sum()
 
     def _evaluate(self, X: Tensor, y: Tensor) -> tuple[float, float]:
         """(loss, accuracy) on X, y: each rank evaluates its share, the figures are combined."""

@@ -121,9 +121,21 @@ def test_jax_jit_computes_the_same_step(wid, gpugrad_steps):
         step.grads()
 
 
+@pytest.mark.parametrize("wid", ["B2", "B3"])
+def test_gg_jit_steps_equal_gpugrad_steps(wid):
+    """The gg.jit runner's steps (the trace, then replays) are gpugrad's eager steps, bit for bit."""
+    jitted, eager = workloads.make_step("gg-jit", wid), workloads.make_step("gpugrad", wid)
+    for _ in range(5):                          # every batch, and the first again
+        assert jitted().item() == eager().item()
+    for a, b in zip(jitted.params(), eager.params()):
+        np.testing.assert_array_equal(a, b)
+    assert jitted.jitted.traces == 2              # the first step found no .grad to clear: traced again
+
+
 def test_runners_say_what_they_run():
-    assert workloads.LIBRARIES == ("gpugrad", "torch", "autograd", "floor", "jax-jit")
+    assert workloads.LIBRARIES == ("gpugrad", "torch", "autograd", "floor", "jax-jit", "gg-jit")
     assert [w for w in workloads.WORKLOADS if workloads.runs("jax-jit", w)] == ["B2", "B3"]
+    assert [w for w in workloads.WORKLOADS if workloads.runs("gg-jit", w)] == ["B2", "B3"]
     assert workloads.runs("floor", "B5") and not workloads.runs("jax-jit", "B4")
     with pytest.raises(ValueError, match="has no workload B1"):
         workloads.make_step("jax-jit", "B1")
@@ -210,8 +222,9 @@ def test_compare_measures_each_runner_in_its_own_process():
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     g, f = entry["median"], timings["B3"]["floor"]["median"]
     assert cells[:3] == ["B3", workloads.WORKLOADS["B3"]["desc"], "us per step"]
-    assert cells[3:10] == [f"{g:.0f}", "n/a", "n/a", f"{f:.0f}", "n/a", "n/a", f"{g / f:.2f}"]
-    assert cells[10:] == ["<= 0.8", "n/a"]
+    assert cells[3:13] == [f"{g:.0f}", "n/a", "n/a", f"{f:.0f}", "n/a", "n/a", "n/a", f"{g / f:.2f}", "n/a",
+                           "n/a"]
+    assert cells[13:] == ["<= 0.8; jit <= 1.0", "n/a; jit n/a"]
     assert "B3 n/a" in compare.beats_autograd(timings, None)
     with pytest.raises(RuntimeError, match="(?s)benchmarks.runner B9 gpugrad.*invalid choice"):
         compare.run_child(["B9", "gpugrad"])
@@ -251,17 +264,20 @@ def test_compare_checks_that_every_process_computed_the_same_loss():
 
 def test_compare_table_ratios_and_b5_rows():
     assert compare.HEADER == ("| id | workload | metric | gpugrad | PyTorch | HIPS autograd | NumPy floor "
-                              "| jax.jit | gpugrad/PyTorch | gpugrad/floor | target | met? |")
+                              "| jax.jit | gg.jit | gpugrad/PyTorch | gpugrad/floor | gg.jit/jax.jit | "
+                              "gg.jit/PyTorch | target | met? |")
     timings = {"B2": {"gpugrad": {"median": 5.0}, "torch": {"median": 4.0}, "autograd": {"median": 10.0},
-                      "floor": {"median": 2.0}, "jax-jit": {"median": 3.0}}}
+                      "floor": {"median": 2.0}, "jax-jit": {"median": 3.0}, "gg-jit": {"median": 2.4}}}
     b5 = {"gpugrad": {"steps": 1000, "start": 100, "peak_rss_mib": 40.0, "growth_mib": 0.5},
           "torch": {"steps": 1000, "start": 100, "peak_rss_mib": 300.0, "growth_mib": 0.0},
           "autograd": {"error": "not installed"}}
     rows = compare.table_rows(timings, b5)
-    assert rows[0].endswith("| 5.00 | 4.00 | 10.00 | 2.00 | 3.00 | 1.25 | 2.50 | <= 1.1 | no |")
+    assert rows[0].endswith("| 5.00 | 4.00 | 10.00 | 2.00 | 3.00 | 2.40 | 1.25 | 2.50 | 0.80 | 0.60 "
+                            "| <= 1.1; jit <= 1.2 | no; jit yes |")
     assert rows[1] == ("| B5 | 1000 B3 steps, own process | peak RSS, MiB | 40.0 | 300.0 | n/a | n/a | n/a "
-                       "| 0.13 | n/a | - | - |")
-    assert rows[2].endswith("| +0.50 | +0.00 | n/a | n/a | n/a | - | - | no growth (<= 1) | yes |")
+                       "| n/a | 0.13 | n/a | n/a | n/a | - | - |")
+    assert rows[2].endswith("| +0.50 | +0.00 | n/a | n/a | n/a | n/a | - | - | - | - "
+                            "| no growth (<= 1) | yes |")
     assert "B2 yes (0.50x)" in compare.beats_autograd(timings, b5)
 
 

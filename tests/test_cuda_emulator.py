@@ -207,8 +207,6 @@ def test_what_the_emulator_does_not_pretend_to_have():
         cp.cuda.get_elapsed_time(start, end)
     with pytest.raises(RuntimeError, match="no device memory pool"):
         cp.get_default_memory_pool().used_bytes()
-    with pytest.raises(NotImplementedError, match="graph capture is not emulated"):
-        cp.cuda.Stream().begin_capture()
     with pytest.raises(NotImplementedError, match="ElementwiseKernel is not emulated"):
         cp.ElementwiseKernel("T x", "T y", "y = x", "copy")
     assert cp.cuda.runtime.getDeviceProperties(0)["name"] == gg.cuda.emulator.DEVICE_NAME
@@ -413,3 +411,36 @@ def test_tensor_reads_are_counted_on_the_cuda_path():
         before = gg.cuda.emulator.host_read_count()
         read()
         assert gg.cuda.emulator.host_read_count() == before + 1
+
+
+def test_stream_capture_records_launches_and_refuses_what_a_graph_cannot_hold():
+    """The emulated graph: work into out= and kernel launches are recorded, run at each launch on the
+    captured arrays; an allocation, a host read and a cuBLAS call end the capture with an error."""
+    a, out, keep = cp.arange(4.0), cp.empty(4), cp.empty(4)
+    stream = cp.cuda.Stream(non_blocking=True)
+    stream.begin_capture()
+    cp.multiply(a, 2, out=out)
+    out[0] = -1.0
+    view = out.reshape(2, 2)                       # a view: metadata, made at once
+    cp.copyto(keep, out)                           # writes its first argument (made before): recorded
+    graph = stream.end_capture()
+    assert len(graph) == 3 and view.shape == (2, 2)
+    out.fill(0)
+    graph.launch(stream)
+    assert out.tolist() == [-1.0, 2.0, 4.0, 6.0] == keep.tolist()
+    a[...] = 1.0                                   # the graph reads the array it captured
+    graph.launch(stream)
+    assert out.tolist() == [-1.0, 2.0, 2.0, 2.0]
+    for refused, match in ((lambda: a * 2, "allocated a new array"), (lambda: cp.empty(3), "allocated"),
+                           (lambda: a.sum().item(), "allocated|host read")):
+        stream.begin_capture()
+        with pytest.raises(RuntimeError, match=match):
+            refused()
+        assert not stream.is_capturing()               # CUDA invalidated the capture
+        with pytest.raises(RuntimeError, match=f"cudaErrorStreamCaptureInvalidated: .*({match})"):
+            stream.end_capture()
+    stream.begin_capture()
+    cp.multiply(a, 3, out=out)
+    with pytest.raises(NotImplementedError, match="cuBLAS"):
+        cp.matmul(a, a)                                # CuPy refuses before CUDA sees it: capture goes on
+    assert stream.is_capturing() and len(stream.end_capture()) == 1

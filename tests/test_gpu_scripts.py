@@ -538,7 +538,7 @@ def test_probe_fails_when_no_cuda_test_ran(tmp_path, capsys):
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not on PATH: the emulator builds no kernels")
 def test_the_graph_probe_records_an_answer_per_case(tmp_path):
-    # on the emulator capture is refused (it is not emulated): the table still has every case
+    # on the emulator capture is emulated (gpugrad/cuda/emulator/graph.py): every case has its answer
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["GPUGRAD_EMULATE_CUDA"] = "1"
     proc = subprocess.run([sys.executable, str(PROBE), "graphs", "--out", str(tmp_path)], env=env,
@@ -549,7 +549,14 @@ def test_the_graph_probe_records_an_answer_per_case(tmp_path):
     names = ("RawKernel launch", "elementwise op", "matmul", "reduction", "memory-pool allocation",
              "gpugrad MLP forward + backward", "gpugrad Adam step")
     assert [r.split(" | ")[0].removeprefix("| ").startswith(n) for r, n in zip(rows, names)] == [True] * 7
-    assert all("refused: NotImplementedError: CUDA graph capture is not emulated" in r for r in rows)
+    answers = [r.split(" | ")[1] for r in rows]
+    assert answers[0] == answers[1] == answers[3] == answers[6] == "captured"
+    for k in (2, 5):                                  # the MLP's first call is a matmul
+        assert answers[k].startswith("refused: NotImplementedError: cupy.matmul: cuBLAS calls are not")
+    # an allocation invalidates the capture, as in CUDA
+    assert answers[4].startswith("refused: RuntimeError: cudaErrorStreamCaptureInvalidated"), answers[4]
+    assert [r.split(" | ")[2].rstrip(" |") for r in rows[:4]] == ["replays right", "replays right", "not run",
+                                                                 "replays right"]
 
 
 def test_docs_name_the_scripts():

@@ -22,6 +22,10 @@ from .. import backend
 FUSED: dict[str, Callable[..., None]] = {}
 # name -> a multi-tensor fused update (CuPy arrays only; see pick_multi)
 FUSED_MULTI: dict[str, Callable[..., None]] = {}
+# gg.jit, while it traces a step: jit_hook.update(reference, xp, arrays, hyper) runs the reference
+# update on traced arrays, jit_hook.multi(kernel) records a multi-tensor update (NotImplemented /
+# the kernel itself when this thread is not tracing)
+jit_hook: Any = None
 
 
 class Scratch:
@@ -135,7 +139,7 @@ def adam_update(xp: Any, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, m
     xp.add(exp_avg_sq, b, out=exp_avg_sq)
     # p -= (lr / (1 - beta1^t) * m_t) / (sqrt(v_t) / sqrt(1 - beta2^t) + eps)
     step_size = lr / (1 - beta1 ** step)
-    bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+    bias_correction2_sqrt = _sqrt(1 - beta2 ** step)
     if amsgrad:
         xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)  # v_max = max(v_max, v_t)
     denom = b                                                    # g is not read again: a and b are free
@@ -145,6 +149,11 @@ def adam_update(xp: Any, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, m
     xp.multiply(exp_avg, step_size, out=a)
     xp.divide(a, denom, out=a)
     xp.subtract(param, a, out=param)
+
+
+def _sqrt(x: Any) -> Any:
+    """math.sqrt, or a symbolic square root (gg.jit traces hyperparameters as symbols)."""
+    return math.sqrt(x) if isinstance(x, (int, float)) else x.sqrt()
 
 
 REFERENCE: dict[str, Callable[..., None]] = {"sgd": sgd_update, "adam": adam_update}
@@ -161,11 +170,14 @@ def pick_multi(name: str, xp: Any) -> Callable[..., None] | None:
     if not FUSED_MULTI:
         from ..cuda import kernels  # noqa: PLC0415 - only ever reached with CuPy arrays
         FUSED_MULTI.update(kernels.OPTIMIZER_MULTI_UPDATES)
-    return FUSED_MULTI.get(name)
+    fn = FUSED_MULTI.get(name)
+    return fn if jit_hook is None or fn is None else jit_hook.multi(fn)
 
 
 def update(name: str, xp: Any, scratch: Scratch, *arrays: Any, **hyper: Any) -> None:
     """Run update ``name`` on one parameter: the fused kernel on CuPy, else the reference with ``scratch``."""
+    if jit_hook is not None and jit_hook.update(REFERENCE[name], xp, arrays, hyper) is not NotImplemented:
+        return
     fn = pick(name, xp)
     if fn is REFERENCE[name]:
         fn(xp, *arrays, scratch=scratch, **hyper)

@@ -13,6 +13,9 @@ from ..versions import user_site
 from .functional import pick_multi
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
+# gg.jit, while it traces a function: jit_hook(optimizer, closure) runs the step with its numbers as
+# symbols and returns its result (NotImplemented when this thread is not tracing)
+jit_hook: Any = None
 
 
 def _listed(name: str, params: Any, what: str) -> list[Any]:
@@ -125,6 +128,8 @@ class Optimizer:
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; returns ``closure()`` (run with grad on) if given."""
+        if jit_hook is not None and (traced := jit_hook(self, closure)) is not NotImplemented:
+            return traced
         loss = None
         if closure is not None:
             with enable_grad():

@@ -15,6 +15,7 @@ class SGD(Optimizer):
 
     _state_keys = ("momentum_buffer",)
     _multi_name = "sgd"
+    _jit_symbolic = True             # gg.jit traces its step with its hyperparameters as symbols
 
     def __init__(self, params: ParamsT, lr: float, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False) -> None:

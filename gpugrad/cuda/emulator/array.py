@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from . import graph as _graph
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _new = object.__new__
 
@@ -78,6 +80,8 @@ def _caller() -> str:
 def record_host_read(what: str) -> None:
     """Count one point where the host waits for the device (and record it in host_reads() blocks)."""
     global read_count
+    if _graph.capturing():
+        raise _graph.refuse(f"a host read ({what})")
     read_count += 1
     if _recorders:
         entry = f"{what} at {_caller()}"
@@ -152,16 +156,28 @@ def _result(r: Any, out: Any, dev: int) -> Any:
 def device_function(fn: Callable, name: str, *, reads: bool = False) -> Callable:
     """``fn`` (a NumPy function) on device arrays; ``reads``: it reads a size back from the device."""
     def call(*args: Any, **kwargs: Any) -> Any:
-        dev = current_device()
-        out = kwargs.get("out")
-        with np.errstate(all="ignore"):           # CuPy never warns about NaN, inf or 0 / 0
-            r = fn(*unwrap(args), **_unwrap_kwargs(kwargs))
-        if reads:
-            record_host_read(f"cupy.{name} (its result's size is read from the device)")
-        return _result(r, out, dev)
+        if _graph.capturing():
+            return _graph.call(name, lambda: _run_device(fn, args, kwargs, reads, name), kwargs.get("out"),
+                               _fresh)
+        return _run_device(fn, args, kwargs, reads, name)
     call.__name__ = call.__qualname__ = name
     call.__doc__ = f"cupy.{name} (emulated: numpy.{name} on the emulator's memory)"
     return call
+
+
+def _fresh(r: Any) -> bool:
+    """Whether a result owns new memory (an allocation) rather than viewing an array's."""
+    return type(r) is ndarray and r._a.base is None and r._a.size > 0
+
+
+def _run_device(fn: Callable, args: tuple, kwargs: dict, reads: bool, name: str) -> Any:
+    dev = current_device()
+    out = kwargs.get("out")
+    with np.errstate(all="ignore"):               # CuPy never warns about NaN, inf or 0 / 0
+        r = fn(*unwrap(args), **_unwrap_kwargs(kwargs))
+    if reads:
+        record_host_read(f"cupy.{name} (its result's size is read from the device)")
+    return _result(r, out, dev)
 
 
 class Ufunc:
@@ -185,6 +201,11 @@ class Ufunc:
         return ops
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _graph.capturing():
+            return _graph.call(self.__name__, lambda: self._run(args, kwargs), kwargs.get("out"), _fresh)
+        return self._run(args, kwargs)
+
+    def _run(self, args: tuple, kwargs: dict) -> Any:
         dev = current_device()
         out = kwargs.get("out")
         with np.errstate(all="ignore"):           # CuPy never warns about NaN, inf or 0 / 0
@@ -334,6 +355,7 @@ class ndarray:  # noqa: N801 - CuPy's name
 
     __slots__ = ("_a", "_dev", "__weakref__")
     __hash__ = None  # type: ignore[assignment]
+    __array_priority__ = 100.0                      # CuPy's
 
     def __init__(self, shape: Any, dtype: Any = float, memptr: Any = None, strides: Any = None,
                  order: str = "C") -> None:
@@ -464,6 +486,9 @@ class ndarray:  # noqa: N801 - CuPy's name
             value = unwrap(value)
         elif isinstance(value, list):
             value = np.asarray(value)
+        if _graph.capturing():
+            _graph.record("ndarray.__setitem__", lambda: self._a.__setitem__(_index(self._a, key), value))
+            return
         self._a[_index(self._a, key)] = value
 
     def __copy__(self) -> ndarray:
@@ -512,6 +537,13 @@ def garbage(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _defers_to(other: Any) -> bool:
+    """CuPy's operators leave the operation to an operand of higher ``__array_priority__`` (its reflected
+    operator runs), as gg.jit's tracers have."""
+    priority = getattr(other, "__array_priority__", 0.0)
+    return isinstance(priority, float) and priority > ndarray.__array_priority__
+
+
 def _operator(name: str, uf: np.ufunc, reflected: bool = False, inplace: bool = False) -> Callable:
     target = ufunc(uf)
     if inplace:
@@ -523,6 +555,8 @@ def _operator(name: str, uf: np.ufunc, reflected: bool = False, inplace: bool = 
             return target(other, self)
     else:
         def method(self: ndarray, other: Any) -> Any:
+            if _defers_to(other):
+                return NotImplemented
             return target(self, other)
     method.__name__ = name
     return method

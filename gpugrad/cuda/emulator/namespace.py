@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import array, nccl, runtime
+from . import array, graph, nccl, runtime
 from .array import ndarray, unwrap, wrap
 
 # NumPy functions that CuPy runs with a device-to-host read of a size or a count
@@ -57,6 +57,8 @@ def _adapt(obj: Any, name: str, module: str) -> Any:
 # ----------------------------------------------------------------------------- host <-> device
 
 def _to_device(x: Any, dtype: Any, copy: bool, **kwargs: Any) -> ndarray:
+    if graph.capturing() and (copy or type(x) is not ndarray):
+        raise graph.refuse("a copy to a new device array (cupy.asarray / cupy.array)")
     if type(x) is ndarray:                   # another device's array is copied over, as CuPy does
         copy = copy or x._dev != array.current_device()
         a = x._a
@@ -129,6 +131,8 @@ def get_array_module(*args: Any) -> Any:
 
 def _uninitialised(fn: Callable) -> Callable:
     def make(*args: Any, **kwargs: Any) -> ndarray:
+        if graph.capturing():
+            raise graph.refuse(f"cupy.{fn.__name__} allocated a new array")
         return wrap(array.garbage(fn(*unwrap(args), **kwargs)))
     make.__name__ = fn.__name__
     return make
@@ -222,6 +226,9 @@ def _scatter(uf: np.ufunc, dtypes: str) -> Callable:
         if arrays and not (len(items) == 1 and arrays[0].dtype == np.bool_) and target.dtype not in allowed:
             raise TypeError(f"cupy.{uf.__name__}.at only supports {', '.join(str(d) for d in allowed)}, as "
                             "data type")
+        if graph.capturing():
+            graph.record(f"cupyx.scatter_{uf.__name__}", lambda: uf.at(target, index, unwrap(value)))
+            return
         uf.at(target, index, unwrap(value))
     scatter.__name__ = f"scatter_{uf.__name__}"
     return scatter
@@ -242,6 +249,7 @@ _cuda = types.ModuleType("cupy.cuda")
 for _name in ("Device", "Stream", "Event", "MemoryPool", "get_current_stream", "get_elapsed_time", "runtime",
               "is_available", "compiler"):
     setattr(_cuda, _name, getattr(runtime, _name))
+_cuda.Graph = graph.Graph  # type: ignore[attr-defined]
 _cuda.MemoryPointer = array.MemoryPointer  # type: ignore[attr-defined]
 _cuda.nccl = nccl  # type: ignore[attr-defined]
 _POOL = runtime.MemoryPool()

@@ -3,8 +3,9 @@
 Work runs on the CPU as soon as it is launched, so streams and events only keep their
 interface; synchronising is counted as a host read (array.record_host_read). There is no
 timing (``get_elapsed_time`` raises), no device memory accounting (the pool's byte counts
-raise) and no graph capture. RawModule and RawKernel build their CUDA source for the CPU
-with g++ (host_build) and check every launch's arguments against the kernel's parameters.
+raise); stream capture records launches into a graph (graph.py). RawModule and RawKernel
+build their CUDA source for the CPU with g++ (host_build) and check every launch's arguments
+against the kernel's parameters.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import DEVICE_NAME, array, host_build
+from . import DEVICE_NAME, array, graph, host_build
 
 # A launch of (grid, block) runs as at most RUN_BLOCKS blocks of RUN_THREADS threads each: gpugrad's
 # kernels are grid-stride loops, right for any configuration. The real launches' blocks (32 to 256
@@ -157,11 +158,13 @@ class Stream:
         """Later work on this stream waits for ``event``: here it is already done."""
 
     def begin_capture(self, mode: Any = None) -> None:
-        raise NotImplementedError("CUDA graph capture is not emulated: run benchmarks/gpu/check.sh on a GPU "
-                                  "to see what capture accepts")
+        graph.begin()                          # launches are recorded until end_capture (graph.py)
 
-    def end_capture(self) -> None:
-        self.begin_capture()
+    def end_capture(self) -> graph.Graph:
+        return graph.end()
+
+    def is_capturing(self) -> bool:
+        return graph.capturing()
 
 
 Stream.null = Stream(null=True)
@@ -259,6 +262,12 @@ class _Function:
                     raise TypeError(f"{name}: argument {i} is a pointer, but got a numpy.ndarray (host "
                                     "memory): CuPy would pass its bytes by value; pass a cupy.ndarray")
             marshalled.append(a)
+        if graph.capturing():                  # recorded with its arguments: pointers are baked in
+            graph.record(name, lambda: self._run(g, b, marshalled))
+            return
+        self._run(g, b, marshalled)
+
+    def _run(self, g: tuple, b: tuple, marshalled: list) -> None:
         with _launch_lock:
             self._kernel(min(g[0], RUN_BLOCKS), min(b[0], RUN_THREADS), tuple(marshalled))
 
