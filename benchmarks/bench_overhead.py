@@ -25,6 +25,7 @@ from benchmarks.compare_overhead import (
     torch_inputs,
     torch_step,
 )
+from gpugrad.testing import assert_close
 
 
 def _record_per_op(benchmark) -> None:
@@ -61,4 +62,4 @@ def test_overhead_torch(benchmark, torch_one_thread):
     expected = gpugrad_step(*gpugrad_inputs()).data
     grad = benchmark(torch_step, x, c)
     _record_per_op(benchmark)
-    np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-4, atol=0)
+    assert_close(grad.numpy(), expected, rtol=1e-4, atol=0)

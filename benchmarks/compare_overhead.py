@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 import gpugrad as gg
+from gpugrad.testing import assert_close
 
 N_OPS = 300                 # ops in the chain: N_OPS // 3 cycles of add, mul, tanh
 SHAPE = (4, 4)
@@ -163,8 +164,8 @@ def measure(rounds: int = 7, *, target_s: float = 0.2, n_ops: int = N_OPS,
         runners["torch"] = run_torch
     try:
         if torch is not None:
-            np.testing.assert_allclose(run_gg().data, run_torch().numpy(), rtol=1e-4, atol=0,
-                                       err_msg="gpugrad and PyTorch disagree on the workload's gradient")
+            assert_close(run_gg().data, run_torch().numpy(), rtol=1e-4, atol=0,
+                         msg="gpugrad and PyTorch disagree on the workload's gradient")
         reps = {name: _calibrate(fn, target_s) for name, fn in runners.items()}
         samples: dict[str, list[float]] = {name: [] for name in runners}
         order = list(runners)
