@@ -171,10 +171,13 @@ def planted(only: list[str]) -> int:
 
 # module -> (the files mutmut mutates, the tests that run against their mutants)
 CORE = {
+    # the engine's in-place checks and anomaly mode are tested in test_reliability.py; the registry's
+    # dispatch to vmap in test_vmap_registry.py, its forward values in test_registry_reference.py
     "engine": (["gpugrad/engine.py", "gpugrad/versions.py"],
-               ["tests/test_engine.py", "tests/test_optim_inplace.py"]),
+               ["tests/test_engine.py", "tests/test_optim_inplace.py", "tests/test_reliability.py"]),
     "registry": (["gpugrad/ops/registry.py", "gpugrad/ops/util.py"],
-                 ["tests/test_registry_gradcheck.py", "tests/test_engine.py"]),
+                 ["tests/test_registry_gradcheck.py", "tests/test_registry_reference.py",
+                  "tests/test_vmap_registry.py", "tests/test_engine.py"]),
     "optim": (["gpugrad/optim/functional.py", "gpugrad/optim/sgd.py", "gpugrad/optim/adam.py"],
               ["tests/test_optim.py", "tests/test_optim_inplace.py"]),
     "kernels": (["gpugrad/cuda/kernels.py"], ["tests/test_kernels_cpu.py"]),
