@@ -10,7 +10,10 @@ import numpy as np
 
 def ndim_of(x: Any) -> int:
     """Tensors and arrays by their attribute (a CuPy array's .data is a pointer); lists as NumPy does."""
-    return len(shape_of(x))
+    ndim = getattr(x, "ndim", None)
+    if ndim is not None:
+        return ndim
+    return np.ndim(x) if isinstance(x, (list, tuple)) else 0
 
 
 def shape_of(x: Any) -> tuple[int, ...]:
